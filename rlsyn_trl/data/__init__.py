@@ -1,0 +1,44 @@
+"""Identity benchmarks as ``datasets`` builders, registered by name, and the shared preprocessing."""
+
+from __future__ import annotations
+
+import datasets
+
+from .orl import OrlFaces, find_orl_root, private_split
+from .preprocessing import dataset_to_tensors, preprocess_images, tensor_to_pil, to_model_range, to_unit_range
+
+IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {"orl_faces": OrlFaces}
+
+
+def register_identity_builder(name: str, builder: type[datasets.DatasetBuilder]) -> None:
+    """Make a builder class available to :func:`load_identity_dataset` under ``name``."""
+    IDENTITY_BUILDERS[name] = builder
+
+
+def load_identity_dataset(
+    name: str, config_name: str | None = None, *, data_dir: str | None = None, cache_dir: str | None = None, **options
+) -> datasets.DatasetDict:
+    """Build (or reuse from cache) a registered identity benchmark and return its ``DatasetDict``.
+
+    ``options`` are the builder config's fields, e.g. ``shots=2, seed=0`` for ``orl_faces``/``private``.
+    """
+    if name not in IDENTITY_BUILDERS:
+        raise KeyError(f"Unknown identity dataset {name!r}; registered: {sorted(IDENTITY_BUILDERS)}")
+    builder = IDENTITY_BUILDERS[name](config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
+    builder.download_and_prepare()
+    return builder.as_dataset()
+
+
+__all__ = [
+    "IDENTITY_BUILDERS",
+    "OrlFaces",
+    "dataset_to_tensors",
+    "find_orl_root",
+    "load_identity_dataset",
+    "preprocess_images",
+    "private_split",
+    "register_identity_builder",
+    "tensor_to_pil",
+    "to_model_range",
+    "to_unit_range",
+]
