@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import datasets
 
+from .casia_webface import CasiaWebFace
+from .cuhk03 import Cuhk03Np
+from .face_verification import FaceVerification, Rfw
+from .market1501 import Market1501
 from .orl import OrlFaces, find_orl_root, private_split
 from .preprocessing import dataset_to_tensors, preprocess_images, tensor_to_pil, to_model_range, to_unit_range
 
-IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {"orl_faces": OrlFaces}
+IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
+    "orl_faces": OrlFaces,
+    "market1501": Market1501,
+    "cuhk03_np": Cuhk03Np,
+    "casia_webface": CasiaWebFace,
+    "face_verification": FaceVerification,
+    "rfw": Rfw,
+}
 
 
 def register_identity_builder(name: str, builder: type[datasets.DatasetBuilder]) -> None:
@@ -31,7 +42,12 @@ def load_identity_dataset(
 
 __all__ = [
     "IDENTITY_BUILDERS",
+    "CasiaWebFace",
+    "Cuhk03Np",
+    "FaceVerification",
+    "Market1501",
     "OrlFaces",
+    "Rfw",
     "dataset_to_tensors",
     "find_orl_root",
     "load_identity_dataset",

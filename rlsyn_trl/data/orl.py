@@ -131,9 +131,12 @@ class OrlFaces(datasets.GeneratorBasedBuilder):
                 source = f"s{identity}/{number}.pgm"
                 buffer = io.BytesIO()
                 read_face(Path(root) / source).save(buffer, format="PNG")
-                yield source, {
-                    "image": {"bytes": buffer.getvalue(), "path": None},
-                    "label": identities.index(identity),
-                    "identity": f"s{identity}",
-                    "source": source,
-                }
+                yield (
+                    source,
+                    {
+                        "image": {"bytes": buffer.getvalue(), "path": None},
+                        "label": identities.index(identity),
+                        "identity": f"s{identity}",
+                        "source": source,
+                    },
+                )

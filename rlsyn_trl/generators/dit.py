@@ -1,0 +1,387 @@
+"""Class-conditional DiT generators: build, patch for small-data training, save, load and sample.
+
+One :class:`IdentityGenerator` serves the embedded pixel-space prior and a latent DiT such as
+``facebook/DiT-XL-2-256`` (folder layout ``transformer/``, ``vae/``, ``scheduler/``, ``model_index.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from trl.models.modeling_sd_base import scheduler_step as ddim_step_with_logprob
+
+MODEL_INDEX = "model_index.json"
+GENERATOR_FILES = [MODEL_INDEX, "transformer/*", "scheduler/*", "vae/*"]
+
+
+def class_embedders(transformer: DiTTransformer2DModel) -> list[torch.nn.Module]:
+    """Every block's label embedder (diffusers gives each DiT block its own; block 0's also conditions the output)."""
+    return [block.norm1.emb.class_embedder for block in transformer.transformer_blocks]
+
+
+def disable_label_dropout(transformer: DiTTransformer2DModel) -> None:
+    """Stop each block dropping labels independently: we drop labels once per batch (the null id) instead."""
+    for embedder in class_embedders(transformer):
+        embedder.dropout_prob = 0.0
+
+
+def zero_init_modulation(transformer: DiTTransformer2DModel) -> None:
+    """adaLN-Zero initialisation, as in the DiT paper (diffusers leaves these layers at std ~0.05)."""
+    for block in transformer.transformer_blocks:
+        torch.nn.init.zeros_(block.norm1.linear.weight)
+        torch.nn.init.zeros_(block.norm1.linear.bias)
+    for layer in (transformer.proj_out_1, transformer.proj_out_2):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+
+
+def build_pixel_dit(
+    num_classes: int,
+    resolution: int = 32,
+    channels: int = 1,
+    width: int = 128,
+    depth: int = 6,
+    heads: int = 4,
+    patch_size: int = 2,
+) -> DiTTransformer2DModel:
+    """A small pixel-space DiT from scratch (the embedded default prior), initialised for training."""
+    if width % heads:
+        raise ValueError(f"width {width} must be divisible by heads {heads}")
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        in_channels=channels,
+        out_channels=channels,
+        num_layers=depth,
+        sample_size=resolution,
+        patch_size=patch_size,
+        num_embeds_ada_norm=num_classes,
+    )
+    zero_init_modulation(transformer)
+    disable_label_dropout(transformer)
+    return transformer
+
+
+def default_scheduler(prediction_type: str = "v_prediction") -> DDIMScheduler:
+    """DDIM on a cosine schedule; ``clip_sample`` keeps pixel-space x0 estimates inside the image range."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=prediction_type,
+        clip_sample=True,
+        set_alpha_to_one=False,
+        timestep_spacing="trailing",
+    )
+
+
+def min_snr_weights(scheduler: DDIMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights, expressed for the scheduler's prediction target."""
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas / (1 - alphas)
+    clipped = torch.clamp(snr, max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    if scheduler.config.prediction_type == "epsilon":
+        return clipped / snr
+    return clipped
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+EMBEDDED_MODELS = {
+    "embedded:orl_faces": ASSETS / "orl_faces_prior" / "generator",
+    "embedded:orl_faces/encoder": ASSETS / "orl_faces_prior" / "encoder",
+}
+
+
+def resolve_pretrained_folder(path_or_id: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local folder as is; ``embedded:...`` from the package; a Hub id through the HF cache (offline once cached)."""
+    if str(path_or_id) in EMBEDDED_MODELS:
+        folder = EMBEDDED_MODELS[str(path_or_id)]
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"The embedded model {path_or_id} is missing from this installation ({folder}). Rebuild it with "
+                "`accelerate launch recipes/pretrain_prior.py --config recipes/orl_faces/prior_full.yaml` and copy "
+                "its generator/ and encoder/ folders there, or pass another base model."
+            )
+        return folder
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(path_or_id).count("/") > 1:
+        raise FileNotFoundError(f"{path_or_id} is neither a local folder nor a Hub repo id (owner/name).")
+    try:
+        return Path(snapshot_download(str(path_or_id), revision=revision))
+    except LocalEntryNotFoundError as error:
+        raise OSError(
+            f"Cannot resolve {path_or_id!r}: it is not a local folder and is not in the Hugging Face cache, and the "
+            "Hub is not reachable (HF_HUB_OFFLINE=1 or no network). Download it once with "
+            f"`huggingface-cli download {path_or_id}` on a connected machine, or pass a local folder."
+        ) from error
+
+
+@dataclass
+class SampleTrajectory:
+    """What DDPO needs from one sampling run: the chain of latents and each step's log-probability."""
+
+    images: torch.Tensor  # [B, C, H, W] in [-1, 1]
+    latents: torch.Tensor  # [B, T + 1, ...] from pure noise to the final latent
+    log_probs: torch.Tensor  # [B, T]
+    timesteps: torch.Tensor  # [T]
+
+
+class IdentityGenerator:
+    """A class-conditional DiT + DDIM scheduler (+ optional VAE) whose classes are identities.
+
+    The null class (index ``num_classes``) is the unconditional branch of classifier-free guidance.
+    """
+
+    def __init__(
+        self,
+        transformer: DiTTransformer2DModel,
+        scheduler: DDIMScheduler,
+        label_names: Sequence[str],
+        vae: AutoencoderKL | None = None,
+        resolution: int | None = None,
+        source: str | None = None,
+    ):
+        self.transformer = transformer
+        self.scheduler = scheduler
+        self.vae = vae
+        self.label_names = list(label_names)
+        self.source = source
+        table = class_embedders(transformer)[0].embedding_table.num_embeddings
+        if table != len(self.label_names) + 1:
+            raise ValueError(
+                f"The transformer's class embedding has {table} rows but {len(self.label_names)} labels were given "
+                "(expected labels + 1 null class)."
+            )
+        factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+        self.vae_scale_factor = factor
+        self.resolution = resolution or transformer.config.sample_size * factor
+
+    # -- properties -------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.resolution // self.vae_scale_factor
+        return (self.transformer.config.in_channels, side, side)
+
+    def to(self, device: torch.device | str) -> IdentityGenerator:
+        self.transformer.to(device)
+        if self.vae is not None:
+            self.vae.to(device)
+        return self
+
+    def labels_for(self, identities: Sequence[str | int]) -> torch.Tensor:
+        """Integer labels for identity names (or ints), with a clear error for names outside the label space."""
+        labels = []
+        for identity in identities:
+            if isinstance(identity, str):
+                if identity not in self.label_names:
+                    raise KeyError(f"Identity {identity!r} is not in this generator's label space {self.label_names}")
+                labels.append(self.label_names.index(identity))
+            else:
+                if not 0 <= int(identity) < self.num_classes:
+                    raise KeyError(f"Label {identity} is outside this generator's {self.num_classes} identities")
+                labels.append(int(identity))
+        return torch.tensor(labels, dtype=torch.long)
+
+    # -- latent <-> image -------------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> model space (identity in pixel space, scaled VAE latents otherwise)."""
+        if self.vae is None:
+            return images
+        return self.vae.encode(images).latent_dist.sample() * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Model space -> images in [-1, 1]."""
+        if self.vae is None:
+            return latents.clamp(-1, 1)
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+    # -- model calls ------------------------------------------------------------------------------------------
+    def model_output(self, latents: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The transformer's prediction (epsilon or v), dropping a learned-variance half if the model has one."""
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(latents.shape[0])
+        output = self.transformer(latents, timestep=timesteps, class_labels=labels).sample
+        channels = latents.shape[1]
+        return output[:, :channels] if output.shape[1] == 2 * channels else output
+
+    def guided_output(
+        self, latents: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, guidance_scale: float
+    ) -> torch.Tensor:
+        """Classifier-free guidance: u + s * (c - u), batched as one forward pass."""
+        if guidance_scale == 1.0:
+            return self.model_output(latents, timestep, labels)
+        null = torch.full_like(labels, self.null_label)
+        both = self.model_output(torch.cat([latents, latents]), timestep, torch.cat([labels, null]))
+        conditional, unconditional = both.chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
+    def denoising_loss(
+        self, images: torch.Tensor, labels: torch.Tensor, p_uncond: float = 0.1, min_snr_gamma: float | None = None
+    ) -> torch.Tensor:
+        """Diffusion loss on real images, labels replaced by the null id per sample with probability ``p_uncond``.
+
+        ``min_snr_gamma`` weights timesteps by min-SNR (Hang et al. 2023), which converges faster on small data.
+        """
+        latents = self.encode(images)
+        noise = torch.randn_like(latents)
+        scheduler = self.scheduler
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
+        drop = torch.rand(labels.shape[0], device=labels.device) < p_uncond
+        labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        prediction_type = scheduler.config.prediction_type
+        if prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        elif prediction_type == "epsilon":
+            target = noise
+        else:
+            target = latents
+        error = (self.model_output(noisy, timesteps, labels).float() - target.float()).pow(2)
+        error = error.mean(dim=tuple(range(1, error.ndim)))
+        if min_snr_gamma is None:
+            return error.mean()
+        return (error * min_snr_weights(scheduler, timesteps, min_snr_gamma)).mean()
+
+    # -- sampling ---------------------------------------------------------------------------------------------
+    def trajectory(
+        self,
+        labels: torch.Tensor,
+        *,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.5,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        with_log_probs: bool = False,
+        progress: bool = False,
+    ) -> SampleTrajectory:
+        """Run DDIM from noise; with ``with_log_probs`` each step is TRL's DDIM step, which also returns log p."""
+        labels = labels.to(self.device)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = torch.randn((labels.shape[0], *self.latent_shape), generator=generator).to(self.device)
+        chain, log_probs = [latents], []
+        steps = self.scheduler.timesteps
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="sampling", leave=False)
+        for t in steps:
+            output = self.guided_output(latents, t, labels, guidance_scale)
+            if with_log_probs:
+                step = ddim_step_with_logprob(self.scheduler, output, t, latents, eta=eta, generator=generator)
+                latents = step.latents
+                log_probs.append(step.log_probs)
+            else:
+                latents = self.scheduler.step(output, t, latents, eta=eta, generator=generator).prev_sample
+            chain.append(latents)
+        return SampleTrajectory(
+            images=self.decode(latents),
+            latents=torch.stack(chain, dim=1),
+            log_probs=torch.stack(log_probs, dim=1) if log_probs else torch.empty(labels.shape[0], 0),
+            timesteps=self.scheduler.timesteps.clone(),
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor | Sequence[str | int],
+        *,
+        seed: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.5,
+        eta: float = 0.0,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Images in [-1, 1] for the given identity labels; the same seed gives the same images."""
+        if not isinstance(labels, torch.Tensor):
+            labels = self.labels_for(labels)
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise KeyError(f"Labels must lie in [0, {self.num_classes}); got {labels.tolist()}")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        was_training = self.transformer.training
+        self.transformer.eval()
+        outputs = [
+            self.trajectory(
+                chunk,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                eta=eta,
+                generator=generator,
+                progress=progress,
+            ).images
+            for chunk in labels.split(batch_size)
+        ]
+        self.transformer.train(was_training)
+        return torch.cat(outputs)
+
+    # -- persistence ------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write the diffusers folder layout; ``model_index.json`` also records the identity names."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(directory / "transformer")
+        self.scheduler.save_pretrained(directory / "scheduler")
+        index = {
+            "_class_name": "DiTPipeline",
+            "transformer": ["diffusers", "DiTTransformer2DModel"],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "id2label": {str(i): name for i, name in enumerate(self.label_names)},
+            "resolution": self.resolution,
+        }
+        if self.vae is not None:
+            self.vae.save_pretrained(directory / "vae")
+            index["vae"] = ["diffusers", "AutoencoderKL"]
+        tmp = directory / (MODEL_INDEX + ".tmp")
+        tmp.write_text(json.dumps(index, indent=2))
+        os.replace(tmp, directory / MODEL_INDEX)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str | os.PathLike, revision: str | None = None, torch_dtype: torch.dtype | None = None
+    ) -> IdentityGenerator:
+        """Load a generator folder or Hub id (e.g. ``facebook/DiT-XL-2-256``); offline it uses the HF cache."""
+        folder = resolve_pretrained_folder(path_or_id, revision)
+        if not (folder / MODEL_INDEX).is_file() and (folder / "adapter_config.json").is_file():
+            from .adapter import load_adapter
+
+            return load_adapter(folder, torch_dtype=torch_dtype)
+        if not (folder / "transformer").is_dir():
+            raise FileNotFoundError(f"{folder} has no transformer/ subfolder: not a DiT generator folder.")
+        index = json.loads((folder / MODEL_INDEX).read_text()) if (folder / MODEL_INDEX).is_file() else {}
+        transformer = DiTTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=torch_dtype)
+        disable_label_dropout(transformer)
+        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+        vae = (
+            AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch_dtype)
+            if (folder / "vae").is_dir()
+            else None
+        )
+        id2label = index.get("id2label") or {}
+        num_classes = transformer.config.num_embeds_ada_norm
+        label_names = [id2label.get(str(i), str(i)) for i in range(num_classes)]
+        return cls(
+            transformer, scheduler, label_names, vae=vae, resolution=index.get("resolution"), source=str(path_or_id)
+        )

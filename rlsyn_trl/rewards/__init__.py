@@ -1,0 +1,6 @@
+"""Identity rewards for Stage 2: the composite reward and the memory bank of real features it compares against."""
+
+from .composite import composite_reward, median_heuristic_sigma, rbf_kernel, trace_covariance
+from .memory_bank import MemoryBank
+
+__all__ = ["MemoryBank", "composite_reward", "median_heuristic_sigma", "rbf_kernel", "trace_covariance"]
