@@ -86,3 +86,25 @@ def push_synthetic_dataset(
     if not (Path(folder) / "README.md").is_file():
         raise FileNotFoundError(f"{folder} has no README.md dataset card: render the card before pushing.")
     return _push_folder(folder, repo_id, "dataset", private, api, "Upload rlsyn-trl synthetic identity dataset")
+
+
+def load_synthetic_dataset(
+    repo_id_or_path: str | os.PathLike,
+    split: str = "train",
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """A synthetic dataset from a local folder or a Hub repo id, online or from the local HF cache offline.
+
+    ``datasets.load_dataset(repo_id)`` works online; offline it only finds datasets it prepared itself before. This
+    resolves the repo's snapshot through ``huggingface_hub`` (the cache when ``HF_HUB_OFFLINE=1``) and reads its
+    parquet files with the card's configuration, so the ``ClassLabel`` names survive either way. ``cache_dir`` is
+    the ``datasets`` cache for the prepared arrow files.
+    """
+    import datasets
+    from huggingface_hub import snapshot_download
+
+    folder = Path(repo_id_or_path).expanduser()
+    if not folder.is_dir():
+        folder = Path(snapshot_download(str(repo_id_or_path), repo_type="dataset", revision=revision))
+    return datasets.load_dataset(str(folder), split=split, cache_dir=str(cache_dir) if cache_dir else None)

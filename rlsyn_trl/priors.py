@@ -118,7 +118,7 @@ def train_generator(config: PriorConfig, accelerator: Accelerator, images, label
     batches = sample_batches(images, labels, config.generator_batch_size, config.seed)
 
     def loss_fn(step: int) -> torch.Tensor:
-        x, y = next(batches)
+        x, y = batches(step)
         x, y = augment(x).to(accelerator.device), y.to(accelerator.device)
         with accelerator.autocast():
             return generator.denoising_loss(x, y, config.p_uncond, config.min_snr_gamma)
@@ -164,7 +164,7 @@ def train_encoder(config: PriorConfig, accelerator: Accelerator, images, labels,
     batches = sample_batches(images, labels, config.encoder_batch_size, config.seed + 1)
 
     def loss_fn(step: int) -> torch.Tensor:
-        x, y = next(batches)
+        x, y = batches(step)
         x, y = augment(x).to(accelerator.device), y.to(accelerator.device)
         head.train()
         return head(encoder(x), y)

@@ -6,7 +6,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -88,18 +88,22 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> 
 
 def sample_batches(
     images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """An endless reproducible stream of shuffled mini-batches.
+) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """A reproducible mini-batch schedule: ``batch(step)`` depends only on (seed, step).
 
-    Each pass is a permutation of the data; with fewer images than ``batch_size`` (few-shot splits) several
-    permutations fill one batch, so every image appears equally often.
+    So a resumed run sees exactly the batches an uninterrupted one would. Each pass is a permutation of the
+    data; with fewer images than ``batch_size`` (few-shot splits) several permutations fill one batch.
     """
     if len(images) == 0:
         raise ValueError("Cannot draw batches from an empty training set.")
-    generator = torch.Generator().manual_seed(seed)
     passes = -(-batch_size // len(images))
-    while True:
+    per_epoch = passes * len(images) // batch_size
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, position = divmod(step, per_epoch)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(passes)])
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            index = order[start : start + batch_size]
-            yield images[index], labels[index]
+        index = order[position * batch_size : (position + 1) * batch_size]
+        return images[index], labels[index]
+
+    return batch

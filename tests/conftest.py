@@ -29,3 +29,38 @@ def orl_public(datasets_cache):
     from rlsyn_trl.data import load_identity_dataset
 
     return load_identity_dataset("orl_faces", "public", cache_dir=datasets_cache)
+
+
+TINY_LABELS = [f"s{i}" for i in range(1, 21)]
+
+
+def build_tiny_generator(num_classes: int = 20, resolution: int = 32, seed: int = 0):
+    """A 2-block pixel DiT with random (not zero) modulation so its samples depend on the labels."""
+    from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, default_scheduler
+
+    torch.manual_seed(seed)
+    transformer = build_pixel_dit(num_classes, resolution=resolution, width=32, depth=2, heads=2, patch_size=4)
+    for parameter in transformer.parameters():
+        torch.nn.init.normal_(parameter, std=0.02)
+    return IdentityGenerator(transformer, default_scheduler(), [f"s{i}" for i in range(1, num_classes + 1)])
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory):
+    """A tiny generator saved in the diffusers folder layout (model_index.json, transformer/, scheduler/)."""
+    folder = tmp_path_factory.mktemp("tiny_base")
+    build_tiny_generator().save_pretrained(folder)
+    return folder
+
+
+def put_in_hf_cache(folder, repo_id: str, cache_dir, repo_type: str = "model", revision: str = "0" * 40):
+    """Lay ``folder`` out as a cached Hub snapshot so ``from_pretrained(repo_id)`` works with HF_HUB_OFFLINE=1."""
+    import shutil
+    from pathlib import Path
+
+    prefix = {"model": "models", "dataset": "datasets"}[repo_type]
+    root = Path(cache_dir) / f"{prefix}--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, root / "snapshots" / revision, dirs_exist_ok=True)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+    return root

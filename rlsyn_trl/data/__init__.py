@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 from .casia_webface import CasiaWebFace
 from .cuhk03 import Cuhk03Np
@@ -36,7 +37,14 @@ def load_identity_dataset(
     if name not in IDENTITY_BUILDERS:
         raise KeyError(f"Unknown identity dataset {name!r}; registered: {sorted(IDENTITY_BUILDERS)}")
     builder = IDENTITY_BUILDERS[name](config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except DatasetGenerationError as error:
+        # datasets wraps the builder's own message (which names the bad file) in a generic one: surface it.
+        cause = error.__cause__
+        if isinstance(cause, (OSError, ValueError, KeyError)):
+            raise cause from error
+        raise
     return builder.as_dataset()
 
 

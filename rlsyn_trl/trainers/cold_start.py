@@ -157,7 +157,7 @@ def train_cold_start(config: ColdStartConfig) -> tuple[IdentityGenerator, dict]:
     batches = sample_batches(images, labels, config.batch_size, config.seed)
 
     def loss_fn(step: int) -> torch.Tensor:
-        x, y = next(batches)
+        x, y = batches(step)
         x = augment(x) if config.augment else x
         with accelerator.autocast():
             return generator.denoising_loss(

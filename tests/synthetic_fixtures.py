@@ -1,0 +1,62 @@
+"""Tiny models for the generation, audit and Hub tests: a 2-block DiT adapter and a 2-stage encoder at 16 px.
+
+They are untrained: the tests check plumbing (shards, schema, audit rules, publishing), not image quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from conftest import build_tiny_generator
+
+from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
+from rlsyn_trl.generation import GenerationConfig
+from rlsyn_trl.generators import class_embedders
+from rlsyn_trl.generators.adapter import save_adapter
+from rlsyn_trl.trainers import prepare_identity_generator
+
+RESOLUTION = 16
+PRIVATE_NAMES = [f"s{i}" for i in range(21, 41)]
+IDENTITIES = ["s21", "s22", "s23"]
+PER_IDENTITY = 3
+
+
+def build_tiny_adapter(folder: Path, label_names: list[str], shots: int = 2, split_seed: int = 0) -> Path:
+    """A tiny pixel DiT base (width 32, depth 2, patch 4) saved under ``folder/base`` and an adapter on top of it."""
+    build_tiny_generator(num_classes=4, resolution=RESOLUTION).save_pretrained(folder / "base")
+    generator = prepare_identity_generator(str(folder / "base"), label_names, None)
+    for embedder in class_embedders(generator.transformer):  # non-zero tables: identities give different samples
+        torch.nn.init.normal_(embedder.embedding_table.weight, std=0.5)
+    return save_adapter(
+        generator, folder / "adapter", str(folder / "base"), extra={"shots": shots, "split_seed": split_seed}
+    )
+
+
+def build_tiny_encoder(folder: Path) -> Path:
+    torch.manual_seed(0)
+    config = IdentityEncoderConfig(num_channels=1, image_size=RESOLUTION, widths=[4, 8], embedding_size=8)
+    IdentityEncoder(config).eval().save_pretrained(folder)
+    return folder
+
+
+def build_tiny_models(root: Path) -> dict[str, Path]:
+    """The adapter (over the 20 private ORL identities) and encoder every generation test uses."""
+    return {"adapter": build_tiny_adapter(root, PRIVATE_NAMES), "encoder": build_tiny_encoder(root / "encoder")}
+
+
+def tiny_config(models: dict, datasets_cache: str, output_dir: Path, **overrides) -> GenerationConfig:
+    """A 9-sample run (3 identities x 3) cut into shards of 4, so the last shard is partial."""
+    values = {
+        "adapter": str(models["adapter"]),
+        "encoder": str(models["encoder"]),
+        "identities": IDENTITIES,
+        "samples_per_identity": PER_IDENTITY,
+        "shard_size": 4,
+        "batch_size": 3,
+        "num_inference_steps": 2,
+        "device": "cpu",
+        "output_dir": str(output_dir),
+        "dataset_cache_dir": datasets_cache,
+    }
+    return GenerationConfig(**{**values, **overrides})

@@ -1,0 +1,193 @@
+"""Synthetic dataset generation: schema and labels, resumable shards, run fingerprints and the error cases."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from synthetic_fixtures import IDENTITIES, PER_IDENTITY, build_tiny_adapter, build_tiny_models, tiny_config
+
+from rlsyn_trl import generation
+from rlsyn_trl.generation import GenerationConfig, generate_synthetic_dataset, shard_seed
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture
+def make_config(models, datasets_cache, tmp_path):
+    return lambda **overrides: tiny_config(models, datasets_cache, tmp_path / "run", **overrides)
+
+
+@pytest.fixture(scope="module")
+def reference(models, datasets_cache, tmp_path_factory):
+    """One uninterrupted run: the dataset every resumed run must reproduce sample for sample."""
+    config = tiny_config(models, datasets_cache, tmp_path_factory.mktemp("reference") / "run")
+    dataset, summary = generate_synthetic_dataset(config)
+    return config, dataset, summary
+
+
+def assert_same_samples(dataset: datasets.Dataset, expected: datasets.Dataset) -> None:
+    """Exactly N per identity, no duplicates, and the very images of the uninterrupted run."""
+    assert Counter(dataset["identity"]) == {name: PER_IDENTITY for name in IDENTITIES}
+    assert sorted(dataset["sample_id"]) == list(range(len(IDENTITIES) * PER_IDENTITY))
+    raw = dataset.cast_column("image", datasets.Image(decode=False))
+    expected_raw = expected.cast_column("image", datasets.Image(decode=False))
+    assert [image["bytes"] for image in raw["image"]] == [image["bytes"] for image in expected_raw["image"]]
+    assert dataset["seed"] == expected["seed"]
+
+
+def test_schema_labels_and_outputs(reference, orl_private):
+    config, dataset, summary = reference
+    assert list(dataset.features) == [
+        "image",
+        "label",
+        "identity",
+        "r_sem",
+        "r_cov",
+        "r_exp",
+        "reward",
+        "nn_real_distance",
+        "nn_real_feature_distance",
+        "memorized",
+        "face_detected",
+        "seed",
+        "sample_id",
+        "generator_id",
+        "generator_revision",
+    ]
+    assert dataset.features["label"].names == orl_private["train"].features["label"].names
+    assert isinstance(dataset.features["image"], datasets.Image)
+    assert dataset.features["memorized"].dtype == "bool" and dataset.features["face_detected"].dtype == "bool"
+    assert len(dataset) == len(IDENTITIES) * PER_IDENTITY
+    assert [dataset.features["label"].int2str(label) for label in dataset["label"]] == dataset["identity"]
+    assert dataset[0]["image"].size == (16, 16)
+    assert set(dataset["generator_id"]) == {config.adapter}
+    assert dataset[0]["generator_revision"].startswith("sha256:")
+    # Each shard has its own seed, derived from the base seed and its index alone.
+    assert dataset["seed"] == [shard_seed(0, sample // 4) for sample in range(len(dataset))]
+    assert summary["audit"]["memorization"]["rate"] == pytest.approx(sum(dataset["memorized"]) / len(dataset))
+    assert summary["reference"]["num_images"] == len(orl_private["test"])
+    assert summary["audit"]["thresholds"]["source"] == "private"  # 2 shots: the training pairs themselves
+
+    output = Path(config.output_dir)
+    from_disk = datasets.load_from_disk(str(output / "dataset"))
+    assert from_disk.features == dataset.features and from_disk["sample_id"] == dataset["sample_id"]
+    hub = datasets.load_dataset(str(output / "hub"), split="train", cache_dir=str(output / "cache"))
+    assert hub.features == dataset.features and hub["reward"] == pytest.approx(dataset["reward"])
+    card = (output / "hub" / "README.md").read_text()
+    assert "Memorisation rate" in card and "Reference floor" in card and "5th percentile" in card
+    assert json.loads((output / "audit.json").read_text())["num_samples"] == len(dataset)
+
+
+def test_one_shot_threshold_comes_from_public_identities(make_config):
+    dataset, summary = generate_synthetic_dataset(make_config(shots=1, identities=["s21"]))
+    assert summary["audit"]["thresholds"]["source"] == "public"
+    assert summary["shots"] == 1 and len(dataset) == PER_IDENTITY
+    card = (Path(make_config().output_dir) / "hub" / "README.md").read_text()
+    assert "PUBLIC identities" in card
+
+
+def test_resume_after_a_kill_between_shards(make_config, reference, monkeypatch):
+    write = generation._write_shard
+    calls = []
+
+    def killed_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(args[0])
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "_write_shard", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_dataset(make_config())
+    shards = Path(make_config().output_dir) / "shards"
+    assert sorted(path.name for path in shards.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
+
+    monkeypatch.setattr(generation, "_write_shard", write)
+    dataset, _ = generate_synthetic_dataset(make_config())
+    assert_same_samples(dataset, reference[1])
+
+
+def test_resume_after_a_kill_inside_a_shard_write(make_config, reference, monkeypatch):
+    write_table = generation.pq.write_table
+    calls = []
+
+    def killed_in_second_write(table, where, **kwargs):
+        calls.append(where)
+        if len(calls) < 2:
+            return write_table(table, where, **kwargs)
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(generation.pq, "write_table", killed_in_second_write)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_dataset(make_config())
+    shards = Path(make_config().output_dir) / "shards"
+    # The half-written shard never appears under its final name.
+    assert sorted(path.name for path in shards.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet.tmp"]
+
+    monkeypatch.setattr(generation.pq, "write_table", write_table)
+    dataset, _ = generate_synthetic_dataset(make_config())
+    assert not list(shards.glob("*.tmp"))
+    assert_same_samples(dataset, reference[1])
+
+
+def test_a_finished_run_is_reused_not_resampled(reference, monkeypatch):
+    config, dataset, _ = reference
+    monkeypatch.setattr(generation, "_write_shard", lambda *args: pytest.fail("a complete run sampled again"))
+    again, _ = generate_synthetic_dataset(config)
+    assert_same_samples(again, dataset)
+
+
+def test_a_folder_holding_another_run_is_refused(make_config, reference):
+    config = reference[0]
+    with pytest.raises(FileExistsError, match="different generation run.*seed: 0 -> 1"):
+        generate_synthetic_dataset(replace(config, seed=1))
+    with pytest.raises(FileExistsError, match="samples_per_identity"):
+        generate_synthetic_dataset(replace(config, samples_per_identity=4))
+
+
+def test_label_space_mismatch_is_refused(make_config, tmp_path):
+    with pytest.raises(ValueError, match=r"\['s99'\] are not labels of the real data"):
+        generate_synthetic_dataset(make_config(identities=["s21", "s99"]))
+    other = build_tiny_adapter(tmp_path / "other", ["s1", "s2"])
+    with pytest.raises(ValueError, match="cannot generate identities.*label space"):
+        generate_synthetic_dataset(make_config(adapter=str(other)))
+    assert not (tmp_path / "run" / "manifest.json").exists()  # refused before anything was written
+
+
+def test_no_write_permission_is_a_clear_error(make_config, monkeypatch, tmp_path):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(generation.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match="Cannot write to the output folder .*run"):
+        generate_synthetic_dataset(make_config())
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="samples_per_identity must be >= 2"):
+        GenerationConfig(samples_per_identity=1)
+    with pytest.raises(ValueError, match="hub_dataset_id"):
+        GenerationConfig(push_to_hub=True)
+    with pytest.raises(ValueError, match="memorization_criterion"):
+        GenerationConfig(memorization_criterion="any")
+
+
+def test_the_orl_recipe_parses_into_a_config():
+    from trl import TrlParser
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "orl_faces" / "generate.yaml"
+    (config,) = TrlParser((GenerationConfig,)).parse_args_and_config(["--config", str(recipe), "--seed", "3"])
+    assert config.samples_per_identity == 50 and config.seed == 3 and config.hub_private
+    assert config.shots is None and config.memorization_criterion == "either" and config.max_memorization_rate == 0.05

@@ -1,0 +1,136 @@
+import pytest
+import torch
+from conftest import put_in_hf_cache
+
+from rlsyn_trl.generators import IdentityGenerator, class_embedders
+from rlsyn_trl.generators.adapter import read_adapter_config
+from rlsyn_trl.trainers import ColdStartConfig, prepare_identity_generator, train_cold_start
+
+PRIVATE = [f"s{i}" for i in range(21, 41)]
+
+
+def tiny_config(base, output_dir, **overrides) -> ColdStartConfig:
+    values = dict(
+        base_model=str(base),
+        output_dir=str(output_dir),
+        shots=1,
+        max_steps=3,
+        batch_size=8,
+        warmup_steps=1,
+        learning_rate=1e-2,
+        lora_rank=2,
+        lora_alpha=2,
+        num_inference_steps=2,
+        grid_per_identity=1,
+        checkpoint_every=2,
+    )
+    values.update(overrides)
+    return ColdStartConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base_dir, tmp_path_factory, datasets_cache, monkeypatch_module):
+    monkeypatch_module.setenv("HF_DATASETS_CACHE", datasets_cache)
+    output = tmp_path_factory.mktemp("sft")
+    generator, summary = train_cold_start(tiny_config(tiny_base_dir, output))
+    return generator, summary, output
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_new_embedders_start_at_exactly_zero(tiny_base_dir):
+    generator = prepare_identity_generator(str(tiny_base_dir), PRIVATE, lora_config=None)
+    for embedder in class_embedders(generator.transformer):
+        assert embedder.embedding_table.weight.shape[0] == 21
+        assert torch.count_nonzero(embedder.embedding_table.weight) == 0
+        assert embedder.embedding_table.weight.requires_grad
+    frozen = [n for n, p in generator.transformer.named_parameters() if not p.requires_grad]
+    assert frozen and all("class_embedder" not in n for n in frozen)
+
+
+def test_frozen_backbone_is_bitwise_unchanged(trained, tiny_base_dir):
+    generator, summary, _ = trained
+    base = IdentityGenerator.from_pretrained(tiny_base_dir).transformer.state_dict()
+    tuned = generator.transformer.state_dict()
+    compared = 0
+    for name, tensor in base.items():
+        if "class_embedder" in name:
+            continue
+        key = (
+            name
+            if name in tuned
+            else name.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        )
+        assert torch.equal(tuned[key], tensor), name
+        compared += 1
+    assert compared > 10 and summary["steps"] == 3
+    assert any(torch.count_nonzero(e.embedding_table.weight) for e in class_embedders(generator.transformer))
+
+
+def test_adapter_folder_and_round_trip(trained):
+    generator, _, output = trained
+    config = read_adapter_config(output)
+    assert config["label_names"] == PRIVATE and config["lora"]["r"] == 2 and config["resolution"] == 32
+    assert (output / "README.md").read_text().count("identity adapter") >= 1
+    assert (output / "samples.png").is_file()
+    loaded = IdentityGenerator.from_pretrained(output)
+    a = generator.sample(["s21", "s40"], seed=3, num_inference_steps=3)
+    b = loaded.sample(["s21", "s40"], seed=3, num_inference_steps=3)
+    assert torch.equal(a, b)
+
+
+def test_adapter_from_hub_id_in_local_cache(trained, tiny_base_dir, tmp_path, monkeypatch):
+    _, _, output = trained
+    cache = tmp_path / "hub"
+    put_in_hf_cache(tiny_base_dir, "someone/tiny-dit", cache)
+    adapter = tmp_path / "adapter"
+    import json
+    import shutil
+
+    shutil.copytree(output, adapter, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model"] = "someone/tiny-dit"
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    put_in_hf_cache(adapter, "someone/tiny-identities", cache)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    from_hub = IdentityGenerator.from_pretrained("someone/tiny-identities")
+    local = IdentityGenerator.from_pretrained(output)
+    assert from_hub.label_names == PRIVATE
+    assert torch.equal(
+        from_hub.sample(["s22"], seed=0, num_inference_steps=2), local.sample(["s22"], seed=0, num_inference_steps=2)
+    )
+
+
+def test_label_space_mismatch_is_reported(trained):
+    generator, _, _ = trained
+    with pytest.raises(KeyError, match="s1'? is not in this generator's label space"):
+        generator.sample(["s1"], seed=0, num_inference_steps=2)
+
+
+def test_unresolvable_base_model_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="huggingface-cli download"):
+        train_cold_start(tiny_config("facebook/DiT-XL-2-256", tmp_path / "out"))
+
+
+def test_empty_train_split_is_an_error(tiny_base_dir, tmp_path, monkeypatch):
+    import datasets
+
+    from rlsyn_trl import data
+
+    def empty(*args, **kwargs):
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=PRIVATE)})
+        return datasets.DatasetDict(
+            {"train": datasets.Dataset.from_dict({"image": [], "label": []}, features=features)}
+        )
+
+    monkeypatch.setattr("rlsyn_trl.trainers.cold_start.load_identity_dataset", empty)
+    assert data.load_identity_dataset is not empty
+    with pytest.raises(ValueError, match="empty"):
+        train_cold_start(tiny_config(tiny_base_dir, tmp_path / "out"))

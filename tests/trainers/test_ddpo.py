@@ -1,0 +1,265 @@
+"""RLSynDDPOTrainer and its pipeline adapter on tiny models (16x16 DiT of width 32, depth 2, 4 of 20 identities)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlsyn_trl.data import load_identity_dataset
+from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
+from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, class_embedders, default_scheduler
+from rlsyn_trl.generators.adapter import add_lora, replace_class_embedders, save_adapter
+from rlsyn_trl.rewards import MemoryBank
+from rlsyn_trl.trainers import (
+    IdentityDDPOPipeline,
+    IdentityReward,
+    RLSynDDPOConfig,
+    RLSynDDPOTrainer,
+    identity_prompt_fn,
+)
+from rlsyn_trl.trainers.ddpo import epoch_layout, identity_advantages
+from rlsyn_trl.trainers.ddpo_pipeline import guided_prediction, label_embeds
+
+torch.set_num_threads(1)
+RESOLUTION = 16
+HELPER = Path(__file__).with_name("ddpo_processes.py")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, datasets_cache):
+    """A tiny base DiT, a cold-start adapter with LoRA for the private ORL identities, and a tiny encoder."""
+    os.environ["HF_DATASETS_CACHE"] = datasets_cache
+    root = tmp_path_factory.mktemp("ddpo_tiny")
+    names = load_identity_dataset("orl_faces", "private", shots=2, seed=0)["train"].features["label"].names
+    torch.manual_seed(0)
+    transformer = build_pixel_dit(20, resolution=RESOLUTION, width=32, depth=2, heads=2, patch_size=4)
+    for parameter in transformer.parameters():
+        torch.nn.init.normal_(parameter, std=0.02)
+    IdentityGenerator(transformer, default_scheduler(), [f"p{i}" for i in range(20)]).save_pretrained(root / "base")
+    generator = IdentityGenerator.from_pretrained(root / "base")
+    replace_class_embedders(generator, names)
+    for embedder in class_embedders(generator.transformer):
+        torch.nn.init.normal_(embedder.embedding_table.weight, std=0.5)
+    lora = RLSynDDPOConfig(lora_rank=2, lora_target_modules=["attn1.to_q", "attn1.to_v"]).lora_config()
+    add_lora(generator, lora)
+    save_adapter(generator, root / "sft", str(root / "base"), lora_config=lora)
+    encoder = IdentityEncoder(IdentityEncoderConfig(image_size=RESOLUTION, widths=[8, 16], embedding_size=16))
+    encoder.eval().save_pretrained(root / "encoder")
+    return {"root": root, "adapter": str(root / "sft"), "encoder": str(root / "encoder"), "names": names}
+
+
+def tiny_config(tiny, output: Path, **overrides) -> RLSynDDPOConfig:
+    options = {
+        "adapter": tiny["adapter"],
+        "encoder": tiny["encoder"],
+        "output_dir": str(output),
+        "identities_per_epoch": 4,
+        "samples_per_identity": 4,
+        "sample_batch_size": 8,
+        "train_batch_size": 4,
+        "sample_num_steps": 2,
+        "num_epochs": 2,
+        "train_learning_rate": 1e-3,
+        "kl_coef": 0.1,
+        "denoise_coef": 0.1,
+        "denoise_batch_size": 4,
+        **overrides,
+    }
+    return RLSynDDPOConfig(**options)
+
+
+def trainable(generator: IdentityGenerator) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in generator.transformer.named_parameters() if p.requires_grad}
+
+
+def test_pipeline_sampling_is_batch_invariant_and_reproduced_by_the_training_pass(tiny):
+    pipeline = IdentityDDPOPipeline.from_pretrained(tiny["adapter"])
+    labels = torch.tensor([0, 0, 3, 3])
+    embeds, negative = label_embeds(labels), label_embeds(torch.full_like(labels, pipeline.generator.null_label))
+    seeds = [torch.Generator().manual_seed(i) for i in range(4)]
+    whole = pipeline(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=3, guidance_scale=2.0,
+                     eta=1.0, generator=seeds)  # fmt: skip
+    halves = [
+        pipeline(prompt_embeds=embeds[i : i + 2], negative_prompt_embeds=negative[i : i + 2], num_inference_steps=3,
+                 guidance_scale=2.0, eta=1.0, generator=[torch.Generator().manual_seed(i + k) for k in range(2)])
+        for i in (0, 2)
+    ]  # fmt: skip
+    torch.testing.assert_close(whole.images, torch.cat([half.images for half in halves]), rtol=0, atol=1e-6)
+    assert whole.images.shape == (4, 1, RESOLUTION, RESOLUTION) and 0 <= whole.images.min() <= whole.images.max() <= 1
+    timesteps = pipeline.scheduler.timesteps
+    for j, t in enumerate(timesteps):
+        output = guided_prediction(pipeline.unet, whole.latents[j], t.repeat(4), embeds, negative, 2.0, cfg=True)
+        step = pipeline.scheduler_step(output, t.repeat(4), whole.latents[j], eta=1.0, prev_sample=whole.latents[j + 1])
+        torch.testing.assert_close(step.log_probs, whole.log_probs[j], rtol=0, atol=1e-5)
+
+
+def test_pipeline_injects_lora_only_when_the_adapter_has_none(tiny):
+    continued = IdentityDDPOPipeline.from_pretrained(tiny["adapter"], lora_config=RLSynDDPOConfig().lora_config())
+    assert continued.lora_config.r == 2  # the cold-start LoRA is continued, the YAML rank is not used
+    assert continued.base_model == str(tiny["root"] / "base")  # the saved RL adapter records the same base
+    base = IdentityGenerator.from_pretrained(tiny["root"] / "base")
+    replace_class_embedders(base, tiny["names"])
+    injected = IdentityDDPOPipeline(
+        base, str(tiny["root"] / "base"), lora_config=RLSynDDPOConfig(lora_rank=3).lora_config()
+    )
+    assert injected.lora_config.r == 3
+    names = [n for n, p in injected.generator.transformer.named_parameters() if p.requires_grad]
+    assert any("lora_" in n for n in names) and all("lora_" in n or "class_embedder" in n for n in names)
+
+
+def test_epoch_layout_and_config_errors():
+    config = RLSynDDPOConfig(identities_per_epoch=4, samples_per_identity=4, sample_batch_size=8)
+    assert epoch_layout(config, num_processes=1, num_identities=20) == 2
+    assert epoch_layout(config, num_processes=2, num_identities=20) == 1
+    with pytest.raises(ValueError, match="not a multiple of sample_batch_size x processes"):
+        epoch_layout(config, num_processes=3, num_identities=20)
+    with pytest.raises(ValueError, match="knows only 3 identities"):
+        epoch_layout(config, num_processes=1, num_identities=3)
+    with pytest.raises(ValueError, match="leave it 0"):
+        epoch_layout(
+            RLSynDDPOConfig(identities_per_epoch=4, sample_batch_size=8, sample_num_batches_per_epoch=3), 1, 20
+        )
+    with pytest.raises(ValueError, match="G >= 4"):
+        RLSynDDPOConfig(samples_per_identity=3)
+    with pytest.raises(ValueError, match="per_prompt_stat_tracking"):
+        RLSynDDPOConfig(per_prompt_stat_tracking=True)
+    with pytest.raises(ValueError, match="reward_weights"):
+        RLSynDDPOConfig(reward_weights=[1.0, 1.0])
+
+
+def test_trainer_rejects_train_batches_that_split_an_epoch_unevenly(tiny, tmp_path):
+    config = tiny_config(tiny, tmp_path, sample_batch_size=8, train_batch_size=8, train_gradient_accumulation_steps=3)
+    with pytest.raises(ValueError, match="must be divisible by the total train batch size"):
+        RLSynDDPOTrainer(config)
+
+
+def test_identity_advantages_centre_each_group():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 12.0])
+    labels = torch.tensor([5, 5, 5, 5, 2, 2, 2, 2])
+    epoch = identity_advantages(rewards, labels, "epoch")
+    group = identity_advantages(rewards, labels, "group")
+    for advantages in (epoch, group):
+        assert advantages[:4].sum().abs() < 1e-5 and advantages[4:].sum().abs() < 1e-5
+        assert (advantages[:4].diff() > 0).all() and advantages[7] > 0 > advantages[4]
+    assert torch.allclose(group[:4].std(correction=0), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(epoch.std(correction=0), torch.tensor(1.0), atol=1e-5)
+
+
+def test_identity_prompt_fn_yields_whole_groups():
+    prompt = identity_prompt_fn(["a", "b", "c"], group_size=4, seed=0)
+    draws = [prompt() for _ in range(12)]
+    for start in range(0, 12, 4):
+        assert len({name for name, _ in draws[start : start + 4]}) == 1
+    assert all(["a", "b", "c"][meta["label"]] == name for name, meta in draws)
+
+
+def test_stock_ddpo_trainer_drives_the_pipeline(tiny, tmp_path):
+    from trl import DDPOConfig, DDPOTrainer
+
+    pipeline = IdentityDDPOPipeline.from_pretrained(tiny["adapter"])
+    images = torch.rand(8, 1, RESOLUTION, RESOLUTION) * 2 - 1
+    reward = IdentityReward.build(
+        IdentityEncoder.from_pretrained(tiny["encoder"]),
+        images,
+        torch.arange(4).repeat(2),
+        pipeline.generator.label_names[:4],
+    )
+    config = DDPOConfig(mixed_precision="no", sample_num_steps=2, sample_batch_size=8, sample_num_batches_per_epoch=1,
+                        train_batch_size=4, num_epochs=1, save_freq=100, sample_guidance_scale=2.0)  # fmt: skip
+    before = trainable(pipeline.generator)
+    # No image hook: the stock trainer hands hooks `accelerator.trackers[0]`, which fails without `log_with`.
+    trainer = DDPOTrainer(config, reward, identity_prompt_fn(["s21", "s22", "s23", "s24"], 4), pipeline)
+    trainer.train()
+    after = trainable(pipeline.generator)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_trainer_trains_logs_and_saves_a_loadable_adapter(tiny, tmp_path):
+    trainer = RLSynDDPOTrainer(tiny_config(tiny, tmp_path))
+    start = trainable(trainer.sd_pipeline.generator)
+    history = trainer.train()
+    folder = trainer.save_pretrained()
+    assert [record["epoch"] for record in history] == [0, 1]
+    for key in ("reward/sem_mean", "reward/z_cov_std", "reward/total_mean", "train/approx_kl", "train/clipfrac",
+                "train/kl_ref", "train/denoise_loss", "reward/group_exp_mean"):  # fmt: skip
+        assert key in history[-1]
+    lines = (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"reward/exp_mean"' in lines[0]
+    assert (tmp_path / "reward_curves.png").is_file() and list((tmp_path / "samples").glob("*.png"))
+    assert MemoryBank.load(tmp_path / "memory_bank.safetensors").label_names == tiny["names"]
+
+    loaded = IdentityGenerator.from_pretrained(folder)
+    assert loaded.label_names == tiny["names"]
+    final = trainable(trainer.sd_pipeline.generator)
+    reloaded = trainable(loaded)
+    assert set(reloaded) == set(final)
+    assert all(torch.equal(reloaded[n], final[n]) for n in final)
+    assert any(not torch.equal(start[n], final[n]) for n in final)
+    card = (folder / "README.md").read_text()
+    assert "DDPO" in card and tiny["adapter"] in card
+    torch.testing.assert_close(
+        loaded.sample([0, 1], seed=3, num_inference_steps=2),
+        trainer.sd_pipeline.generator.sample([0, 1], seed=3, num_inference_steps=2),
+    )
+
+
+def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path):
+    uninterrupted = RLSynDDPOTrainer(tiny_config(tiny, tmp_path / "a"))
+    uninterrupted.train()
+    stopped = RLSynDDPOTrainer(tiny_config(tiny, tmp_path / "b"))
+    stopped.train(epochs=1)
+    assert (tmp_path / "b" / "checkpoints" / "epoch-1").is_dir()
+    resumed = RLSynDDPOTrainer(tiny_config(tiny, tmp_path / "b", resume_from=str(tmp_path / "b")))
+    assert resumed.first_epoch == 1
+    resumed.train()
+    expected, actual = trainable(uninterrupted.sd_pipeline.generator), trainable(resumed.sd_pipeline.generator)
+    assert set(expected) == set(actual)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+    assert resumed.global_step == uninterrupted.global_step
+    assert resumed.history[-1]["reward/total_mean"] == uninterrupted.history[-1]["reward/total_mean"]
+
+
+def test_push_to_hub_is_private_by_default(tiny, tmp_path):
+    class FakeApi:
+        def __init__(self):
+            self.calls = []
+
+        def create_repo(self, repo_id, repo_type, private, exist_ok):
+            self.calls.append(("create", repo_id, private))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, repo_type, commit_message, ignore_patterns):
+            self.calls.append(("upload", Path(folder_path), repo_id))
+
+    trainer = RLSynDDPOTrainer(tiny_config(tiny, tmp_path, kl_coef=0.0, denoise_coef=0.0))
+    api = FakeApi()
+    with pytest.raises(ValueError, match="repo id"):
+        trainer.push_to_hub(api=api)
+    trainer.push_to_hub("me/ddpo-adapter", api=api)
+    assert api.calls[0] == ("create", "me/ddpo-adapter", True)
+    assert (api.calls[1][1] / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_see_the_same_epoch_rewards_as_one(tiny, tmp_path):
+    """accelerate 1.15's `launch --cpu --num_processes 2` starts ONE process; --multi_gpu + ACCELERATE_USE_CPU=1 two."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    args = [tiny["adapter"], tiny["encoder"]]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    for command, output in ((launch, tmp_path / "two"), ([sys.executable], tmp_path / "one")):
+        subprocess.run([*command, str(HELPER), *args, str(output)], env=env, check=True, timeout=600)
+    rank0, rank1 = (torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1))
+    single = torch.load(tmp_path / "one" / "rank0.pt")
+    assert (rank0["num_processes"], rank1["num_processes"], single["num_processes"]) == (2, 2, 1)
+    for key in ("labels", "sem", "cov", "exp", "z_sem", "z_cov", "z_exp", "total"):
+        assert torch.equal(rank0[key], rank1[key]), key
+        torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=1e-6, msg=key)
+    # Each rank trained on its own half of the epoch; synchronised gradients keep their weights identical.
+    for name, value in rank0["trainable"].items():
+        assert torch.equal(value, rank1["trainable"][name]), name
