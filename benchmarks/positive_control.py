@@ -2,20 +2,28 @@
 
 For each ORL private split (k shots, split seed s), each identity's held-out images are cut in two halves: the
 POOL half plays the "synthetic" set (real private photos that are neither training nor evaluation images), the
-EVAL half is the only one evaluated. Rows: real only (also on the full held-out set, to compare with the
-prototype), real + pool mixed uniformly, with half/half batches, and with half/half batches + dynamic selection.
-If mixing or selection does not gain here, the recognizer or the mixing is at fault, not the generator.
+EVAL half is the only one evaluated. Rows: real only (also on all held-out images, to compare with the prototype),
+real + pool mixed uniformly, with half/half batches, and with half/half batches + dynamic selection. If mixing or
+selection does not gain here, the recognizer or the mixing is at fault, not the generator.
+
+``--rows noisy`` is a selection control: the same pool with a fraction ``--wrong_labels`` of its labels moved to
+another identity, trained with half/half batches without selection, with selection as in the paper (virtual step
+on the mixed batch) and with the virtual step on the real images only (``virtual_batch="real"``).
 
     nice -n 5 python benchmarks/positive_control.py --shots 1 2 --seeds 0 1 2
+    nice -n 5 python benchmarks/positive_control.py --shots 1 2 --seeds 0 --rows noisy
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -28,12 +36,28 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from rlsyn_trl.data import load_identity_dataset  # noqa: E402
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer  # noqa: E402
 
-CONDITIONS = {
-    "real only (all held-out)": None,
-    "real only": None,
-    "+ pool, uniform mix": {"synthetic_ratio": None},
-    "+ pool, half/half batches": {"synthetic_ratio": 0.5},
-    "+ pool, half/half + selection": {"synthetic_ratio": 0.5, "selection": True},
+
+@dataclass(frozen=True)
+class Condition:
+    """Which extra set is mixed in (``None``, ``"pool"`` or ``"noisy"``), how, and on what it is evaluated."""
+
+    extra: str | None = None
+    overrides: dict[str, object] = field(default_factory=dict)
+    all_held_out: bool = False
+
+
+HALF_HALF, SELECTION = {"synthetic_ratio": 0.5}, {"synthetic_ratio": 0.5, "selection": True}
+MAIN_CONDITIONS = {
+    "real only, all held-out images": Condition(all_held_out=True),
+    "real only": Condition(),
+    "+ pool, uniform mix": Condition("pool", {"synthetic_ratio": None}),
+    "+ pool, half/half batches": Condition("pool", HALF_HALF),
+    "+ pool, half/half + selection": Condition("pool", SELECTION),
+}
+NOISY_CONDITIONS = {
+    "+ noisy pool, half/half batches": Condition("noisy", HALF_HALF),
+    "+ noisy pool, + selection (mixed step)": Condition("noisy", SELECTION),
+    "+ noisy pool, + selection (real step)": Condition("noisy", {**SELECTION, "virtual_batch": "real"}),
 }
 
 
@@ -49,20 +73,33 @@ def split_held_out(test: datasets.Dataset, seed: int) -> tuple[datasets.Dataset,
     return test.select(sorted(pool)), test.select(rest)
 
 
-def run(shots: int, seed: int, overrides: dict[str, object]) -> dict[str, float]:
+def with_wrong_labels(pool: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
+    """``pool`` with a seeded ``fraction`` of its labels moved to another, random identity."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(pool["label"])
+    num_classes = pool.features["label"].num_classes
+    wrong = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    labels[wrong] = (labels[wrong] + rng.integers(1, num_classes, size=len(wrong))) % num_classes
+    return pool.remove_columns("label").add_column("label", labels.tolist(), feature=pool.features["label"])
+
+
+def run(
+    shots: int, seed: int, conditions: dict[str, Condition], settings: dict[str, object], wrong_labels: float
+) -> dict[str, float]:
     """Test accuracy of every condition on one split."""
     real = load_identity_dataset("orl_faces", "private", shots=shots, seed=seed)
     pool, evaluation = split_held_out(real["test"], seed)
+    extras = {"pool": pool, "noisy": with_wrong_labels(pool, wrong_labels, seed)}
     controlled = datasets.DatasetDict(train=real["train"], test=evaluation)
     results = {}
     with tempfile.TemporaryDirectory() as output_dir:
-        for name, condition in CONDITIONS.items():
-            config = RecognizerConfig(
-                output_dir=output_dir, disable_tqdm=True, logging_steps=10_000, **overrides, **(condition or {})
-            )
-            splits = real if name == "real only (all held-out)" else controlled
+        for name, condition in conditions.items():
+            config = RecognizerConfig(output_dir=output_dir, disable_tqdm=True, **settings, **condition.overrides)
             started = time.time()
-            metrics = train_recognizer(config, splits, pool if condition is not None else None)
+            with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every log line
+                metrics = train_recognizer(
+                    config, real if condition.all_held_out else controlled, extras.get(condition.extra)
+                )
             results[name] = metrics["test_accuracy"]
             print(f"shots={shots} seed={seed} {name}: {100 * results[name]:.1f} ({time.time() - started:.0f} s)")
     return results
@@ -71,27 +108,37 @@ def run(shots: int, seed: int, overrides: dict[str, object]) -> dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Split seeds (the pool split too).")
     parser.add_argument("--max_steps", type=int, default=None, help="Override the recognizer's default.")
     parser.add_argument("--loss", choices=["cross_entropy", "cosface"], default=None)
+    parser.add_argument("--rows", choices=["main", "noisy"], nargs="+", default=["main"], help="Which conditions.")
+    parser.add_argument("--wrong_labels", type=float, default=0.5, help="Mislabelled fraction of the noisy pool.")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads (1 is fastest on busy shared cores).")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)  # denormals made CPU training about 50x slower on the project's machines
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
-    overrides = {key: value for key, value in (("max_steps", args.max_steps), ("loss", args.loss)) if value}
-    table = {(shots, seed): run(shots, seed, overrides) for shots in args.shots for seed in args.seeds}
+    datasets.disable_progress_bars()
+    settings = {"max_steps": args.max_steps, "loss": args.loss}
+    settings = {key: value for key, value in settings.items() if value is not None}
+    rows = {"main": MAIN_CONDITIONS, "noisy": NOISY_CONDITIONS}
+    conditions = {name: condition for group in args.rows for name, condition in rows[group].items()}
+    table = {
+        (shots, seed): run(shots, seed, conditions, settings, args.wrong_labels)
+        for shots in args.shots
+        for seed in args.seeds
+    }
 
-    header = f"{'condition':32}" + "".join(f"{f'{shots} shot(s)':>18}" for shots in args.shots)
-    print(f"\nORL private, test accuracy (%) on the eval half, mean +- std over split seeds {args.seeds}")
-    print(header)
-    for name in CONDITIONS:
+    print(f"\nORL private, test accuracy (%) on the eval half, mean +- std over split seeds {args.seeds}", end="")
+    print(f"; noisy pool: {100 * args.wrong_labels:.0f}% wrong labels" if "noisy" in args.rows else "")
+    print(f"{'condition':38}" + "".join(f"{f'{shots} shot(s)':>16}" for shots in args.shots))
+    for name in conditions:
         cells = []
         for shots in args.shots:
             values = [100 * table[shots, seed][name] for seed in args.seeds]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):>11.1f} +- {spread:3.1f}")
-        print(f"{name:32}" + "".join(cells))
+            cells.append(f"{statistics.mean(values):>9.1f} +- {spread:3.1f}")
+        print(f"{name:38}" + "".join(cells))
 
 
 if __name__ == "__main__":

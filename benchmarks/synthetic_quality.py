@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
+from trl import TrlParser
 
 from rlsyn_trl.generation import AUDIT_FILE, GenerationConfig, generate_synthetic_dataset
 from rlsyn_trl.generators.dit import EMBEDDED_MODELS
@@ -45,13 +45,15 @@ def wait_for_prior(minutes: float) -> None:
         time.sleep(30)
 
 
-def recipe(name: str) -> dict:
-    return yaml.safe_load((RECIPES / name).read_text())
+def recipe(config_class: type, name: str, **overrides):
+    """A recipe YAML parsed as its recipe script parses it, with this benchmark's overrides."""
+    (config,) = TrlParser((config_class,)).parse_args_and_config(args=["--config", str(RECIPES / name)])
+    return dataclasses.replace(config, **overrides)
 
 
 def cold_start_adapter(shots: int, output: Path) -> Path:
     """The SFT recipe with ``shots``; a folder whose summary records the same config is reused."""
-    config = ColdStartConfig(**{**recipe("sft.yaml"), "shots": shots, "output_dir": str(output)})
+    config = recipe(ColdStartConfig, "sft.yaml", shots=shots, output_dir=str(output))
     summary = output / "summary.json"
     if not (summary.is_file() and json.loads(summary.read_text())["config"] == dataclasses.asdict(config)):
         train_cold_start(config)
@@ -66,9 +68,15 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None,
         from rlsyn_trl.trainers.ddpo import RLSynDDPOConfig, train_ddpo
     except ImportError as error:
         return None, {}, f"the DDPO trainer does not import ({error})"
-    values = {**recipe("ddpo.yaml"), "adapter": str(cold_start), "shots": shots, "output_dir": str(output)}
-    values.update(push_to_hub=False, eval_seeds=[])
-    config = RLSynDDPOConfig(**values)
+    config = recipe(
+        RLSynDDPOConfig,
+        "ddpo.yaml",
+        adapter=str(cold_start),
+        shots=shots,
+        output_dir=str(output),
+        push_to_hub=False,
+        eval_seeds=[],
+    )
     if not (output / "adapter_config.json").is_file():
         train_ddpo(config)
     sampler = {

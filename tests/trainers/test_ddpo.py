@@ -45,6 +45,9 @@ def tiny(tmp_path_factory, datasets_cache):
         torch.nn.init.normal_(embedder.embedding_table.weight, std=0.5)
     lora = RLSynDDPOConfig(lora_rank=2, lora_target_modules=["attn1.to_q", "attn1.to_v"]).lora_config()
     add_lora(generator, lora)
+    for name, parameter in generator.transformer.named_parameters():
+        if "lora_B" in name:  # peft starts B at 0; a trained adapter's LoRA changes the outputs
+            torch.nn.init.normal_(parameter, std=0.05)
     save_adapter(generator, root / "sft", str(root / "base"), lora_config=lora)
     encoder = IdentityEncoder(IdentityEncoderConfig(image_size=RESOLUTION, widths=[8, 16], embedding_size=16))
     encoder.eval().save_pretrained(root / "encoder")

@@ -42,12 +42,10 @@ class IdentificationAccuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
-    def _compute(self, predictions, references) -> dict[str, float]:
+    def _compute(self, predictions: list[int], references: list[int]) -> dict[str, float]:
         predictions = np.asarray(predictions, dtype=np.int64)
         references = np.asarray(references, dtype=np.int64)
         if predictions.size == 0:
