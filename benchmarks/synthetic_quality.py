@@ -30,19 +30,28 @@ from rlsyn_trl.trainers import ColdStartConfig, train_cold_start
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "orl_faces"
 PRIOR_READY = [
     EMBEDDED_MODELS["embedded:orl_faces"] / "model_index.json",
+    EMBEDDED_MODELS["embedded:orl_faces"] / "transformer" / "diffusion_pytorch_model.safetensors",
     EMBEDDED_MODELS["embedded:orl_faces/encoder"] / "config.json",
+    EMBEDDED_MODELS["embedded:orl_faces/encoder"] / "model.safetensors",
 ]
 logger = logging.getLogger("synthetic_quality")
 
 
-def wait_for_prior(minutes: float) -> None:
-    """The priors come from a background run; poll for their files instead of failing on a missing folder."""
+def wait_for_prior(minutes: float, poll_seconds: float = 30) -> None:
+    """The priors come from a background run: poll until their files exist and stop growing (a copy has ended)."""
     deadline = time.time() + 60 * minutes
-    while not all(path.is_file() for path in PRIOR_READY):
-        if time.time() > deadline:
+    sizes = None
+    while True:
+        if all(path.is_file() for path in PRIOR_READY):
+            current = [path.stat().st_size for path in PRIOR_READY]
+            if current == sizes:
+                return
+            sizes = current
+        elif time.time() > deadline:
             raise TimeoutError(f"The embedded prior did not appear within {minutes} minutes: {PRIOR_READY}")
-        logger.info("Waiting for the embedded prior (%s)", PRIOR_READY[0].parent)
-        time.sleep(30)
+        else:
+            logger.info("Waiting for the embedded prior (%s)", PRIOR_READY[0].parent)
+        time.sleep(poll_seconds)
 
 
 def recipe(config_class: type, name: str, **overrides):

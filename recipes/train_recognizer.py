@@ -1,9 +1,11 @@
-"""Train the downstream identity recognizer on a k-shot identity benchmark, optionally with a synthetic set that
-dynamic sample selection reweights, and report identification accuracy on the held-out real images.
+"""Train the downstream identity recognizer on an identity benchmark, optionally with a synthetic set that dynamic
+sample selection reweights, and report the benchmark's test metrics: identification accuracy on held-out real
+images (ORL), mAP/CMC (Market-1501, CUHK03-NP), 10-fold verification accuracy (faces, `verification_sets`).
 
     python recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml
     python recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml \
         --synthetic_dataset outputs/synthetic --selection true --scored_dataset_path outputs/synthetic_scored
+    accelerate launch recipes/train_recognizer.py --config recipes/market1501/recognizer.yaml
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ class ScriptArguments:
 
     dataset_name: str = field(default="orl_faces", metadata={"help": "A registered identity benchmark."})
     dataset_config: str = field(default="private", metadata={"help": "Its configuration (ORL: the private half)."})
-    shots: int = field(default=1, metadata={"help": "Real training images per identity."})
+    shots: int | None = field(default=1, metadata={"help": "Real training images per identity; None: all."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/test split of each identity's images."})
     data_dir: str | None = field(default=None, metadata={"help": "Local copy of the benchmark's files, if any."})
+    verification_sets: list[str] = field(
+        default_factory=list, metadata={"help": "Face verification pair sets to test on (lfw, agedb_30, ...)."}
+    )
+    verification_data_dir: str | None = field(
+        default=None, metadata={"help": "Folder holding the verification sets' .bin pair files."}
+    )
 
 
 def main() -> None:
@@ -40,7 +48,11 @@ def main() -> None:
         shots=script_args.shots,
         seed=script_args.split_seed,
     )
-    metrics = train_recognizer(config, real)
+    verification = {
+        name: load_identity_dataset("face_verification", name, data_dir=script_args.verification_data_dir)["test"]
+        for name in script_args.verification_sets
+    }
+    metrics = train_recognizer(config, real, verification=verification)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(config.output_dir) / "test_results.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))

@@ -158,8 +158,9 @@ def run_main_job(config: MainJobConfig) -> dict:
         if source:
             summary = synthetic[source][1]
             row.update(
-                identity_consistency=summary["audit"].get("identity_consistency"),
-                face_detection_rate=summary["audit"].get("face_detection_rate"),
+                identity_consistency=summary["identity_consistency"],
+                face_detection_rate=summary["face_detection_rate"],
+                memorization_rate=summary["audit"]["memorization"]["rate"],
             )
         rows.append(row)
     timings["recognizers"] = time.time() - started - sum(timings.values())
@@ -167,6 +168,7 @@ def run_main_job(config: MainJobConfig) -> dict:
         "config": asdict(config),
         "recognizer_start": "from scratch (resnet-tiny); the same start in every row",
         "rows": rows,
+        "real_held_out_reference": synthetic["cold_start"][1]["reference"],
         "timings_s": timings,
         "artefacts": {
             "reward_curves": str(ddpo_dir / "reward_curves.png"),
@@ -186,13 +188,19 @@ def results_table(results: dict) -> str:
         f"ORL private, {results['config']['shots']} shot(s), split seed {results['config']['split_seed']}; "
         f"recognizer {results['recognizer_start']}",
         "",
-        "| method | test accuracy | synthetic identity consistency | synthetic face detection |",
-        "|---|---|---|---|",
+        "| method | test accuracy | synthetic identity consistency | synthetic face detection | memorised |",
+        "|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         lines.append(
             f"| {row['method']} | {percent(row['accuracy'])} | {percent(row.get('identity_consistency'))} | "
-            f"{percent(row.get('face_detection_rate'))} |"
+            f"{percent(row.get('face_detection_rate'))} | {percent(row.get('memorization_rate'))} |"
+        )
+    reference = results.get("real_held_out_reference")
+    if reference:
+        lines.append(
+            f"| (real held-out photos, for reference) | - | {percent(reference['identity_consistency'])} | "
+            f"{percent(reference['face_detection_rate'])} | {percent(reference['memorization']['rate'])} |"
         )
     return "\n".join(lines)
 

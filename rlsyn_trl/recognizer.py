@@ -2,22 +2,28 @@
 images of the target identities, optionally mixed with a synthetic set that dynamic selection reweights.
 
 The embedded default (``model="resnet-tiny"``) is a small ``ResNetForImageClassification`` built from a
-``ResNetConfig``; any ``AutoModelForImageClassification`` id or local path works too. Test accuracy comes from the
-local ``identification_accuracy`` evaluate module.
+``ResNetConfig``; any ``AutoModelForImageClassification`` id or local path works too, pretrained or from scratch.
+The paper's benchmarks add what their recipes need: ``[height, width]`` inputs, a batch-hard triplet term, P x K
+identity batches, random erasing and Adam with L2 weight decay. Evaluation follows the data
+(:func:`rlsyn_trl.evaluation.evaluate_recognizer`): identification accuracy on a ``test`` split, mAP/CMC on
+``query``/``gallery`` splits, 10-fold accuracy on face verification pair sets.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import datasets
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning.losses import CosFaceLoss
+from pytorch_metric_learning.losses import CosFaceLoss, TripletMarginLoss
+from pytorch_metric_learning.miners import BatchHardMiner
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForImageClassification,
     EvalPrediction,
     PreTrainedModel,
@@ -30,6 +36,8 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .data import dataset_to_tensors
+from .data.preprocessing import image_size
+from .evaluation import evaluate_recognizer
 from .metrics import load_metric
 from .selection import DynamicSampleSelectionCallback, SelectionConfig
 
@@ -51,10 +59,23 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
         default=TINY_MODEL,
         metadata={"help": f"'{TINY_MODEL}' (small ResNet from scratch) or an AutoModelForImageClassification id/path."},
     )
+    from_scratch: bool = field(
+        default=False, metadata={"help": "Random weights in the architecture of `model` (face recognizers train so)."}
+    )
     loss: str = field(default="cosface", metadata={"help": f"Identity loss, one of {LOSSES}."})
     cosface_scale: float = field(default=16.0, metadata={"help": "CosFace scale s."})
     cosface_margin: float = field(default=0.1, metadata={"help": "CosFace additive cosine margin m."})
-    resolution: int = field(default=32, metadata={"help": "Square input size in pixels."})
+    triplet_weight: float = field(
+        default=0.0, metadata={"help": "Weight of a batch-hard triplet loss on the pooled embedding (ReID: 1; 0: off)."}
+    )
+    triplet_margin: float = field(default=0.3, metadata={"help": "Triplet margin (distance of normalised features)."})
+    identities_per_batch: int | None = field(
+        default=None,
+        metadata={"help": "P of P x K batches (ReID: 16 x 4); K = batch size / P. None: images drawn independently."},
+    )
+    resolution: list[int] = field(
+        default_factory=lambda: [32], metadata={"help": "Input size: a square side, or height and width (256 128)."}
+    )
     channels: int = field(default=1, metadata={"help": "1 (grayscale) or 3 (RGB) input channels."})
     embedding_size: int = field(default=32, metadata={"help": f"'{TINY_MODEL}' stem width."})
     hidden_sizes: list[int] = field(
@@ -66,6 +87,7 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     affine_scale: float = field(default=0.1, metadata={"help": "Random zoom range +/- this fraction (0: off)."})
     brightness: float = field(default=0.2, metadata={"help": "Random brightness shift range in [-1, 1] units."})
     contrast: float = field(default=0.2, metadata={"help": "Random contrast factor range 1 +/- this."})
+    random_erasing: float = field(default=0.0, metadata={"help": "Probability of erasing a random rectangle."})
     flip_test: bool = field(default=True, metadata={"help": "Average class scores over the image and its mirror."})
     synthetic_dataset: str | None = field(
         default=None, metadata={"help": "A synthetic dataset saved with save_to_disk (columns image, label)."}
@@ -84,6 +106,13 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of max_steps if < 1."})
     optim: str = field(default="adamw_torch", metadata={"help": "Optimizer."})
+    l2_adam: bool = field(
+        default=False,
+        metadata={
+            "help": "Train with torch.optim.Adam, weight_decay as an L2 term of the gradient (the ReID baselines' "
+            "'Adam, weight decay 5e-4'), instead of `optim`."
+        },
+    )
     logging_steps: float = field(default=50, metadata={"help": "Log every this many steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing strategy."})
     dataloader_pin_memory: bool = field(default=False, metadata={"help": "Pin batches (tiny in-memory tensors)."})
@@ -96,6 +125,12 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.synthetic_ratio is not None and not 0 <= self.synthetic_ratio <= 1:
             raise ValueError(f"synthetic_ratio must be in [0, 1] or None (uniform mixing), got {self.synthetic_ratio}")
+        self.resolution = list(image_size(self.resolution))  # a YAML may give one int
+        if self.identities_per_batch is not None and self.per_device_train_batch_size % self.identities_per_batch:
+            raise ValueError(
+                f"per_device_train_batch_size {self.per_device_train_batch_size} is not a multiple of "
+                f"identities_per_batch {self.identities_per_batch} (P x K batches)."
+            )
 
 
 class IdentityRecognizer(nn.Module):
@@ -104,11 +139,24 @@ class IdentityRecognizer(nn.Module):
     With cross-entropy the scores are the backbone's logits. With CosFace they are the cosines between the pooled
     embedding and each class centre of a ``pytorch_metric_learning`` ``CosFaceLoss`` (whose ``W`` lives here, so
     the optimizer and the virtual selection step update it); the margin and scale enter only the training loss.
+    With ``triplet_weight`` > 0 the loss adds a batch-hard triplet term on the pooled embedding (the cross-entropy
+    scores then come from the backbone's classifier on that same embedding); the per-sample identity loss, which
+    selection scores samples by, stays the classification loss alone.
     """
 
-    def __init__(self, backbone: PreTrainedModel, cosface: CosFaceLoss | None = None, flip_test: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        cosface: CosFaceLoss | None = None,
+        flip_test: bool = True,
+        triplet_weight: float = 0.0,
+        triplet_margin: float = 0.3,
+    ) -> None:
         super().__init__()
         self.backbone, self.cosface, self.flip_test = backbone, cosface, flip_test
+        self.triplet_weight = triplet_weight
+        self.triplet = TripletMarginLoss(margin=triplet_margin) if triplet_weight else None
+        self.miner = BatchHardMiner() if triplet_weight else None
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled embedding, ``[N, D]``."""
@@ -120,17 +168,23 @@ class IdentityRecognizer(nn.Module):
             )
         return pooled.flatten(1)
 
-    def scores(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Class scores: the classifier's logits, or the cosines to the CosFace class centres."""
-        if self.cosface is None:
-            return self.backbone(pixel_values=pixel_values).logits
-        return self.cosface.get_cosine(self.embed(pixel_values))
+    def scores(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class scores (the classifier's logits, or the cosines to the CosFace class centres) and, when a loss
+        needs it, the pooled embedding they come from."""
+        if self.cosface is None and self.triplet is None:
+            return self.backbone(pixel_values=pixel_values).logits, None
+        embeddings = self.embed(pixel_values)
+        if self.cosface is not None:
+            return self.cosface.get_cosine(embeddings), embeddings
+        return self.backbone.classifier(embeddings), embeddings
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
-        logits = self.scores(pixel_values)
+        logits, embeddings = self.scores(pixel_values)
         if self.flip_test and not self.training:
-            logits = (logits + self.scores(pixel_values.flip(-1))) / 2
+            logits = (logits + self.scores(pixel_values.flip(-1))[0]) / 2
         loss = None if labels is None else self.per_sample_loss(ImageClassifierOutput(logits=logits), labels).mean()
+        if loss is not None and self.triplet is not None:
+            loss = loss + self.triplet_weight * self.triplet(embeddings, labels, self.miner(embeddings, labels))
         return ImageClassifierOutput(loss=loss, logits=logits)
 
     def per_sample_loss(self, outputs: ImageClassifierOutput, labels: torch.Tensor) -> torch.Tensor:
@@ -142,7 +196,8 @@ class IdentityRecognizer(nn.Module):
 
 
 def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> IdentityRecognizer:
-    """The configured backbone (from scratch for the tiny default) with the configured identity loss."""
+    """The configured backbone (from scratch for the tiny default and with ``from_scratch``) with the configured
+    identity loss."""
     id2label = dict(enumerate(label_names))
     label2id = {name: index for index, name in id2label.items()}
     if config.model == TINY_MODEL:
@@ -157,22 +212,31 @@ def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> Identi
                 label2id=label2id,
             )
         )
+    elif config.from_scratch:
+        architecture = AutoConfig.from_pretrained(config.model, id2label=id2label, label2id=label2id)
+        backbone = AutoModelForImageClassification.from_config(architecture)
     else:
         backbone = AutoModelForImageClassification.from_pretrained(
             config.model, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True
         )
     cosface = None
     if config.loss == "cosface":
-        probe = torch.zeros(1, config.channels, config.resolution, config.resolution)
+        probe = torch.zeros(1, config.channels, *config.resolution)
         with torch.no_grad():
             width = IdentityRecognizer(backbone).embed(probe).shape[1]
         cosface = CosFaceLoss(len(label_names), width, margin=config.cosface_margin, scale=config.cosface_scale)
-    return IdentityRecognizer(backbone, cosface, flip_test=config.flip_test)
+    return IdentityRecognizer(
+        backbone,
+        cosface,
+        flip_test=config.flip_test,
+        triplet_weight=config.triplet_weight,
+        triplet_margin=config.triplet_margin,
+    )
 
 
 def build_augmentation(config: RecognizerConfig) -> nn.Sequential:
     """Training-time kornia augmentation on batches in ``[-1, 1]`` (brightness is a shift, contrast a factor)."""
-    size = (config.resolution, config.resolution)
+    size = tuple(config.resolution)
     layers: list[nn.Module] = []
     if config.flip:
         layers.append(K.RandomHorizontalFlip())
@@ -185,6 +249,8 @@ def build_augmentation(config: RecognizerConfig) -> nn.Sequential:
         layers.append(K.RandomBrightness((1 - config.brightness, 1 + config.brightness), clip_output=False))
     if config.contrast:
         layers.append(K.RandomContrast((1 - config.contrast, 1 + config.contrast), clip_output=False))
+    if config.random_erasing:
+        layers.append(K.RandomErasing(p=config.random_erasing))
     return nn.Sequential(*layers)
 
 
@@ -222,6 +288,11 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
     prototype). With ``synthetic_ratio=None`` every image of the union is drawn in proportion to its weight, real
     images weighing 1 (uniform mixing). Draws are with replacement and read the weights when each block is drawn,
     so selection updates apply from the next batch on.
+
+    With ``identities_per_batch`` P, a block is P x K instead (K = batch_size / P), as batch-hard triplet training
+    needs positives and negatives in every batch: P distinct real identities drawn uniformly and K images of each,
+    the same real/synthetic rule applying within the identity (``round(r * K)`` of its synthetic images, when it has
+    any); within an identity, images are drawn without replacement when it has enough.
     """
 
     def __init__(
@@ -230,28 +301,47 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
         batch_size: int,
         synthetic_ratio: float | None,
         generator: torch.Generator,
+        identities_per_batch: int | None = None,
     ) -> None:
         self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
-        self.num_synthetic_per_batch = (
-            round(synthetic_ratio * batch_size) if synthetic_ratio is not None and len(dataset.synthetic_weights) else 0
-        )
-        self.uniform = synthetic_ratio is None
+        self.synthetic_ratio, self.identities_per_batch = synthetic_ratio, identities_per_batch
+        if identities_per_batch is None:
+            self.groups = [torch.arange(len(dataset))]
+            return
+        identities = dataset.labels[: dataset.num_real].unique()
+        if len(identities) < identities_per_batch:
+            raise ValueError(
+                f"identities_per_batch is {identities_per_batch} but the real training set has only "
+                f"{len(identities)} identities."
+            )
+        self.groups = [torch.nonzero(dataset.labels == identity).flatten() for identity in identities]
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size) * self.batch_size
 
-    def _draw(self, weights: torch.Tensor, count: int) -> torch.Tensor:
-        return torch.multinomial(weights, count, replacement=True, generator=self.generator)
+    def _draw(self, pool: torch.Tensor, weights: torch.Tensor, count: int) -> torch.Tensor:
+        replacement = self.identities_per_batch is None or count > len(pool)
+        return pool[torch.multinomial(weights, count, replacement=replacement, generator=self.generator)]
+
+    def _group(self, members: torch.Tensor, size: int) -> torch.Tensor:
+        """``size`` of ``members`` (dataset indices, real ones first), real and synthetic as configured."""
+        num_real = self.dataset.num_real
+        real, synthetic = members[members < num_real], members[members >= num_real]
+        weights = self.dataset.synthetic_weights[synthetic - num_real]
+        if self.synthetic_ratio is None:
+            return self._draw(members, torch.cat([torch.ones(len(real)), weights]), size)
+        num_synthetic = round(self.synthetic_ratio * size) if len(synthetic) else 0
+        real = self._draw(real, torch.ones(len(real)), size - num_synthetic)
+        if not num_synthetic:
+            return real
+        return torch.cat([real, self._draw(synthetic, weights, num_synthetic)])
 
     def _block(self) -> torch.Tensor:
-        num_real, synthetic_weights = self.dataset.num_real, self.dataset.synthetic_weights
-        if self.uniform:
-            return self._draw(torch.cat([torch.ones(num_real), synthetic_weights]), self.batch_size)
-        real = self._draw(torch.ones(num_real), self.batch_size - self.num_synthetic_per_batch)
-        if not self.num_synthetic_per_batch:
-            return real
-        synthetic = num_real + self._draw(synthetic_weights, self.num_synthetic_per_batch)
-        return torch.cat([real, synthetic])
+        if self.identities_per_batch is None:
+            return self._group(self.groups[0], self.batch_size)
+        chosen = torch.randperm(len(self.groups), generator=self.generator)[: self.identities_per_batch]
+        size = self.batch_size // self.identities_per_batch
+        return torch.cat([self._group(self.groups[index], size) for index in chosen.tolist()])
 
     def __iter__(self):
         for _ in range(len(self) // self.batch_size):
@@ -261,19 +351,36 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
 class RecognizerTrainer(Trainer):
     """``Trainer`` that augments training batches on the fly and composes them with :class:`MixedBatchSampler`."""
 
-    def __init__(self, *args, augmentation: nn.Module, synthetic_ratio: float | None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        augmentation: nn.Module,
+        synthetic_ratio: float | None,
+        identities_per_batch: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.augmentation, self.synthetic_ratio = augmentation, synthetic_ratio
+        self.identities_per_batch = identities_per_batch
 
     def _get_train_sampler(self, train_dataset: MixedIdentityDataset | None = None) -> MixedBatchSampler:
         generator = torch.Generator().manual_seed(self.args.seed)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return MixedBatchSampler(dataset, self._train_batch_size, self.synthetic_ratio, generator)
+        return MixedBatchSampler(
+            dataset, self._train_batch_size, self.synthetic_ratio, generator, self.identities_per_batch
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             inputs = {**inputs, "pixel_values": self.augmentation(inputs["pixel_values"])}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+
+def l2_adam(config: RecognizerConfig) -> tuple[type[torch.optim.Adam], dict]:
+    """``torch.optim.Adam`` with the configured rate and betas; the Trainer's parameter groups carry the weight
+    decay, which Adam adds to the gradient (L2) where AdamW would decay the weights directly."""
+    betas = (config.adam_beta1, config.adam_beta2)
+    return torch.optim.Adam, {"lr": config.learning_rate, "betas": betas, "eps": config.adam_epsilon}
 
 
 def check_synthetic_dataset(real: datasets.DatasetDict, synthetic: datasets.Dataset) -> None:
@@ -293,10 +400,15 @@ def check_synthetic_dataset(real: datasets.DatasetDict, synthetic: datasets.Data
 
 
 def train_recognizer(
-    config: RecognizerConfig, real: datasets.DatasetDict, synthetic: datasets.Dataset | None = None
+    config: RecognizerConfig,
+    real: datasets.DatasetDict,
+    synthetic: datasets.Dataset | None = None,
+    verification: Mapping[str, datasets.Dataset] | None = None,
 ) -> dict[str, float]:
-    """Train on ``real['train']`` (+ ``synthetic``, or ``config.synthetic_dataset``) and return the metrics on
-    ``real['test']`` (``test_accuracy``, ``test_loss``, ...).
+    """Train on ``real['train']`` (+ ``synthetic``, or ``config.synthetic_dataset``) and return the test metrics the
+    data supports: identification on ``real['test']`` (``test_accuracy``, ``test_loss``, ...), mAP/CMC on
+    ``real['query']`` against ``real['gallery']`` (``test_mAP``, ``test_rank1``, ...) and 10-fold accuracy on each
+    ``verification`` pair set (``test_<name>_accuracy``, ...).
 
     With ``config.selection`` the synthetic images are reweighted during training and the scored synthetic dataset
     is saved to ``config.scored_dataset_path`` when that is set.
@@ -325,10 +437,12 @@ def train_recognizer(
         model=model,
         args=config,
         train_dataset=train_dataset,
-        eval_dataset=MixedIdentityDataset(*tensors(real["test"])),
+        eval_dataset=MixedIdentityDataset(*tensors(real["test"])) if "test" in real else None,
         compute_metrics=compute_metrics,
         augmentation=build_augmentation(config),
         synthetic_ratio=config.synthetic_ratio,
+        identities_per_batch=config.identities_per_batch,
+        optimizer_cls_and_kwargs=l2_adam(config) if config.l2_adam else None,
     )
     if config.selection:
         trainer.add_callback(
@@ -343,4 +457,5 @@ def train_recognizer(
             )
         )
     trainer.train()
-    return trainer.evaluate(metric_key_prefix="test")
+    metrics = trainer.evaluate(metric_key_prefix="test") if "test" in real else {}
+    return {**metrics, **evaluate_recognizer(model, config, real, verification)}

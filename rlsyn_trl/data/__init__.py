@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
@@ -22,6 +24,11 @@ IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
 }
 
 
+# The stages (cold start, DDPO, generation, recognizer) pass every benchmark ORL's split options: ``shots`` (real
+# training images per identity) and ``seed``. A builder that calls them otherwise maps them here.
+SPLIT_OPTION_NAMES: dict[str, dict[str, str]] = {"casia_webface": {"shots": "images_per_identity"}}
+
+
 def register_identity_builder(name: str, builder: type[datasets.DatasetBuilder]) -> None:
     """Make a builder class available to :func:`load_identity_dataset` under ``name``."""
     IDENTITY_BUILDERS[name] = builder
@@ -32,11 +39,14 @@ def load_identity_dataset(
 ) -> datasets.DatasetDict:
     """Build (or reuse from cache) a registered identity benchmark and return its ``DatasetDict``.
 
-    ``options`` are the builder config's fields, e.g. ``shots=2, seed=0`` for ``orl_faces``/``private``.
+    ``options`` are the builder config's fields, e.g. ``shots=2, seed=0`` for ``orl_faces``/``private``, or the
+    stages' ``shots``/``seed``, which builders with fixed splits (the ReID releases) take only as ``shots=None``.
     """
     if name not in IDENTITY_BUILDERS:
         raise KeyError(f"Unknown identity dataset {name!r}; registered: {sorted(IDENTITY_BUILDERS)}")
-    builder = IDENTITY_BUILDERS[name](config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
+    builder_class = IDENTITY_BUILDERS[name]
+    options = _builder_options(name, builder_class, options)
+    builder = builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
     try:
         builder.download_and_prepare()
     except DatasetGenerationError as error:
@@ -46,6 +56,20 @@ def load_identity_dataset(
             raise cause from error
         raise
     return builder.as_dataset()
+
+
+def _builder_options(name: str, builder: type[datasets.DatasetBuilder], options: dict) -> dict:
+    """``options`` in the builder's own terms; split options it has no field for are dropped when they ask for
+    nothing (``shots=None``, any ``seed``) and refused otherwise."""
+    names = SPLIT_OPTION_NAMES.get(name, {})
+    options = {names.get(key, key): value for key, value in options.items()}
+    fields = {field.name for field in dataclasses.fields(builder.BUILDER_CONFIG_CLASS)}
+    if options.get("shots") is not None and "shots" not in fields:
+        raise ValueError(
+            f"{name} has fixed training splits: it takes no `shots` (got {options['shots']}). Set shots to null "
+            "to train on every training image."
+        )
+    return {key: value for key, value in options.items() if key in fields or key not in ("shots", "seed")}
 
 
 __all__ = [

@@ -10,23 +10,37 @@ from PIL import Image
 
 DEFAULT_RESOLUTION = 32
 
+Resolution = int | Sequence[int]
+"""A square side ``R``, or ``(height, width)`` (ReID inputs are 256x128)."""
+
+
+def image_size(resolution: Resolution) -> tuple[int, int]:
+    """``(height, width)`` of a :data:`Resolution`."""
+    size = (resolution, resolution) if isinstance(resolution, int) else tuple(int(side) for side in resolution)
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"resolution must be a side or [height, width] of positive sizes, got {resolution}")
+    return size
+
 
 def preprocess_images(
-    images: Sequence[Image.Image] | Image.Image, resolution: int = DEFAULT_RESOLUTION, channels: int = 1
+    images: Sequence[Image.Image] | Image.Image, resolution: Resolution = DEFAULT_RESOLUTION, channels: int = 1
 ) -> torch.Tensor:
-    """Convert PIL images to a float tensor ``[N, C, R, R]`` in ``[-1, 1]``.
+    """Convert PIL images to a float tensor ``[N, C, H, W]`` in ``[-1, 1]``.
 
-    Images are resized (not cropped) to a square so that the whole face stays in view; ``channels`` is 1
-    (grayscale) or 3 (RGB).
+    Images are resized (not cropped) to a square ``R`` or to ``(H, W)`` so that the whole face or person stays in
+    view; ``channels`` is 1 (grayscale) or 3 (RGB).
     """
     if isinstance(images, Image.Image):
         images = [images]
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    height, width = image_size(resolution)
     mode = "L" if channels == 1 else "RGB"
     arrays = []
     for image in images:
-        image = image.convert(mode).resize((resolution, resolution), Image.BICUBIC)
+        image = image.convert(mode).resize((width, height), Image.BICUBIC)
         array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
         arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(arrays)).clamp_(-1.0, 1.0)
@@ -51,7 +65,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 def dataset_to_tensors(
-    dataset, resolution: int = DEFAULT_RESOLUTION, channels: int = 1
+    dataset, resolution: Resolution = DEFAULT_RESOLUTION, channels: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and integer labels of a ``datasets.Dataset`` with ``image`` and ``label`` columns."""
     if len(dataset) == 0:

@@ -127,6 +127,7 @@ def load_adapter(folder: str | os.PathLike, torch_dtype: torch.dtype | None = No
     folder = Path(folder)
     config = read_adapter_config(folder)
     generator = IdentityGenerator.from_pretrained(config["base_model"], config.get("base_revision"), torch_dtype)
+    generator.resolution = config.get("resolution") or generator.resolution  # e.g. 128 px faces on a 256 px DiT
     replace_class_embedders(generator, config["label_names"])
     tables = load_file(str(folder / EMBEDDERS_FILE))
     embedders = class_embedders(generator.transformer)

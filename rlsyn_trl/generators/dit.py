@@ -373,7 +373,12 @@ class IdentityGenerator:
         index = json.loads((folder / MODEL_INDEX).read_text()) if (folder / MODEL_INDEX).is_file() else {}
         transformer = DiTTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=torch_dtype)
         disable_label_dropout(transformer)
-        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+        # facebook/DiT-XL-2-256 ships DDIM with "leading" spacing and set_alpha_to_one=True: its last step (t=0)
+        # has zero variance, so DDPO's step log-probabilities are NaN there. Trailing spacing (starting from pure
+        # noise) ending on the first training alpha, as default_scheduler() does, keeps every step stochastic.
+        scheduler = DDIMScheduler.from_pretrained(
+            folder / "scheduler", timestep_spacing="trailing", set_alpha_to_one=False
+        )
         vae = (
             AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch_dtype)
             if (folder / "vae").is_dir()

@@ -43,9 +43,15 @@ class ColdStartConfig:
     dataset_name: str = "orl_faces"
     dataset_config: str = "private"
     data_dir: str | None = None
-    shots: int = field(default=2, metadata={"help": "Real training images per identity (ORL: 1, 2, 3 or 5)."})
+    shots: int | None = field(
+        default=2, metadata={"help": "Real training images per identity (ORL: 1, 2, 3 or 5); None: all (ReID)."}
+    )
     split_seed: int = 0
     output_dir: str = field(default="outputs/orl_faces/sft", metadata={"help": "The adapter folder."})
+    resolution: int | None = field(
+        default=None,
+        metadata={"help": "Generation size in pixels; None: the base model's (paper: 128 for faces on DiT-XL/2-256)."},
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Embedders' learning rate (paper: 1e-5)."})
     max_steps: int = 200
     batch_size: int = 32
@@ -140,6 +146,7 @@ def train_cold_start(config: ColdStartConfig) -> tuple[IdentityGenerator, dict]:
     label_names = data.features["label"].names
     lora_config = config.lora_config()
     generator = prepare_identity_generator(config.base_model, label_names, lora_config, config.base_revision)
+    generator.resolution = config.resolution or generator.resolution
     channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
     images, labels = dataset_to_tensors(data, generator.resolution, channels)
     embedder_params = [p for e in class_embedders(generator.transformer) for p in e.parameters()]

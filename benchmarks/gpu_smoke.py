@@ -1,0 +1,376 @@
+"""Smoke run of the paper-scale recipes: every stage of recipes/casia_webface and recipes/market1501 (cold start,
+DDPO, generation, recognizer) runs a few steps from its YAML through the recipe script itself, and prints timings.
+
+    python benchmarks/gpu_smoke.py                 # paper scale: DiT-XL/2 + SD VAE, ResNet-50 (on a lent GPU)
+    python benchmarks/gpu_smoke.py --tiny          # same families at tiny sizes, on a CPU (tests/test_paper_recipes.py)
+
+Only sizes and step counts are overridden (``OVERRIDES``). Everything else comes from the YAMLs, whose relative paths
+resolve under ``--output-dir``: the data are fixture trees generated at the YAMLs' ``data_dir`` paths in the
+releases' exact layouts (CASIA-WebFace identity folders, Market-1501 split folders, insightface ``.bin`` pair
+files, random images); the models are random-initialised stand-ins served from a local Hugging Face cache under the
+YAMLs' repo ids (``facebook/DiT-XL-2-256`` in its diffusers layout, ``microsoft/resnet-50``), unless at paper scale
+the real weights are already in your cache; the reward encoder is a random one at the YAMLs' ``encoder`` path.
+Per stage: wall time, optimizer steps, median seconds per step, samples per second and peak memory (CUDA
+allocator, or the process's peak RSS on a CPU). Writes ``gpu_smoke.json``; exits 1 if a stage fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import pickle
+import resource
+import runpy
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import huggingface_hub.constants  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from accelerate.state import AcceleratorState  # noqa: E402
+from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel  # noqa: E402
+from huggingface_hub import snapshot_download  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
+from transformers import ResNetConfig, ResNetForImageClassification  # noqa: E402
+
+from rlsyn_trl.data.face_verification import VERIFICATION_SETS  # noqa: E402
+from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("casia_webface", "market1501")
+RECIPES = {"sft": "sft.py", "ddpo": "ddpo.py", "generate": "generate.py", "recognizer": "train_recognizer.py"}
+DIT_ID, RESNET_ID = "facebook/DiT-XL-2-256", "microsoft/resnet-50"
+CASIA_IDENTITIES = 1000  # the subset_1k config draws all of them
+MARKET_TRAIN_IDS, MARKET_TEST_IDS = 18, 4  # at least 16 training identities for the 16 x 4 batches
+
+# DiT-XL/2-256 and the Stable Diffusion VAE it runs in, as published (model_index.json records no resolution).
+DIT_XL_2 = {
+    "num_attention_heads": 16,
+    "attention_head_dim": 72,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 28,
+    "sample_size": 32,
+    "patch_size": 2,
+    "num_embeds_ada_norm": 1000,
+    "norm_type": "ada_norm_zero",
+    "norm_elementwise_affine": False,
+}
+SD_VAE = {
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 256,
+}
+DIT_SCHEDULER = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "clip_sample": False}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Stand-in sizes (same families as the paper's models), fixture image sizes and the scale's own overrides."""
+
+    dit: dict
+    vae: dict
+    resnet: dict
+    encoder: dict
+    face_side: int
+    person_box: tuple[int, int]  # width, height
+    overrides: dict[str, dict] = field(default_factory=dict)
+
+
+PAPER = Scale(
+    dit=DIT_XL_2,
+    vae=SD_VAE,
+    resnet={},  # ResNetConfig's defaults are ResNet-50
+    encoder={"image_size": 112, "widths": [32, 64, 128], "embedding_size": 128},
+    face_side=112,  # insightface's aligned faces
+    person_box=(64, 128),  # Market-1501's boxes
+)
+TINY = Scale(
+    dit={**DIT_XL_2, "num_attention_heads": 2, "attention_head_dim": 8, "num_layers": 2},
+    vae={**SD_VAE, "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4},
+    resnet={"embedding_size": 8, "hidden_sizes": [16, 32], "depths": [1, 1]},
+    encoder={"image_size": 16, "widths": [4, 8], "embedding_size": 8},
+    face_side=16,
+    person_box=(8, 16),
+    overrides={
+        "sft": {"batch_size": 4, "resolution": 32},
+        "recognizer": {"resolution": {"casia_webface": [32], "market1501": [32, 16]}},
+    },
+)
+
+
+def overrides(benchmark: str, stage: str, scale: Scale, steps: int) -> dict:
+    """The sizes and steps a smoke run changes; a value given per benchmark is picked for ``benchmark``."""
+    shots = {"shots": 2} if benchmark == "casia_webface" else {}  # the fixture holds 2 images per identity
+    common = {
+        "sft": {**shots, "max_steps": steps, "checkpoint_every": steps, "num_inference_steps": 2},
+        "ddpo": {**shots, "num_epochs": steps, "identities_per_epoch": 4, "sample_num_steps": 4, "save_freq": steps},
+        "generate": {"samples_per_identity": 2, "num_inference_steps": 2},
+        "recognizer": {**shots, "max_steps": steps, "round_every": 1, "logging_steps": 1},
+    }[stage]
+    values = {**common, **scale.overrides.get(stage, {})}
+    return {key: value[benchmark] if isinstance(value, dict) else value for key, value in values.items()}
+
+
+# -- fixture trees in the releases' layouts ----------------------------------------------------------------------
+def save_image(path: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
+    """A random JPEG of ``size`` (width, height): a per-image colour plus noise, so features differ."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = rng.integers(0, 256, 3) + rng.normal(0, 20, (size[1], size[0], 3))
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def write_casia(root: Path, identities: int, images_per_identity: int, side: int, rng: np.random.Generator) -> None:
+    """CASIA-WebFace as unpacked image folders: ``0000045/001.jpg``, seven-digit identity folders."""
+    for identity in range(identities):
+        for number in range(1, images_per_identity + 1):
+            save_image(root / f"{100 + identity:07d}" / f"{number:03d}.jpg", (side, side), rng)
+
+
+def write_verification_bins(folder: Path, side: int, rng: np.random.Generator, pairs: int = 20) -> None:
+    """insightface ``<set>.bin`` files: a pickle of (encoded images, 2 per pair, and the issame list)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in VERIFICATION_SETS:
+        images = []
+        for _ in range(2 * pairs):
+            buffer = io.BytesIO()
+            pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(buffer, format="JPEG")
+            images.append(buffer.getvalue())
+        issame = [index % 2 == 0 for index in range(pairs)]
+        (folder / f"{name}.bin").write_bytes(pickle.dumps((images, issame), protocol=2))
+
+
+def write_market(root: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
+    """Market-1501-v15.09.15: ``PPPP_cCsS_FFFFFF_NN.jpg`` boxes in the three split folders; the gallery also holds a
+    junk (-1) and a distractor (0000) box, as the release does."""
+    for person in range(1, MARKET_TRAIN_IDS + 1):
+        for camera in range(1, 5):
+            save_image(root / "bounding_box_train" / f"{person:04d}_c{camera}s1_{camera * 1000:06d}_01.jpg", size, rng)
+    for person in range(MARKET_TRAIN_IDS + 1, MARKET_TRAIN_IDS + MARKET_TEST_IDS + 1):
+        save_image(root / "query" / f"{person:04d}_c1s1_000100_00.jpg", size, rng)
+        for camera in (2, 3):
+            save_image(root / "bounding_box_test" / f"{person:04d}_c{camera}s2_{camera * 100:06d}_01.jpg", size, rng)
+    save_image(root / "bounding_box_test" / "-1_c1s1_000401_03.jpg", size, rng)
+    save_image(root / "bounding_box_test" / "0000_c3s1_000151_01.jpg", size, rng)
+
+
+# -- model stand-ins ---------------------------------------------------------------------------------------------
+def serve_from_cache(folder: Path, repo_id: str, cache: Path, revision: str = "0" * 40) -> None:
+    """Lay ``folder`` out as a cached Hub snapshot so ``from_pretrained(repo_id)`` finds it offline."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "snapshots").mkdir(parents=True, exist_ok=True)
+    os.replace(folder, root / "snapshots" / revision)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(revision)
+
+
+def link_cached(repo_id: str, cache: Path) -> bool:
+    """Use the real weights when your own Hub cache has them: link its repo folder into the smoke cache."""
+    try:
+        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached (any of several huggingface_hub errors)
+        return False
+    (cache / snapshot.parents[1].name).symlink_to(snapshot.parents[1])
+    return True
+
+
+def write_dit(folder: Path, scale: Scale) -> None:
+    """A random DiT + VAE + DDIM scheduler in the diffusers layout of facebook/DiT-XL-2-256."""
+    torch.manual_seed(0)
+    DiTTransformer2DModel(**scale.dit).save_pretrained(folder / "transformer")
+    AutoencoderKL(**scale.vae).save_pretrained(folder / "vae")
+    DDIMScheduler(**DIT_SCHEDULER).save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "DiTPipeline",
+        "transformer": ["diffusers", "DiTTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "id2label": {str(i): f"imagenet class {i}" for i in range(scale.dit["num_embeds_ada_norm"])},
+    }
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+
+def prepare(workdir: Path, scale: Scale, tiny: bool, benchmarks: list[str]) -> None:
+    """Fixture data at the YAMLs' data paths, model stand-ins in ``workdir/hf_cache``, encoders at their paths."""
+    rng = np.random.default_rng(0)
+    cache = workdir / "hf_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    if tiny or not link_cached(DIT_ID, cache):
+        write_dit(workdir / "dit", scale)
+        serve_from_cache(workdir / "dit", DIT_ID, cache)
+    if tiny or not link_cached(RESNET_ID, cache):
+        ResNetForImageClassification(ResNetConfig(**scale.resnet)).save_pretrained(workdir / "resnet")
+        serve_from_cache(workdir / "resnet", RESNET_ID, cache)
+    for benchmark in benchmarks:
+        config = recipe_config(benchmark, "recognizer")
+        if benchmark == "casia_webface":
+            write_casia(workdir / config["data_dir"], CASIA_IDENTITIES, 2, scale.face_side, rng)
+            write_verification_bins(workdir / config["verification_data_dir"], scale.face_side, rng)
+        else:
+            write_market(workdir / config["data_dir"], scale.person_box, rng)
+        encoder = IdentityEncoder(IdentityEncoderConfig(num_channels=3, **scale.encoder))
+        encoder.eval().save_pretrained(workdir / recipe_config(benchmark, "ddpo")["encoder"])
+
+
+# -- running the recipes -----------------------------------------------------------------------------------------
+def recipe_config(benchmark: str, stage: str) -> dict:
+    return yaml.safe_load((REPO / "recipes" / benchmark / f"{stage}.yaml").read_text())
+
+
+def command_line(values: dict) -> list[str]:
+    """``--key value ...`` as the recipes' TrlParser reads it (lists as several values)."""
+    argv = []
+    for key, value in values.items():
+        argv += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
+    return argv
+
+
+@contextlib.contextmanager
+def smoke_environment(workdir: Path) -> Iterator[None]:
+    """Run in ``workdir`` (the YAMLs' relative paths land there) with the Hub and datasets caches inside it; leave
+    the process as it was, accelerate's state included."""
+    saved = (Path.cwd(), huggingface_hub.constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE, sys.argv)
+    os.chdir(workdir)
+    huggingface_hub.constants.HF_HUB_CACHE = str(workdir / "hf_cache")
+    datasets.config.HF_DATASETS_CACHE = workdir / "datasets_cache"
+    try:
+        yield
+    finally:
+        os.chdir(saved[0])
+        huggingface_hub.constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE, sys.argv = saved[1:]
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def samples_per_second(stage: str, values: dict, seconds_per_step: float | None, wall: float) -> float | None:
+    """Training stages: batch images per optimizer step; DDPO: sampled images per second of the sampling phase
+    (from its metrics log); generation: samples per second of the whole stage, scoring and audit included."""
+    if stage == "ddpo":
+        log = [json.loads(line) for line in (Path(values["output_dir"]) / "logs" / "metrics.jsonl").open()]
+        sampling = [record["time/sample_s"] for record in log if "time/sample_s" in record]
+        return values["identities_per_epoch"] * values["samples_per_identity"] / statistics.median(sampling)
+    if stage == "generate":
+        return len(datasets.load_from_disk(str(Path(values["output_dir"]) / "dataset"))) / wall
+    batch = values["batch_size" if stage == "sft" else "per_device_train_batch_size"]
+    return batch / seconds_per_step if seconds_per_step else None
+
+
+def run_stage(benchmark: str, stage: str, scale: Scale, steps: int) -> dict:
+    """Run one recipe script on its YAML plus the smoke overrides; time its optimizer steps."""
+    changed = overrides(benchmark, stage, scale, steps)
+    script = REPO / "recipes" / RECIPES[stage]
+    sys.argv = [str(script), "--config", str(REPO / "recipes" / benchmark / f"{stage}.yaml"), *command_line(changed)]
+    AcceleratorState._reset_state(reset_partial_state=True)  # each stage sets up accelerate as a fresh launch does
+    stamps: list[float] = []
+
+    def record_step(*_) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+
+    hook = register_optimizer_step_post_hook(record_step)
+    gc.collect()  # the previous stage's models, so that the peak is this stage's own
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        hook.remove()
+    wall = time.perf_counter() - started
+    intervals = np.diff(stamps)
+    seconds_per_step = float(np.median(intervals)) if len(intervals) else None
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    values = {**recipe_config(benchmark, stage), **changed}
+    return {
+        "benchmark": benchmark,
+        "stage": stage,
+        "wall_s": wall,
+        "optimizer_steps": len(stamps),
+        "s_per_step": seconds_per_step,
+        "samples_per_s": samples_per_second(stage, values, seconds_per_step, wall),
+        "peak_memory_gb": peak,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    memory = "peak CUDA GiB" if torch.cuda.is_available() else "peak RSS GiB"
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    print(f"\n| benchmark | stage | wall s | optimizer steps | s/step | samples/s | {memory} |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['benchmark']} | {row['stage']} | FAILED: {row['error']} | | | | |")
+            continue
+        cells = [
+            number(row["wall_s"], 1),
+            str(row["optimizer_steps"]),
+            number(row["s_per_step"], 3),
+            number(row["samples_per_s"], 2),
+            number(row["peak_memory_gb"], 2),
+        ]
+        print(f"| {row['benchmark']} | {row['stage']} | " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="Tiny stand-ins of the same families (CPU).")
+    parser.add_argument("--steps", type=int, default=2, help="Steps (cold start, recognizer) or DDPO epochs.")
+    parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--output-dir", type=Path, help="An empty working folder (default: a temporary one, removed).")
+    args = parser.parse_args(argv)
+    if args.output_dir and args.output_dir.exists() and any(args.output_dir.iterdir()):
+        parser.error(f"--output-dir {args.output_dir} is not empty: the stages would resume or mix earlier runs.")
+    torch.set_flush_denormal(True)
+    scale = TINY if args.tiny else PAPER
+    with contextlib.ExitStack() as stack:
+        workdir = args.output_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_smoke_")))
+        workdir = workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        prepare(workdir, scale, args.tiny, args.benchmarks)
+        print(f"Fixtures and stand-ins ready in {time.perf_counter() - started:.1f} s under {workdir}")
+        rows = []
+        with smoke_environment(workdir):
+            for benchmark in args.benchmarks:
+                for stage in RECIPES:
+                    try:
+                        rows.append(run_stage(benchmark, stage, scale, args.steps))
+                    except Exception as error:  # report, skip the stages that need this one, go on
+                        traceback.print_exc()
+                        rows.append({"benchmark": benchmark, "stage": stage, "error": f"{type(error).__name__}"})
+                        break
+        (workdir / "gpu_smoke.json").write_text(json.dumps(rows, indent=2))
+        print_table(rows)
+    return 1 if any("error" in row for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
