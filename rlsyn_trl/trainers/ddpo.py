@@ -121,6 +121,10 @@ class RLSynDDPOConfig(DDPOConfig):
     eval_seeds: list[int] = field(
         default_factory=list, metadata={"help": "Seeds of the final cold-start vs RL evaluation; empty: none."}
     )
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Time budget of train(): no epoch starts that the last epoch's duration says would overrun."},
+    )
     hub_model_id: str | None = None
     hub_private: bool = field(default=True, metadata={"help": "Hub repos are private unless set to false."})
     # TRL fields whose stock defaults do not fit a small DiT on a CPU.
@@ -766,9 +770,21 @@ class RLSynDDPOTrainer(DDPOTrainer):
     def train(self, epochs: int | None = None) -> list[dict]:
         """Train up to ``epochs`` (default ``num_epochs``) from where the trainer stands; returns the per-epoch log."""
         epochs = self.config.num_epochs if epochs is None else epochs
+        budget = None if self.config.max_minutes is None else self.config.max_minutes * 60
+        started = time.perf_counter()
         for epoch in range(self.first_epoch, epochs):
+            epoch_started = time.perf_counter()
             self.global_step = self.step(epoch, self.global_step)
             self.first_epoch = epoch + 1
+            now = time.perf_counter()
+            overrun = budget is not None and now - started + (now - epoch_started) > budget
+            # Every process must take the same decision, or one would wait for the others forever.
+            overrun = bool(self.accelerator.gather(torch.tensor([overrun], device=self.accelerator.device)).any())
+            if overrun and epoch + 1 < epochs:
+                logger.info("Stopping after epoch %d: another epoch would exceed %s minutes", epoch + 1, budget / 60)
+                if (epoch + 1) % self.config.save_freq:
+                    self.save_checkpoint(epoch + 1, self.global_step)
+                break
         if self.accelerator.is_main_process and self.history:
             self.write_reward_curves()
         return self.history

@@ -226,6 +226,12 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path):
     assert resumed.history[-1]["reward/total_mean"] == uninterrupted.history[-1]["reward/total_mean"]
 
 
+def test_time_budget_stops_at_an_epoch_boundary_with_a_checkpoint(tiny, tmp_path):
+    trainer = RLSynDDPOTrainer(tiny_config(tiny, tmp_path, num_epochs=5, save_freq=3, max_minutes=1e-6))
+    assert len(trainer.train()) == 1
+    assert (tmp_path / "checkpoints" / "epoch-1").is_dir()
+
+
 def test_push_to_hub_is_private_by_default(tiny, tmp_path):
     class FakeApi:
         def __init__(self):
