@@ -74,7 +74,10 @@ def cold_start_adapter(shots: int, output: Path) -> Path:
 
 
 def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None, dict, str]:
-    """A DDPO adapter on top of ``cold_start``, or None (with the reason) when the trainer is not available."""
+    """A DDPO adapter on top of ``cold_start``, or None (with the reason) when the trainer is not available.
+
+    As for the cold start, the recipe's wall-clock cap is lifted: ``num_epochs`` decides the result.
+    """
     if not (RECIPES / "ddpo.yaml").is_file():
         return None, {}, "recipes/orl_faces/ddpo.yaml does not exist"
     try:
@@ -87,6 +90,7 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None,
         adapter=str(cold_start),
         shots=shots,
         output_dir=str(output),
+        max_minutes=None,
         push_to_hub=False,
         eval_seeds=[],
     )
