@@ -140,7 +140,7 @@ def guided_prediction(
     """``u + s * (c - u)`` batched as ``[negatives; prompts]``, exactly as ``DDPOTrainer.calculate_loss`` does.
 
     Sampling and training share this function so the training pass recomputes the sampler's log-probabilities
-    bit for bit (the PPO ratio starts at 1).
+    (up to the float rounding of the LoRA merged while sampling): the PPO ratio starts at 1.
     """
     if not cfg:
         return unet(latents, timesteps, embeds).sample
