@@ -1,7 +1,7 @@
 """Cold-start vs DDPO policy on private ORL (2 shots): reward terms and realism on fresh samples, same seeds.
 
     nice -n 5 python benchmarks/ddpo_rewards.py --config recipes/orl_faces/ddpo.yaml \
-        [--ddpo outputs/orl_faces/ddpo] [--seeds 0 1 2]
+        [--cold-start outputs/orl_faces/sft] [--ddpo outputs/orl_faces/ddpo] [--seeds 0 1 2]
 
 Both policies sample every private identity ``eval_samples_per_identity`` times per seed with the training sampler
 of the YAML (steps, guidance, eta); the reward is the training reward (same encoder, same memory bank). R_exp is
@@ -50,6 +50,7 @@ def checks(evaluation: dict, cold: str, rl: str) -> list[tuple[str, float, bool]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="recipes/orl_faces/ddpo.yaml", help="the DDPO recipe YAML")
+    parser.add_argument("--cold-start", default=None, help="cold-start adapter (default: the YAML's adapter)")
     parser.add_argument("--ddpo", default=None, help="trained adapter (default: the YAML's output_dir)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", default=None, help="also write the numbers here")
@@ -57,13 +58,14 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     (config,) = TrlParser((RLSynDDPOConfig,)).parse_args_and_config(args=["--config", args.config])
+    cold_path, ddpo_path = args.cold_start or config.adapter, args.ddpo or config.output_dir
 
-    cold_start = IdentityGenerator.from_pretrained(config.adapter, config.adapter_revision)
-    ddpo = IdentityGenerator.from_pretrained(args.ddpo or config.output_dir)
+    cold_start = IdentityGenerator.from_pretrained(cold_path, config.adapter_revision)
+    ddpo = IdentityGenerator.from_pretrained(ddpo_path)
     channels = cold_start.transformer.config.in_channels if cold_start.vae is None else 3
     images, labels, names = real_training_images(config, cold_start.resolution, channels)
     reward = build_identity_reward(config, images, labels, names)
-    policies = {f"cold start ({config.adapter})": cold_start, f"DDPO ({args.ddpo or config.output_dir})": ddpo}
+    policies = {f"cold start ({cold_path})": cold_start, f"DDPO ({ddpo_path})": ddpo}
     evaluation = evaluate_policies(
         policies,
         reward,

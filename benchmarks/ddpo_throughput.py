@@ -109,6 +109,7 @@ def main() -> None:
             config = RLSynDDPOConfig(
                 **shared,
                 **anchors,
+                train_skip_final_steps=0,  # train every step, as the stock trainer does
                 output_dir=os.path.join(folder, name.replace(" ", "_")),
                 identities_per_epoch=IDENTITIES,
                 samples_per_identity=GROUP,

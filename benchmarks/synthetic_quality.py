@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -84,24 +85,38 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None,
         from rlsyn_trl.trainers.ddpo import RLSynDDPOConfig, train_ddpo
     except ImportError as error:
         return None, {}, f"the DDPO trainer does not import ({error})"
-    config = recipe(
-        RLSynDDPOConfig,
-        "ddpo.yaml",
-        adapter=str(cold_start),
-        shots=shots,
-        output_dir=str(output),
-        max_minutes=None,
-        push_to_hub=False,
-        eval_seeds=[],
-    )
-    if not (output / "adapter_config.json").is_file():
+    overrides = {
+        "adapter": str(cold_start),
+        "shots": shots,
+        "output_dir": str(output),
+        "max_minutes": None,
+        "push_to_hub": False,
+        "eval_seeds": [],
+    }
+    config = recipe(RLSynDDPOConfig, "ddpo.yaml", **overrides)
+    # The trainer fills some config fields with live objects, so the recipe text + overrides identify the run.
+    stamp = {"recipe": (RECIPES / "ddpo.yaml").read_text(), "overrides": overrides}
+    marker = output / "benchmark_recipe.json"
+    if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
+        shutil.rmtree(output, ignore_errors=True)  # an earlier recipe's adapter: never mix its checkpoints in
         train_ddpo(config)
+        marker.write_text(json.dumps(stamp))
     sampler = {
         "num_inference_steps": config.sample_num_steps,
         "guidance_scale": config.sample_guidance_scale,
         "eta": config.sample_eta,
     }
     return output, sampler, ""
+
+
+def generate(config: GenerationConfig) -> dict:
+    """The generation summary; a folder this benchmark filled earlier with other adapters or settings is redone."""
+    try:
+        return generate_synthetic_dataset(config)[1]
+    except FileExistsError:
+        logger.info("Regenerating %s: it holds an earlier run with other adapters or settings", config.output_dir)
+        shutil.rmtree(config.output_dir)
+        return generate_synthetic_dataset(config)[1]
 
 
 def percent(value: float) -> str:
@@ -174,7 +189,7 @@ def main() -> None:
                 output_dir=str(output / f"synthetic_{tag}_{shots}shot"),
                 **sampler,
             )
-            _, summary = generate_synthetic_dataset(config)
+            summary = generate(config)
             thresholds = summary["audit"]["thresholds"]
             rows.append(
                 {

@@ -258,7 +258,9 @@ def _sample_shards(generator: IdentityGenerator, plan: SamplingPlan, folder: Pat
         stale.unlink()
     todo = [shard for shard in range(plan.num_shards) if not shard_path(folder, shard).is_file()]
     done = plan.total - sum(len(plan.sample_ids(shard)) for shard in todo)
-    if done:
+    if done == plan.total:
+        logger.info("All %d samples are already written in %s: scoring them again", done, folder)
+    elif done:
         logger.info("Resuming: %d of %d samples already written in %s", done, plan.total, folder)
     with tqdm(total=plan.total, initial=done, unit="sample", desc="generating") as progress:
         for shard in todo:

@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import json
 import logging
+import numbers
 import os
 import shutil
 import time
@@ -113,6 +114,14 @@ class RLSynDDPOConfig(DDPOConfig):
     embedder_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the identity embedders; None: train_learning_rate."}
     )
+    train_skip_final_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Final DDIM steps left out of training. Their noise is a few thousandths of the pixel range, so "
+            "the reward hardly depends on it, while the score's 1/sigma_t made the last step's policy gradient "
+            "30-800x the others' (pure noise that set Adam's step size and drowned the anchor)."
+        },
+    )
     kl_coef: float = field(default=0.0, metadata={"help": "Weight of the KL to the cold-start policy's steps."})
     denoise_coef: float = field(default=0.0, metadata={"help": "Weight of the denoising loss on real images."})
     denoise_batch_size: int = 16
@@ -142,6 +151,7 @@ class RLSynDDPOConfig(DDPOConfig):
     )
     train_batch_size: int = 8
     train_learning_rate: float = 1e-4
+    train_timestep_fraction: float = 0.9  # all steps but the skipped final one (train_skip_final_steps)
     tracker_project_name: str = "rlsyn_ddpo"
 
     def __post_init__(self) -> None:
@@ -158,6 +168,13 @@ class RLSynDDPOConfig(DDPOConfig):
         if self.advantage_normalization not in ("epoch", "group"):
             raise ValueError(
                 f"advantage_normalization must be 'epoch' or 'group', got {self.advantage_normalization!r}"
+            )
+        trained, trainable = int(self.sample_num_steps * self.train_timestep_fraction), self.sample_num_steps
+        if not 0 <= self.train_skip_final_steps < trainable or trained > trainable - self.train_skip_final_steps:
+            raise ValueError(
+                f"train_timestep_fraction x sample_num_steps = {trained} steps are trained per sample, but only "
+                f"{trainable - self.train_skip_final_steps} of the {trainable} steps remain once "
+                f"train_skip_final_steps = {self.train_skip_final_steps} final steps are left out. Lower one of them."
             )
         if self.kl_coef < 0 or self.denoise_coef < 0:
             raise ValueError(f"kl_coef and denoise_coef must be >= 0, got {self.kl_coef} and {self.denoise_coef}")
@@ -363,7 +380,11 @@ class JsonlTracker(GeneralTracker):
         self.path.with_name("config.json").write_text(json.dumps(values, indent=2, default=str))
 
     def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) or np.ndim(v) == 0}
+        scalars = {
+            key: float(value)
+            for key, value in values.items()
+            if isinstance(value, numbers.Real) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0)
+        }
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": step, **scalars}) + "\n")
 
@@ -670,9 +691,10 @@ class RLSynDDPOTrainer(DDPOTrainer):
         return global_step
 
     def _train_epoch(self, samples: dict[str, torch.Tensor], epoch: int, global_step: int) -> int:
-        """The stock inner loop: shuffle samples and each sample's timesteps, re-batch, train."""
+        """The stock inner loop: shuffle samples and each sample's timesteps (but the skipped final ones), train."""
         device = self.accelerator.device
         total, num_timesteps = samples["timesteps"].shape
+        num_timesteps -= self.config.train_skip_final_steps
         for inner_epoch in range(self.config.train_num_inner_epochs):
             perm = torch.randperm(total, device=device)
             samples = {key: value[perm] for key, value in samples.items()}

@@ -63,7 +63,8 @@ def tiny_config(tiny, output: Path, **overrides) -> RLSynDDPOConfig:
         "samples_per_identity": 4,
         "sample_batch_size": 8,
         "train_batch_size": 4,
-        "sample_num_steps": 2,
+        "sample_num_steps": 3,
+        "train_timestep_fraction": 0.67,  # the 2 steps left once the final one is skipped
         "num_epochs": 2,
         "train_learning_rate": 1e-3,
         "kl_coef": 0.1,
@@ -131,6 +132,8 @@ def test_epoch_layout_and_config_errors():
         RLSynDDPOConfig(per_prompt_stat_tracking=True)
     with pytest.raises(ValueError, match="reward_weights"):
         RLSynDDPOConfig(reward_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="train_skip_final_steps"):
+        RLSynDDPOConfig(sample_num_steps=10, train_timestep_fraction=1.0, train_skip_final_steps=1)
 
 
 def test_trainer_rejects_train_batches_that_split_an_epoch_unevenly(tiny, tmp_path):
