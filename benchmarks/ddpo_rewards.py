@@ -55,7 +55,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     (config,) = TrlParser((RLSynDDPOConfig,)).parse_args_and_config(args=["--config", args.config])
     cold_path, ddpo_path = args.cold_start or config.adapter, args.ddpo or config.output_dir

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import datasets
 import torch
+import yaml
+from accelerate.state import AcceleratorState
 
 from .data import dataset_to_tensors, load_identity_dataset
 from .generation import GenerationConfig, generate_synthetic_dataset
@@ -24,6 +26,13 @@ from .recognizer import RecognizerConfig, train_recognizer
 from .trainers import ColdStartConfig, RLSynDDPOConfig, train_cold_start, train_ddpo
 
 logger = logging.getLogger(__name__)
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def embedded_recipe(stage: str) -> dict:
+    """The settings of ``recipes/orl_faces/<stage>.yaml``: the main job runs exactly the recipes' defaults."""
+    return yaml.safe_load((RECIPES / "orl_faces" / f"{stage}.yaml").read_text())
 
 
 @dataclass
@@ -37,8 +46,6 @@ class MainJobConfig:
     quick: bool = field(default=False, metadata={"help": "Few steps everywhere (CI's end-to-end test, ~5 min)."})
     prior: str = "embedded:orl_faces"
     encoder: str = "embedded:orl_faces/encoder"
-    sft_steps: int = 150
-    ddpo_epochs: int = 6
     samples_per_identity: int = 20
     inference_steps: int = 20
     recognizer_steps: int = 300
@@ -47,18 +54,54 @@ class MainJobConfig:
     def scaled(self) -> MainJobConfig:
         if not self.quick:
             return self
-        return replace(
-            self, sft_steps=10, ddpo_epochs=1, samples_per_identity=4, inference_steps=4, recognizer_steps=40
-        )
+        return replace(self, samples_per_identity=4, inference_steps=4, recognizer_steps=40)
+
+
+def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
+    """``sft.yaml`` for this job's split, seed and (when quick) step count."""
+    settings = {**embedded_recipe("sft"), "shots": config.shots, "split_seed": config.split_seed}
+    settings.update(base_model=config.prior, seed=config.seed, output_dir=str(output_dir))
+    if config.quick:
+        settings.update(max_steps=10, warmup_steps=1, num_inference_steps=4, grid_per_identity=2)
+    return settings
+
+
+def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dict:
+    """``ddpo.yaml`` on top of this job's cold-start adapter."""
+    settings = {**embedded_recipe("ddpo"), "shots": config.shots, "split_seed": config.split_seed}
+    settings.update(adapter=str(adapter), encoder=config.encoder, seed=config.seed, output_dir=str(output_dir))
+    if config.quick:
+        settings.update(num_epochs=1, sample_num_steps=4, train_timestep_fraction=0.5, max_minutes=None)
+    return settings
+
+
+def generation_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dict:
+    """``generate.yaml`` with this job's sample count and sampler steps."""
+    settings = {**embedded_recipe("generate"), "adapter": str(adapter), "encoder": config.encoder}
+    settings.update(
+        samples_per_identity=config.samples_per_identity,
+        num_inference_steps=config.inference_steps,
+        seed=config.seed,
+        output_dir=str(output_dir),
+    )
+    return settings
 
 
 def _stage_done(folder: Path, marker: str, reuse: bool) -> bool:
+    """Whether a finished stage can be reused; otherwise its folder is cleared for a fresh run."""
     if reuse and (folder / marker).is_file():
         logger.info("Reusing %s", folder)
         return True
     if folder.exists():
         shutil.rmtree(folder)
+    _fresh_accelerator_state()
     return False
+
+
+def _fresh_accelerator_state() -> None:
+    """Each stage picks its own mixed precision (cold start bf16, DDPO and the Trainer fp32) while accelerate keeps
+    one state per process: the single-process job clears it (never the process group) before each stage."""
+    AcceleratorState._reset_state()
 
 
 def _recognizer(config: MainJobConfig, output: Path, name: str, **overrides) -> RecognizerConfig:
@@ -84,50 +127,18 @@ def run_main_job(config: MainJobConfig) -> dict:
 
     sft_dir = output / "sft"
     if not _stage_done(sft_dir, "adapter_config.json", config.reuse):
-        train_cold_start(
-            ColdStartConfig(
-                base_model=config.prior,
-                shots=config.shots,
-                split_seed=config.split_seed,
-                seed=config.seed,
-                output_dir=str(sft_dir),
-                learning_rate=1e-2,
-                max_steps=config.sft_steps,
-                warmup_steps=max(1, config.sft_steps // 10),
-                lora_rank=8,
-                lora_learning_rate=1e-3,
-                num_inference_steps=config.inference_steps,
-            )
-        )
+        train_cold_start(ColdStartConfig(**cold_start_settings(config, sft_dir)))
     timings["cold_start"] = time.time() - started
 
     ddpo_dir = output / "ddpo"
     if not _stage_done(ddpo_dir, "adapter_config.json", config.reuse):
-        train_ddpo(
-            RLSynDDPOConfig(
-                adapter=str(sft_dir),
-                encoder=config.encoder,
-                shots=config.shots,
-                split_seed=config.split_seed,
-                output_dir=str(ddpo_dir),
-                num_epochs=config.ddpo_epochs,
-                sample_num_steps=min(10, config.inference_steps),
-                seed=config.seed,
-            )
-        )
+        train_ddpo(RLSynDDPOConfig(**ddpo_settings(config, sft_dir, ddpo_dir)))
     timings["ddpo"] = time.time() - started - sum(timings.values())
 
     synthetic: dict[str, tuple[datasets.Dataset, dict]] = {}
     for name, adapter in (("cold_start", sft_dir), ("rl", ddpo_dir)):
         synthetic[name] = generate_synthetic_dataset(
-            GenerationConfig(
-                adapter=str(adapter),
-                encoder=config.encoder,
-                samples_per_identity=config.samples_per_identity,
-                num_inference_steps=config.inference_steps,
-                seed=config.seed,
-                output_dir=str(output / f"synthetic_{name}"),
-            )
+            GenerationConfig(**generation_settings(config, adapter, output / f"synthetic_{name}"))
         )
     timings["generation"] = time.time() - started - sum(timings.values())
 
@@ -149,6 +160,7 @@ def run_main_job(config: MainJobConfig) -> dict:
         ("full method (RL synthetic + selection)", "rl", {"selection": True}),
     ]
     for method, source, overrides in runs:
+        _fresh_accelerator_state()
         metrics = train_recognizer(
             _recognizer(config, output, method.split(" (")[0].replace(" ", "_").replace("+", "plus"), **overrides),
             real,

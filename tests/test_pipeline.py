@@ -1,8 +1,13 @@
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from rlsyn_trl.cli import main
+from rlsyn_trl.generation import GenerationConfig
+from rlsyn_trl.pipeline import MainJobConfig, cold_start_settings, ddpo_settings, generation_settings
+from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
 
 @pytest.mark.slow
@@ -24,3 +29,30 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert (tmp_path / "ddpo" / "adapter_config.json").is_file()
     assert "full method" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
+    """The main job's stages use recipes/orl_faces/*.yaml (one source of truth), only split and paths change."""
+    config = MainJobConfig(output_dir=str(tmp_path), shots=1, split_seed=3, seed=5, quick=quick).scaled()
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "orl_faces"
+    sft = ColdStartConfig(**cold_start_settings(config, tmp_path / "sft"))
+    ddpo = RLSynDDPOConfig(**ddpo_settings(config, tmp_path / "sft", tmp_path / "ddpo"))
+    generation = GenerationConfig(**generation_settings(config, tmp_path / "sft", tmp_path / "synthetic"))
+    sft_yaml, ddpo_yaml = (yaml.safe_load((recipes / f"{stage}.yaml").read_text()) for stage in ("sft", "ddpo"))
+    assert (sft.shots, sft.split_seed, sft.seed, ddpo.shots, ddpo.split_seed) == (1, 3, 5, 1, 3)
+    assert ddpo.adapter == str(tmp_path / "sft") and generation.adapter == str(tmp_path / "sft")
+    assert (sft.learning_rate, sft.lora_rank, sft.mixed_precision) == (
+        sft_yaml["learning_rate"],
+        sft_yaml["lora_rank"],
+        sft_yaml.get("mixed_precision", "no"),
+    )
+    assert (ddpo.denoise_coef, ddpo.reward_tau, ddpo.train_learning_rate) == (
+        ddpo_yaml["denoise_coef"],
+        ddpo_yaml["reward_tau"],
+        ddpo_yaml["train_learning_rate"],
+    )
+    if quick:
+        assert sft.max_steps < sft_yaml["max_steps"] and ddpo.num_epochs == 1
+    else:
+        assert (sft.max_steps, ddpo.num_epochs) == (sft_yaml["max_steps"], ddpo_yaml["num_epochs"])

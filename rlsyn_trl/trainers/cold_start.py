@@ -22,17 +22,14 @@ from ..cards import render_model_card
 from ..data import dataset_to_tensors, load_identity_dataset
 from ..data.augmentation import IdentityAugmentation
 from ..generators import IdentityGenerator, class_embedders
-from ..generators.adapter import add_lora, freeze_backbone, replace_class_embedders, save_adapter
+from ..generators.adapter import LoraSettings, add_lora, freeze_backbone, replace_class_embedders, save_adapter
 from ..training import run_training_phase, sample_batches, warmup_cosine
 from ..visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LORA_TARGETS = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"]
-
-
 @dataclass
-class ColdStartConfig:
+class ColdStartConfig(LoraSettings):
     """The SFT (cold-start) recipe's settings; each field is a YAML key / CLI flag."""
 
     base_model: str = field(
@@ -59,10 +56,6 @@ class ColdStartConfig:
     p_uncond: float = 0.1
     min_snr_gamma: float | None = 5.0
     augment: bool = True
-    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the backbone; 0 keeps it off (paper)."})
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     lora_learning_rate: float = 1e-4
     seed: int = 0
     max_minutes: float | None = None
@@ -77,15 +70,6 @@ class ColdStartConfig:
     hub_model_id: str | None = None
     hub_private: bool = field(default=True, metadata={"help": "Hub repos are private unless set to false."})
 
-    def lora_config(self) -> LoraConfig | None:
-        if self.lora_rank <= 0:
-            return None
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.lora_target_modules),
-        )
 
 
 def prepare_identity_generator(

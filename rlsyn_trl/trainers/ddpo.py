@@ -39,7 +39,6 @@ from accelerate import PartialState
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import parse_flag_from_env
 from huggingface_hub import ModelCardData
-from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 from trl import DDPOConfig, DDPOTrainer
 
@@ -48,11 +47,12 @@ from ..data import dataset_to_tensors, load_identity_dataset
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder, load_encoder
 from ..generators import IdentityGenerator
+from ..generators.adapter import LoraSettings
 from ..metrics.identity import identity_consistency
 from ..realism import detect_faces
 from ..rewards import MemoryBank, composite_reward, median_heuristic_sigma
 from ..visualization import save_curves, save_image_grid
-from .cold_start import DEFAULT_LORA_TARGETS, ColdStartConfig
+from .cold_start import ColdStartConfig
 from .ddpo_pipeline import (
     IdentityDDPOPipeline,
     LabelConditionedDenoiser,
@@ -71,7 +71,7 @@ MEMORY_BANK_FILE = "memory_bank.safetensors"
 
 
 @dataclass
-class RLSynDDPOConfig(DDPOConfig):
+class RLSynDDPOConfig(DDPOConfig, LoraSettings):
     """DDPO settings (TRL's fields) plus the identity groups, reward, LoRA and anchor; each is a YAML key."""
 
     adapter: str = field(
@@ -85,7 +85,9 @@ class RLSynDDPOConfig(DDPOConfig):
     dataset_name: str = "orl_faces"
     dataset_config: str = "private"
     data_dir: str | None = None
-    shots: int = field(default=2, metadata={"help": "Real training images per identity: the memory bank."})
+    shots: int | None = field(
+        default=2, metadata={"help": "Real training images per identity: the memory bank; None: all (ReID)."}
+    )
     split_seed: int = 0
     public_dataset_config: str | None = field(
         default="public",
@@ -108,9 +110,6 @@ class RLSynDDPOConfig(DDPOConfig):
         },
     )
     lora_rank: int = field(default=8, metadata={"help": "Rank of LoRA injected when the adapter has none."})
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     embedder_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the identity embedders; None: train_learning_rate."}
     )
@@ -186,16 +185,6 @@ class RLSynDDPOConfig(DDPOConfig):
         if self.async_reward_computation:
             raise ValueError("The epoch-level reward runs once per epoch; async_reward_computation must be false.")
 
-    def lora_config(self) -> LoraConfig | None:
-        """The LoRA injected when the cold-start adapter has none (an adapter's own LoRA is continued)."""
-        if self.lora_rank <= 0:
-            return None
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.lora_target_modules),
-        )
 
 
 def epoch_layout(config: RLSynDDPOConfig, num_processes: int, num_identities: int) -> int:
@@ -275,8 +264,12 @@ def identity_prompt_fn(label_names: Sequence[str], group_size: int, seed: int = 
 
 @torch.no_grad()
 def encode_images(encoder: IdentityEncoder, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised features of images in ``[-1, 1]``, resized to the encoder's input size when they differ."""
+    """L2-normalised features of images in ``[-1, 1]``, resized to the encoder's input size when they differ.
+
+    Images arrive in the sampler's dtype (bf16 under mixed precision); the encoder and the resize run in float32.
+    """
     size = encoder.config.image_size
+    images = images.float()
     if images.shape[-1] != size or images.shape[-2] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return encoder.encode_batched(images)

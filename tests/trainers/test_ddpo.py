@@ -20,7 +20,7 @@ from rlsyn_trl.trainers import (
     RLSynDDPOTrainer,
     identity_prompt_fn,
 )
-from rlsyn_trl.trainers.ddpo import epoch_layout, identity_advantages
+from rlsyn_trl.trainers.ddpo import encode_images, epoch_layout, identity_advantages
 from rlsyn_trl.trainers.ddpo_pipeline import guided_prediction, label_embeds
 
 torch.set_num_threads(1)
@@ -140,6 +140,15 @@ def test_trainer_rejects_train_batches_that_split_an_epoch_unevenly(tiny, tmp_pa
     config = tiny_config(tiny, tmp_path, sample_batch_size=8, train_batch_size=8, train_gradient_accumulation_steps=3)
     with pytest.raises(ValueError, match="must be divisible by the total train batch size"):
         RLSynDDPOTrainer(config)
+
+
+def test_reward_features_accept_bf16_samples_of_another_size(tiny):
+    """Mixed-precision sampling hands the reward bf16 images; they are resized and encoded in float32."""
+    encoder = IdentityEncoder.from_pretrained(tiny["encoder"]).eval()
+    images = torch.rand(3, 1, 2 * RESOLUTION, 2 * RESOLUTION) * 2 - 1
+    features = encode_images(encoder, images.bfloat16())
+    assert features.dtype == torch.float32 and features.shape == (3, 16)
+    torch.testing.assert_close(features, encode_images(encoder, images.bfloat16().float()))
 
 
 def test_identity_advantages_centre_each_group():
