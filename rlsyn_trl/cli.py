@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     job.add_argument("--seed", type=int, default=0)
     job.add_argument("--quick", action="store_true", help="Few steps everywhere (about 5 minutes on 2 cores).")
     job.add_argument("--no-reuse", action="store_true", help="Redo stages already finished in --output-dir.")
+    job.add_argument("--ablation", action="store_true", help="Add the paper's ablation rows (more DDPO runs).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             quick=args.quick,
             reuse=not args.no_reuse,
+            ablation=args.ablation,
         )
     )
     print(results_table(results))

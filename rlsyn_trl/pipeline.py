@@ -50,11 +50,26 @@ class MainJobConfig:
     inference_steps: int = 20
     recognizer_steps: int = 300
     reuse: bool = field(default=True, metadata={"help": "Reuse finished stages found in output_dir."})
+    ablation: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the paper's ablation rows: + selection on cold-start samples, then DDPO runs with only R_sem, "
+            "R_sem + R_cov, and all three terms switched on (benchmarks/ablation.py)."
+        },
+    )
 
     def scaled(self) -> MainJobConfig:
         if not self.quick:
             return self
         return replace(self, samples_per_identity=4, inference_steps=4, recognizer_steps=40)
+
+
+def reward_variants(ablation: bool) -> dict[str, list[float] | None]:
+    """DDPO runs of the job, name -> reward weights (None: the recipe's). The ablation switches terms on in turn."""
+    variants: dict[str, list[float] | None] = {"rl": None}
+    if ablation:
+        variants = {"rl_sem": [1.0, 0.0, 0.0], "rl_sem_cov": [1.0, 0.75, 0.0], **variants}
+    return variants
 
 
 def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
@@ -130,13 +145,18 @@ def run_main_job(config: MainJobConfig) -> dict:
         train_cold_start(ColdStartConfig(**cold_start_settings(config, sft_dir)))
     timings["cold_start"] = time.time() - started
 
+    adapters = {"cold_start": sft_dir}
     ddpo_dir = output / "ddpo"
-    if not _stage_done(ddpo_dir, "adapter_config.json", config.reuse):
-        train_ddpo(RLSynDDPOConfig(**ddpo_settings(config, sft_dir, ddpo_dir)))
+    for name, weights in reward_variants(config.ablation).items():
+        folder = ddpo_dir if name == "rl" else output / f"ddpo_{name}"
+        if not _stage_done(folder, "adapter_config.json", config.reuse):
+            settings = ddpo_settings(config, sft_dir, folder)
+            train_ddpo(RLSynDDPOConfig(**{**settings, **({"reward_weights": weights} if weights else {})}))
+        adapters[name] = folder
     timings["ddpo"] = time.time() - started - sum(timings.values())
 
     synthetic: dict[str, tuple[datasets.Dataset, dict]] = {}
-    for name, adapter in (("cold_start", sft_dir), ("rl", ddpo_dir)):
+    for name, adapter in adapters.items():
         synthetic[name] = generate_synthetic_dataset(
             GenerationConfig(**generation_settings(config, adapter, output / f"synthetic_{name}"))
         )
@@ -157,8 +177,14 @@ def run_main_job(config: MainJobConfig) -> dict:
         ("real only", None, dict(no_augmentation)),
         ("real + standard augmentation", None, {}),
         ("+ cold-start synthetic", "cold_start", {}),
-        ("full method (RL synthetic + selection)", "rl", {"selection": True}),
     ]
+    if config.ablation:
+        runs += [
+            ("+ selection", "cold_start", {"selection": True}),
+            ("+ R_sem", "rl_sem", {"selection": True}),
+            ("+ R_cov", "rl_sem_cov", {"selection": True}),
+        ]
+    runs.append(("full method (RL synthetic + selection)", "rl", {"selection": True}))
     for method, source, overrides in runs:
         _fresh_accelerator_state()
         metrics = train_recognizer(

@@ -30,6 +30,15 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert (tmp_path / "ddpo" / "adapter_config.json").is_file()
     assert "full method" in capsys.readouterr().out
 
+    # The ablation reuses the finished stages and adds DDPO runs with reward terms switched on in turn.
+    assert main(["main", "--quick", "--ablation", "--output-dir", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == [*methods[:4], "+ selection", "+ R_sem", "+ R_cov", methods[4]]
+    assert rows[1]["accuracy"] == results["rows"][1]["accuracy"]  # same seed, same real-only recognizer
+    for name, weights in (("rl_sem", [1.0, 0.0, 0.0]), ("rl_sem_cov", [1.0, 0.75, 0.0])):
+        adapter = json.loads((tmp_path / f"ddpo_{name}" / "adapter_config.json").read_text())
+        assert adapter["reward"]["weights"] == weights
+
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
