@@ -90,6 +90,7 @@ def main() -> None:
         "sample_num_steps": args.steps,
         "sample_guidance_scale": 2.0,
         "sample_eta": 1.0,
+        "train_timestep_fraction": 1.0,  # the stock default; ours defaults to 0.9 (its final step is skipped)
         "sample_batch_size": 16,
         "sample_num_batches_per_epoch": IDENTITIES * GROUP // 16,
         "train_batch_size": 8,
