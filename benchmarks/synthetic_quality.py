@@ -27,6 +27,7 @@ from trl import TrlParser
 from rlsyn_trl.generation import AUDIT_FILE, GenerationConfig, generate_synthetic_dataset
 from rlsyn_trl.generators.dit import EMBEDDED_MODELS
 from rlsyn_trl.trainers import ColdStartConfig, train_cold_start
+from rlsyn_trl.training import fresh_accelerator_state
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "orl_faces"
 PRIOR_READY = [
@@ -70,6 +71,7 @@ def cold_start_adapter(shots: int, output: Path) -> Path:
     config = recipe(ColdStartConfig, "sft.yaml", shots=shots, output_dir=str(output), max_minutes=None)
     summary = output / "summary.json"
     if not (summary.is_file() and json.loads(summary.read_text())["config"] == dataclasses.asdict(config)):
+        fresh_accelerator_state()
         train_cold_start(config)
     return output
 
@@ -99,6 +101,7 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None,
     marker = output / "benchmark_recipe.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
         shutil.rmtree(output, ignore_errors=True)  # an earlier recipe's adapter: never mix its checkpoints in
+        fresh_accelerator_state()  # the cold start ran in bf16 in this process
         train_ddpo(config)
         marker.write_text(json.dumps(stamp))
     sampler = {

@@ -17,13 +17,13 @@ from pathlib import Path
 import datasets
 import torch
 import yaml
-from accelerate.state import AcceleratorState
 
 from .data import dataset_to_tensors, load_identity_dataset
 from .generation import GenerationConfig, generate_synthetic_dataset
 from .metrics.identity import nearest_neighbour_accuracy
 from .recognizer import RecognizerConfig, train_recognizer
 from .trainers import ColdStartConfig, RLSynDDPOConfig, train_cold_start, train_ddpo
+from .training import fresh_accelerator_state
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +109,9 @@ def _stage_done(folder: Path, marker: str, reuse: bool) -> bool:
         return True
     if folder.exists():
         shutil.rmtree(folder)
-    _fresh_accelerator_state()
+    fresh_accelerator_state()
     return False
 
-
-def _fresh_accelerator_state() -> None:
-    """Each stage picks its own mixed precision (cold start bf16, DDPO and the Trainer fp32) while accelerate keeps
-    one state per process: the single-process job clears it (never the process group) before each stage."""
-    AcceleratorState._reset_state()
 
 
 def _recognizer(config: MainJobConfig, output: Path, name: str, **overrides) -> RecognizerConfig:
@@ -186,7 +181,7 @@ def run_main_job(config: MainJobConfig) -> dict:
         ]
     runs.append(("full method (RL synthetic + selection)", "rl", {"selection": True}))
     for method, source, overrides in runs:
-        _fresh_accelerator_state()
+        fresh_accelerator_state()
         metrics = train_recognizer(
             _recognizer(config, output, method.split(" (")[0].replace(" ", "_").replace("+", "plus"), **overrides),
             real,

@@ -11,9 +11,19 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
+
+
+def fresh_accelerator_state() -> None:
+    """Let the next stage of this process pick its own mixed precision (cold start bf16, DDPO and Trainer fp32).
+
+    accelerate keeps one state per process and refuses a second precision; chaining stages in one process (the main
+    job, benchmarks, notebooks) clears it between them. The process group (``PartialState``) is kept.
+    """
+    AcceleratorState._reset_state()
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
