@@ -72,8 +72,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="timed epochs per trainer (after one warm-up epoch)")
     parser.add_argument("--steps", type=int, default=4, help="DDIM steps per sample")
     args = parser.parse_args()
+    torch.set_flush_denormal(True)  # first: threads created later inherit it
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
     PartialState(cpu=True)
 
     data = load_identity_dataset("orl_faces", "private", shots=2, seed=0)["train"]

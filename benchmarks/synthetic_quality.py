@@ -157,8 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_flush_denormal(True)  # first: threads created later inherit it
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
     wait_for_prior(args.wait_minutes)
     output = Path(args.output_dir)
 
