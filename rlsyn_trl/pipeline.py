@@ -74,8 +74,14 @@ def reward_variants(ablation: bool) -> dict[str, list[float] | None]:
 
 def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
     """``sft.yaml`` for this job's split, seed and (when quick) step count."""
-    settings = {**embedded_recipe("sft"), "shots": config.shots, "split_seed": config.split_seed}
-    settings.update(base_model=config.prior, seed=config.seed, output_dir=str(output_dir))
+    settings = embedded_recipe("sft")
+    settings.update(
+        base_model=config.prior,
+        shots=config.shots,
+        split_seed=config.split_seed,
+        seed=config.seed,
+        output_dir=str(output_dir),
+    )
     if config.quick:
         settings.update(max_steps=10, warmup_steps=1, num_inference_steps=4, grid_per_identity=2)
     return settings
@@ -83,8 +89,15 @@ def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
 
 def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dict:
     """``ddpo.yaml`` on top of this job's cold-start adapter."""
-    settings = {**embedded_recipe("ddpo"), "shots": config.shots, "split_seed": config.split_seed}
-    settings.update(adapter=str(adapter), encoder=config.encoder, seed=config.seed, output_dir=str(output_dir))
+    settings = embedded_recipe("ddpo")
+    settings.update(
+        adapter=str(adapter),
+        encoder=config.encoder,
+        shots=config.shots,
+        split_seed=config.split_seed,
+        seed=config.seed,
+        output_dir=str(output_dir),
+    )
     if config.quick:
         settings.update(num_epochs=1, sample_num_steps=4, train_timestep_fraction=0.5, max_minutes=None)
     return settings
@@ -92,8 +105,10 @@ def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dic
 
 def generation_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dict:
     """``generate.yaml`` with this job's sample count and sampler steps."""
-    settings = {**embedded_recipe("generate"), "adapter": str(adapter), "encoder": config.encoder}
+    settings = embedded_recipe("generate")
     settings.update(
+        adapter=str(adapter),
+        encoder=config.encoder,
         samples_per_identity=config.samples_per_identity,
         num_inference_steps=config.inference_steps,
         seed=config.seed,
@@ -109,9 +124,7 @@ def _stage_done(folder: Path, marker: str, reuse: bool) -> bool:
         return True
     if folder.exists():
         shutil.rmtree(folder)
-    fresh_accelerator_state()
     return False
-
 
 
 def _recognizer(config: MainJobConfig, output: Path, name: str, **overrides) -> RecognizerConfig:
@@ -137,6 +150,7 @@ def run_main_job(config: MainJobConfig) -> dict:
 
     sft_dir = output / "sft"
     if not _stage_done(sft_dir, "adapter_config.json", config.reuse):
+        fresh_accelerator_state()  # stages differ in mixed precision (cold start bf16) within this one process
         train_cold_start(ColdStartConfig(**cold_start_settings(config, sft_dir)))
     timings["cold_start"] = time.time() - started
 
@@ -146,7 +160,10 @@ def run_main_job(config: MainJobConfig) -> dict:
         folder = ddpo_dir if name == "rl" else output / f"ddpo_{name}"
         if not _stage_done(folder, "adapter_config.json", config.reuse):
             settings = ddpo_settings(config, sft_dir, folder)
-            train_ddpo(RLSynDDPOConfig(**{**settings, **({"reward_weights": weights} if weights else {})}))
+            if weights is not None:
+                settings["reward_weights"] = weights
+            fresh_accelerator_state()
+            train_ddpo(RLSynDDPOConfig(**settings))
         adapters[name] = folder
     timings["ddpo"] = time.time() - started - sum(timings.values())
 

@@ -28,6 +28,7 @@ from ..visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class ColdStartConfig(LoraSettings):
     """The SFT (cold-start) recipe's settings; each field is a YAML key / CLI flag."""
@@ -69,7 +70,6 @@ class ColdStartConfig(LoraSettings):
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = field(default=True, metadata={"help": "Hub repos are private unless set to false."})
-
 
 
 def prepare_identity_generator(

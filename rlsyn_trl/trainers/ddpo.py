@@ -186,7 +186,6 @@ class RLSynDDPOConfig(DDPOConfig, LoraSettings):
             raise ValueError("The epoch-level reward runs once per epoch; async_reward_computation must be false.")
 
 
-
 def epoch_layout(config: RLSynDDPOConfig, num_processes: int, num_identities: int) -> int:
     """Check that identity groups fill whole sample batches on every process; return the batches per process."""
     identities = config.identities_per_epoch or num_identities
