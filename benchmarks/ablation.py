@@ -62,7 +62,7 @@ def main() -> None:
     table = ablation_table(runs)
     header = (
         f"ORL private identities, split seeds {args.seeds} (each its own cold start and DDPO runs), test accuracy % "
-        "mean +- std; recognizer from scratch (resnet-tiny), the same start in every row."
+        f"mean +- std; recognizer {runs[args.shots[0]][0]['recognizer_start']}."
     )
     (output / "ablation.md").write_text(header + "\n\n" + table + "\n")
     (output / "ablation.json").write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=2))

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.pipeline import set_offline_defaults
-from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
+from rlsyn_trl.pipeline import recognizer_config, set_offline_defaults
+from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
 from rlsyn_trl.training import fresh_accelerator_state
 
 VARIANTS = [
@@ -37,11 +37,14 @@ def main() -> None:
     parser.add_argument("--run", default="outputs/main", help="a finished main job's output folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--model", default=None, help="recognizer start (default: the main job's recognizer_model)")
+    parser.add_argument("--tag", default="", help="suffix of the mixing output folders")
     args = parser.parse_args()
     set_offline_defaults()
     torch.set_flush_denormal(True)
     run = Path(args.run)
-    job = json.loads((run / "results.json").read_text())["config"]
+    results = json.loads((run / "results.json").read_text())
+    job = results["config"]
     real = load_identity_dataset("orl_faces", "private", shots=job["shots"], seed=job["split_seed"])
     synthetic = {
         name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset")) for name in ("cold_start", "rl")
@@ -55,12 +58,11 @@ def main() -> None:
         accuracies = []
         for seed in args.seeds:
             fresh_accelerator_state()
-            config = RecognizerConfig(
-                output_dir=str(run / "mixing" / f"{name.replace(' ', '_')}_{seed}"),
-                max_steps=args.steps,
-                seed=seed,
-                report_to=[],
-                disable_tqdm=True,
+            config = recognizer_config(
+                run / f"mixing{args.tag}" / f"{name.replace(' ', '_')}_{seed}",
+                args.model or results.get("recognizer_model", TINY_MODEL),
+                args.steps,
+                seed,
                 **overrides,
             )
             accuracies.append(

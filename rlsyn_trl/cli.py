@@ -18,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     job.add_argument("--quick", action="store_true", help="Few steps everywhere (about 5 minutes on 2 cores).")
     job.add_argument("--no-reuse", action="store_true", help="Redo stages already finished in --output-dir.")
     job.add_argument("--ablation", action="store_true", help="Add the paper's ablation rows (more DDPO runs).")
+    job.add_argument(
+        "--recognizer-start",
+        choices=["encoder", "scratch"],
+        default="encoder",
+        help="Fine-tune the public feature extractor (default) or train the tiny ResNet from scratch.",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             reuse=not args.no_reuse,
             ablation=args.ablation,
+            recognizer_start=args.recognizer_start,
         )
     )
     print(results_table(results))

@@ -37,7 +37,9 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .data import dataset_to_tensors
 from .data.preprocessing import image_size
+from .encoders import IdentityEncoder, IdentityEncoderConfig
 from .evaluation import evaluate_recognizer
+from .generators.dit import EMBEDDED_MODELS, resolve_pretrained_folder
 from .metrics import load_metric
 from .selection import DynamicSampleSelectionCallback, SelectionConfig
 
@@ -57,7 +59,17 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
 
     model: str = field(
         default=TINY_MODEL,
-        metadata={"help": f"'{TINY_MODEL}' (small ResNet from scratch) or an AutoModelForImageClassification id/path."},
+        metadata={
+            "help": f"'{TINY_MODEL}' (small ResNet from scratch), an AutoModelForImageClassification id/path, or an "
+            "identity encoder (e.g. 'embedded:orl_faces/encoder', the public feature extractor) to fine-tune."
+        },
+    )
+    imprint_centres: bool = field(
+        default=True,
+        metadata={
+            "help": "With a pretrained backbone and CosFace, start each class centre at the mean normalised embedding "
+            "of its real training images (the backbone's nearest-class-mean classifier) instead of at random."
+        },
     )
     from_scratch: bool = field(
         default=False, metadata={"help": "Random weights in the architecture of `model` (face recognizers train so)."}
@@ -160,6 +172,8 @@ class IdentityRecognizer(nn.Module):
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled embedding, ``[N, D]``."""
+        if isinstance(self.backbone, IdentityEncoder):
+            return self.backbone(pixel_values)
         pooled = getattr(self.backbone.base_model(pixel_values=pixel_values), "pooler_output", None)
         if pooled is None:
             raise ValueError(
@@ -195,13 +209,13 @@ class IdentityRecognizer(nn.Module):
         return F.cross_entropy(self.cosface.scale_logits(outputs.logits - margins), labels, reduction="none")
 
 
-def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> IdentityRecognizer:
-    """The configured backbone (from scratch for the tiny default and with ``from_scratch``) with the configured
-    identity loss."""
+def build_backbone(config: RecognizerConfig, label_names: list[str]) -> PreTrainedModel:
+    """The configured backbone: the tiny ResNet (always from scratch), an identity encoder, or any
+    ``AutoModelForImageClassification``; pretrained weights unless ``from_scratch``."""
     id2label = dict(enumerate(label_names))
     label2id = {name: index for index, name in id2label.items()}
     if config.model == TINY_MODEL:
-        backbone = ResNetForImageClassification(
+        return ResNetForImageClassification(
             ResNetConfig(
                 num_channels=config.channels,
                 embedding_size=config.embedding_size,
@@ -212,18 +226,38 @@ def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> Identi
                 label2id=label2id,
             )
         )
-    elif config.from_scratch:
-        architecture = AutoConfig.from_pretrained(config.model, id2label=id2label, label2id=label2id)
-        backbone = AutoModelForImageClassification.from_config(architecture)
-    else:
-        backbone = AutoModelForImageClassification.from_pretrained(
-            config.model, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True
-        )
+    source = str(resolve_pretrained_folder(config.model)) if config.model in EMBEDDED_MODELS else config.model
+    architecture = AutoConfig.from_pretrained(source, id2label=id2label, label2id=label2id)
+    if isinstance(architecture, IdentityEncoderConfig):
+        if config.loss != "cosface":
+            raise ValueError(f"{config.model} is an identity encoder without a classifier; use loss='cosface'.")
+        return IdentityEncoder(architecture) if config.from_scratch else IdentityEncoder.from_pretrained(source)
+    if config.from_scratch:
+        return AutoModelForImageClassification.from_config(architecture)
+    return AutoModelForImageClassification.from_pretrained(source, config=architecture, ignore_mismatched_sizes=True)
+
+
+@torch.no_grad()
+def imprint_centres(recognizer: IdentityRecognizer, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Set each CosFace class centre to the mean normalised embedding of its images (weight imprinting), so a
+    pretrained backbone starts as its own nearest-class-mean classifier rather than from random centres."""
+    was_training = recognizer.training
+    recognizer.eval()
+    embeddings = torch.cat([F.normalize(recognizer.embed(chunk), dim=-1) for chunk in images.split(256)])
+    recognizer.train(was_training)
+    centres = torch.zeros_like(recognizer.cosface.W.t()).index_add_(0, labels, embeddings)
+    present = torch.bincount(labels, minlength=len(centres)) > 0
+    recognizer.cosface.W[:, present] = F.normalize(centres[present], dim=-1).t()
+
+
+def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> IdentityRecognizer:
+    """The configured backbone with the configured identity loss."""
+    backbone = build_backbone(config, label_names)
     cosface = None
     if config.loss == "cosface":
         probe = torch.zeros(1, config.channels, *config.resolution)
         with torch.no_grad():
-            width = IdentityRecognizer(backbone).embed(probe).shape[1]
+            width = IdentityRecognizer(backbone).eval().embed(probe).shape[1]
         cosface = CosFaceLoss(len(label_names), width, margin=config.cosface_margin, scale=config.cosface_scale)
     return IdentityRecognizer(
         backbone,
@@ -428,6 +462,8 @@ def train_recognizer(
     synthetic_train = tensors(synthetic) if synthetic is not None else (None, None)
     train_dataset = MixedIdentityDataset(*real_train, *synthetic_train)
     model = build_recognizer(config, real["train"].features["label"].names)
+    if config.imprint_centres and model.cosface is not None and config.model != TINY_MODEL and not config.from_scratch:
+        imprint_centres(model, *real_train)
     metric = load_metric("identification_accuracy")
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:

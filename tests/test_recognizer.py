@@ -6,8 +6,9 @@ import torch
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from rlsyn_trl.data import load_identity_dataset
+from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.metrics import load_metric
-from rlsyn_trl.recognizer import RecognizerConfig, build_recognizer, train_recognizer
+from rlsyn_trl.recognizer import RecognizerConfig, build_recognizer, imprint_centres, train_recognizer
 
 CHANCE = 1 / 20
 
@@ -34,6 +35,41 @@ def test_cosface_per_sample_loss_matches_pytorch_metric_learning(tmp_path):
     embeddings, labels = torch.randn(6, 128), torch.tensor([0, 3, 3, 7, 19, 1])
     outputs = ImageClassifierOutput(logits=model.cosface.get_cosine(embeddings))
     torch.testing.assert_close(model.per_sample_loss(outputs, labels).mean(), model.cosface(embeddings, labels))
+
+
+@pytest.fixture
+def encoder_folder(tmp_path):
+    torch.manual_seed(0)
+    encoder = IdentityEncoder(IdentityEncoderConfig(image_size=32, widths=[8, 16], embedding_size=12))
+    encoder.save_pretrained(tmp_path / "encoder")
+    return str(tmp_path / "encoder"), encoder
+
+
+def test_encoder_start_loads_the_pretrained_weights(encoder_folder, tmp_path):
+    path, encoder = encoder_folder
+    model = build_recognizer(tiny_config(tmp_path, model=path), ["a", "b", "c"])
+    assert isinstance(model.backbone, IdentityEncoder)
+    torch.testing.assert_close(model.backbone.state_dict(), encoder.state_dict())
+    assert model.cosface.W.shape == (12, 3)
+    fresh = build_recognizer(tiny_config(tmp_path, model=path, from_scratch=True), ["a", "b", "c"])
+    assert not torch.equal(fresh.backbone.head[2].weight, encoder.head[2].weight)
+    with pytest.raises(ValueError, match="loss='cosface'"):
+        build_recognizer(tiny_config(tmp_path, model=path, loss="cross_entropy"), ["a", "b", "c"])
+
+
+def test_imprinted_centres_are_normalised_class_means(encoder_folder, tmp_path):
+    path, _ = encoder_folder
+    model = build_recognizer(tiny_config(tmp_path, model=path), ["a", "b", "c"])
+    images, labels = torch.rand(5, 1, 32, 32) * 2 - 1, torch.tensor([0, 2, 0, 2, 2])
+    untouched = model.cosface.W[:, 1].clone()
+    imprint_centres(model.train(), images, labels)
+    assert model.training  # restored after the eval-mode embedding
+    with torch.no_grad():
+        features = torch.nn.functional.normalize(model.eval().embed(images), dim=-1)
+    for label, rows in ((0, [0, 2]), (2, [1, 3, 4])):
+        expected = torch.nn.functional.normalize(features[rows].mean(0), dim=0)
+        torch.testing.assert_close(model.cosface.W[:, label], expected)
+    torch.testing.assert_close(model.cosface.W[:, 1], untouched)  # a class without images keeps its random centre
 
 
 def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path):

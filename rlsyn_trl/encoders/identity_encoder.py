@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 
 class IdentityEncoderConfig(PretrainedConfig):
@@ -91,3 +91,7 @@ def load_encoder(path_or_id: str = "embedded:orl_faces/encoder", revision: str |
     from ..generators.dit import resolve_pretrained_folder
 
     return IdentityEncoder.from_pretrained(resolve_pretrained_folder(path_or_id, revision)).eval()
+
+
+# AutoConfig knows the encoder, so a recognizer given an encoder's folder or Hub id can tell it from a classifier.
+AutoConfig.register(IdentityEncoderConfig.model_type, IdentityEncoderConfig)
