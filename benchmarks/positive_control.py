@@ -12,6 +12,7 @@ on the mixed batch) and with the virtual step on the real images only (``virtual
 
     nice -n 5 python benchmarks/positive_control.py --shots 1 2 --seeds 0 1 2
     nice -n 5 python benchmarks/positive_control.py --shots 1 2 --seeds 0 --rows noisy
+    nice -n 5 python benchmarks/positive_control.py --shots 1 --seeds 0 1 2 --model embedded:orl_faces/encoder
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Split seeds (the pool split too).")
     parser.add_argument("--max_steps", type=int, default=None, help="Override the recognizer's default.")
     parser.add_argument("--loss", choices=["cross_entropy", "cosface"], default=None)
+    parser.add_argument("--model", default=None, help="Recognizer start, e.g. embedded:orl_faces/encoder.")
     parser.add_argument("--rows", choices=["main", "noisy"], nargs="+", default=["main"], help="Which conditions.")
     parser.add_argument("--wrong_labels", type=float, default=0.5, help="Mislabelled fraction of the noisy pool.")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads (1 is fastest on busy shared cores).")
@@ -119,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    settings = {"max_steps": args.max_steps, "loss": args.loss}
+    settings = {"max_steps": args.max_steps, "loss": args.loss, "model": args.model}
     settings = {key: value for key, value in settings.items() if value is not None}
     rows = {"main": MAIN_CONDITIONS, "noisy": NOISY_CONDITIONS}
     conditions = {name: condition for group in args.rows for name, condition in rows[group].items()}

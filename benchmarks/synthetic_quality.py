@@ -2,12 +2,11 @@
 
     python benchmarks/synthetic_quality.py [--shots 1 2] [--samples-per-identity 50] [--seed 0]
 
-For each number of shots: a cold-start adapter (``recipes/orl_faces/sft.yaml`` with that many shots) and, when the
-DDPO trainer and ``recipes/orl_faces/ddpo.yaml`` are present, an RL adapter on top of it; then
-``generate_synthetic_dataset`` draws the samples, scores and audits them. Every adapter is sampled with the same
-sampler (DDPO's, when RL is part of the run: the policy was optimised for it). The real held-out row is the audit and
+For each number of shots: a cold-start adapter (``recipes/orl_faces/sft.yaml`` with that many shots) and an RL
+adapter on top of it (``recipes/orl_faces/ddpo.yaml``); then ``generate_synthetic_dataset`` draws the samples,
+scores and audits them. Every adapter is sampled with the same sampler (DDPO's, unless --no-rl: the policy was
+optimised for it). The real held-out row is the audit and
 checks applied to the private test images. Adapters and datasets are reused when their folders already hold them.
-Waits for the embedded prior (``rlsyn_trl/assets/orl_faces_prior``) first.
 """
 
 from __future__ import annotations
@@ -18,48 +17,21 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import torch
-from trl import TrlParser
 
 from rlsyn_trl.generation import AUDIT_FILE, GenerationConfig, generate_synthetic_dataset
-from rlsyn_trl.generators.dit import EMBEDDED_MODELS
-from rlsyn_trl.trainers import ColdStartConfig, train_cold_start
+from rlsyn_trl.pipeline import embedded_recipe
+from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig, train_cold_start, train_ddpo
 from rlsyn_trl.training import fresh_accelerator_state
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "orl_faces"
-PRIOR_READY = [
-    EMBEDDED_MODELS["embedded:orl_faces"] / "model_index.json",
-    EMBEDDED_MODELS["embedded:orl_faces"] / "transformer" / "diffusion_pytorch_model.safetensors",
-    EMBEDDED_MODELS["embedded:orl_faces/encoder"] / "config.json",
-    EMBEDDED_MODELS["embedded:orl_faces/encoder"] / "model.safetensors",
-]
 logger = logging.getLogger("synthetic_quality")
 
 
-def wait_for_prior(minutes: float, poll_seconds: float = 30) -> None:
-    """The priors come from a background run: poll until their files exist and stop growing (a copy has ended)."""
-    deadline = time.time() + 60 * minutes
-    sizes = None
-    while True:
-        if all(path.is_file() for path in PRIOR_READY):
-            current = [path.stat().st_size for path in PRIOR_READY]
-            if current == sizes:
-                return
-            sizes = current
-        elif time.time() > deadline:
-            raise TimeoutError(f"The embedded prior did not appear within {minutes} minutes: {PRIOR_READY}")
-        else:
-            logger.info("Waiting for the embedded prior (%s)", PRIOR_READY[0].parent)
-        time.sleep(poll_seconds)
-
-
-def recipe(config_class: type, name: str, **overrides):
-    """A recipe YAML parsed as its recipe script parses it, with this benchmark's overrides."""
-    (config,) = TrlParser((config_class,)).parse_args_and_config(args=["--config", str(RECIPES / name)])
-    return dataclasses.replace(config, **overrides)
+def recipe(config_class: type, stage: str, **overrides):
+    """The embedded recipe of ``stage`` (``recipes/orl_faces/<stage>.yaml``) with this benchmark's overrides."""
+    return config_class(**{**embedded_recipe(stage), **overrides})
 
 
 def cold_start_adapter(shots: int, output: Path) -> Path:
@@ -68,7 +40,7 @@ def cold_start_adapter(shots: int, output: Path) -> Path:
     The recipe's wall-clock cap is lifted: on a shared CPU it would cut training at a load-dependent step, and the
     adapters compared here must not depend on what else the machine was doing.
     """
-    config = recipe(ColdStartConfig, "sft.yaml", shots=shots, output_dir=str(output), max_minutes=None)
+    config = recipe(ColdStartConfig, "sft", shots=shots, output_dir=str(output), max_minutes=None)
     summary = output / "summary.json"
     if not (summary.is_file() and json.loads(summary.read_text())["config"] == dataclasses.asdict(config)):
         fresh_accelerator_state()
@@ -76,17 +48,9 @@ def cold_start_adapter(shots: int, output: Path) -> Path:
     return output
 
 
-def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None, dict, str]:
-    """A DDPO adapter on top of ``cold_start``, or None (with the reason) when the trainer is not available.
-
-    As for the cold start, the recipe's wall-clock cap is lifted: ``num_epochs`` decides the result.
-    """
-    if not (RECIPES / "ddpo.yaml").is_file():
-        return None, {}, "recipes/orl_faces/ddpo.yaml does not exist"
-    try:
-        from rlsyn_trl.trainers.ddpo import RLSynDDPOConfig, train_ddpo
-    except ImportError as error:
-        return None, {}, f"the DDPO trainer does not import ({error})"
+def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path, dict]:
+    """A DDPO adapter on top of ``cold_start`` and its sampler; as for the cold start, the wall-clock cap is lifted
+    (``num_epochs`` decides the result)."""
     overrides = {
         "adapter": str(cold_start),
         "shots": shots,
@@ -95,9 +59,9 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None,
         "push_to_hub": False,
         "eval_seeds": [],
     }
-    config = recipe(RLSynDDPOConfig, "ddpo.yaml", **overrides)
-    # The trainer fills some config fields with live objects, so the recipe text + overrides identify the run.
-    stamp = {"recipe": (RECIPES / "ddpo.yaml").read_text(), "overrides": overrides}
+    config = recipe(RLSynDDPOConfig, "ddpo", **overrides)
+    # The trainer fills some config fields with live objects, so the recipe + overrides identify the run.
+    stamp = {"recipe": embedded_recipe("ddpo"), "overrides": overrides}
     marker = output / "benchmark_recipe.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
         shutil.rmtree(output, ignore_errors=True)  # an earlier recipe's adapter: never mix its checkpoints in
@@ -109,7 +73,7 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path | None,
         "guidance_scale": config.sample_guidance_scale,
         "eta": config.sample_eta,
     }
-    return output, sampler, ""
+    return output, sampler
 
 
 def generate(config: GenerationConfig) -> dict:
@@ -152,30 +116,23 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=None, help="Default: DDPO's, else 0.0.")
     parser.add_argument("--no-rl", action="store_true", help="Cold-start rows only.")
     parser.add_argument("--output-dir", default="outputs/benchmarks/synthetic_quality")
-    parser.add_argument("--wait-minutes", type=float, default=120)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_flush_denormal(True)  # first: threads created later inherit it
     torch.set_num_threads(args.threads)
-    wait_for_prior(args.wait_minutes)
     output = Path(args.output_dir)
 
     adapters: dict[int, list[tuple[str, Path]]] = {}
     sampler = {"num_inference_steps": 25, "guidance_scale": 2.0, "eta": 0.0}
-    notes = []
     for shots in args.shots:
         cold_start = cold_start_adapter(shots, output / f"sft_{shots}shot")
         adapters[shots] = [("cold start", cold_start)]
         if args.no_rl:
             continue
-        rl, rl_sampler, reason = rl_adapter(cold_start, shots, output / f"ddpo_{shots}shot")
-        if rl is None and f"No RL rows: {reason}." not in notes:
-            notes.append(f"No RL rows: {reason}.")
-        elif rl is not None:
-            adapters[shots].append(("RL (DDPO)", rl))
-            sampler = rl_sampler
+        rl, sampler = rl_adapter(cold_start, shots, output / f"ddpo_{shots}shot")
+        adapters[shots].append(("RL (DDPO)", rl))
     for key in sampler:
         override = getattr(args, key)
         sampler[key] = sampler[key] if override is None else override
@@ -220,7 +177,7 @@ def main() -> None:
         f"ORL private s21-s40, split seed 0, {args.samples_per_identity} samples per identity, base seed {args.seed}, "
         f"DDIM {sampler['num_inference_steps']} steps, guidance {sampler['guidance_scale']}, eta {sampler['eta']}."
     )
-    report = "\n\n".join([markdown, settings, *notes])
+    report = markdown + "\n\n" + settings
     print(report)
     output.mkdir(parents=True, exist_ok=True)
     (output / "synthetic_quality.md").write_text(report + "\n")

@@ -15,10 +15,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from huggingface_hub import ModelCardData
 from peft import LoraConfig
 
-from ..cards import render_model_card
+from ..cards import adapter_card
 from ..data import dataset_to_tensors, load_identity_dataset
 from ..data.augmentation import IdentityAugmentation
 from ..generators import IdentityGenerator, class_embedders
@@ -84,34 +83,18 @@ def prepare_identity_generator(
     return generator
 
 
-def adapter_card(config: ColdStartConfig, generator: IdentityGenerator, stage: str, extra: str = "") -> str:
+def cold_start_card(config: ColdStartConfig, generator: IdentityGenerator, stage: str, extra: str = "") -> str:
     """The adapter's model card, from ``model_cards/identity_adapter.md``."""
-    lora = config.lora_config()
-    card_data = ModelCardData(
-        library_name="rlsyn-trl",
-        tags=["rlsyn-trl", "diffusers", "dit", "identity-adapter", "synthetic-data"],
-        base_model=None if config.base_model.startswith("embedded:") else config.base_model,
-    )
-    return render_model_card(
-        "identity_adapter.md",
-        card_data,
-        model_name=Path(config.output_dir).name,
-        base_model=config.base_model,
-        stage=stage,
-        num_identities=generator.num_classes,
-        lora_text=(
-            f"LoRA rank {lora.r} (alpha {lora.lora_alpha}) was trained on `{', '.join(lora.target_modules)}`."
-            if lora
-            else "the backbone was kept frozen (no LoRA)."
-        ),
-        repo_or_path=config.hub_model_id or config.output_dir,
-        first_label=generator.label_names[0],
-        dataset=f"{config.dataset_name}/{config.dataset_config}",
-        shots_text=f"{config.shots} images per identity, split seed {config.split_seed}",
+    return adapter_card(
+        config,
+        generator,
+        config.lora_config(),
+        config.base_model,
+        stage,
+        tags=[],
         steps=config.max_steps,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        resolution=generator.resolution,
         extra=extra,
     )
 
@@ -178,7 +161,7 @@ def train_cold_start(config: ColdStartConfig) -> tuple[IdentityGenerator, dict]:
             config.base_model,
             config.base_revision,
             lora_config,
-            card=adapter_card(config, generator, "cold start"),
+            card=cold_start_card(config, generator, "cold start"),
             extra={"stage": "cold_start", "shots": config.shots, "split_seed": config.split_seed},
         )
         grid_labels = torch.arange(generator.num_classes).repeat_interleave(config.grid_per_identity)

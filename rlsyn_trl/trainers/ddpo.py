@@ -38,11 +38,10 @@ import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import parse_flag_from_env
-from huggingface_hub import ModelCardData
 from peft.tuners.lora import LoraLayer
 from trl import DDPOConfig, DDPOTrainer
 
-from ..cards import render_model_card
+from ..cards import adapter_card
 from ..data import dataset_to_tensors, load_identity_dataset
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder, load_encoder
@@ -878,12 +877,6 @@ class RLSynDDPOTrainer(DDPOTrainer):
         """The identity-adapter card (``model_cards/identity_adapter.md``) filled in for a DDPO stage."""
         config = self.config
         generator = self.sd_pipeline.generator
-        lora = self.sd_pipeline.lora_config
-        card_data = ModelCardData(
-            library_name="rlsyn-trl",
-            tags=["rlsyn-trl", "diffusers", "dit", "identity-adapter", "synthetic-data", "ddpo", "trl"],
-            base_model=None if self.sd_pipeline.base_model.startswith("embedded:") else self.sd_pipeline.base_model,
-        )
         weights = ", ".join(f"{w:g}" for w in config.reward_weights)
         anchors = (
             f"KL to the cold-start policy x {config.kl_coef:g}, "
@@ -899,27 +892,16 @@ class RLSynDDPOTrainer(DDPOTrainer):
             f"epoch against a memory bank of the real training images. Anchors: {anchors}.\n\n"
             "Judge this adapter by realism (e.g. the face-detection rate) and downstream accuracy, not by its reward."
         )
-        return render_model_card(
-            "identity_adapter.md",
-            card_data,
-            model_name=Path(config.hub_model_id or config.output_dir).name,
-            base_model=self.sd_pipeline.base_model,
-            stage="reward-guided RL (DDPO)",
-            num_identities=generator.num_classes,
-            lora_text=(
-                f"LoRA rank {lora.r} (alpha {lora.lora_alpha}) was trained on "
-                f"`{', '.join(sorted(lora.target_modules))}`."
-                if lora
-                else "the backbone was kept frozen (no LoRA)."
-            ),
-            repo_or_path=config.hub_model_id or config.output_dir,
-            first_label=generator.label_names[0],
-            dataset=f"{config.dataset_name}/{config.dataset_config}",
-            shots_text=f"{config.shots} images per identity, split seed {config.split_seed}",
+        return adapter_card(
+            config,
+            generator,
+            self.sd_pipeline.lora_config,
+            self.sd_pipeline.base_model,
+            "reward-guided RL (DDPO)",
+            tags=["ddpo", "trl"],
             steps=f"{self.first_epoch} DDPO epochs",
             batch_size=config.train_batch_size,
             learning_rate=config.train_learning_rate,
-            resolution=generator.resolution,
             extra=extra,
         )
 
