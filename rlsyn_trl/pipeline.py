@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 RECOGNIZER_STARTS = ("encoder", "scratch")
+NO_AUGMENTATION = dict(flip=False, crop_padding=0, affine_degrees=0.0, affine_scale=0.0, brightness=0.0, contrast=0.0)
 
 
 def embedded_recipe(stage: str) -> dict:
@@ -194,9 +195,6 @@ def run_main_job(config: MainJobConfig) -> dict:
 
     train, train_labels = dataset_to_tensors(real["train"])
     test, test_labels = dataset_to_tensors(real["test"])
-    no_augmentation = dict(
-        flip=False, crop_padding=0, affine_degrees=0.0, affine_scale=0.0, brightness=0.0, contrast=0.0
-    )
     rows = [
         {
             "method": "raw-pixel 1-NN",
@@ -204,7 +202,7 @@ def run_main_job(config: MainJobConfig) -> dict:
         },
     ]
     runs = [
-        ("real only", None, dict(no_augmentation)),
+        ("real only", None, NO_AUGMENTATION),
         ("real + standard augmentation", None, {}),
         ("+ cold-start synthetic", "cold_start", {}),
     ]

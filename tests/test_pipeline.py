@@ -27,6 +27,8 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     for row in results["rows"][3:]:
         assert 0 <= row["identity_consistency"] <= 1 and 0 <= row["face_detection_rate"] <= 1
     assert (tmp_path / "results.md").read_text().count("|") > 20
+    assert results["recognizer_model"] == "embedded:orl_faces/encoder"  # the better real-only start, every row
+    assert "public feature extractor" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "ddpo" / "adapter_config.json").is_file()
     assert "full method" in capsys.readouterr().out
 
@@ -65,3 +67,11 @@ def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
         assert sft.max_steps < sft_yaml["max_steps"] and ddpo.num_epochs == 1
     else:
         assert (sft.max_steps, ddpo.num_epochs) == (sft_yaml["max_steps"], ddpo_yaml["num_epochs"])
+
+
+def test_recognizer_start_is_checked_and_matches_the_recipe():
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/orl_faces/recognizer.yaml").read_text())
+    assert MainJobConfig().recognizer_model == recipe["model"] == "embedded:orl_faces/encoder"
+    assert MainJobConfig(recognizer_start="scratch").recognizer_model == "resnet-tiny"
+    with pytest.raises(ValueError, match="recognizer_start"):
+        MainJobConfig(recognizer_start="imagenet")
