@@ -89,15 +89,15 @@ def reward_variants(ablation: bool) -> dict[str, list[float] | None]:
     return variants
 
 
+def _job_recipe(stage: str, config: MainJobConfig, output_dir: Path, **updates) -> dict:
+    """``recipes/orl_faces/<stage>.yaml`` with this job's seed, output folder and ``updates``."""
+    return {**embedded_recipe(stage), "seed": config.seed, "output_dir": str(output_dir), **updates}
+
+
 def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
-    """``sft.yaml`` for this job's split, seed and (when quick) step count."""
-    settings = embedded_recipe("sft")
-    settings.update(
-        base_model=config.prior,
-        shots=config.shots,
-        split_seed=config.split_seed,
-        seed=config.seed,
-        output_dir=str(output_dir),
+    """``sft.yaml`` for this job's prior, split and (when quick) step count."""
+    settings = _job_recipe(
+        "sft", config, output_dir, base_model=config.prior, shots=config.shots, split_seed=config.split_seed
     )
     if config.quick:
         settings.update(max_steps=10, warmup_steps=1, num_inference_steps=4, grid_per_identity=2)
@@ -106,14 +106,14 @@ def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
 
 def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dict:
     """``ddpo.yaml`` on top of this job's cold-start adapter."""
-    settings = embedded_recipe("ddpo")
-    settings.update(
+    settings = _job_recipe(
+        "ddpo",
+        config,
+        output_dir,
         adapter=str(adapter),
         encoder=config.encoder,
         shots=config.shots,
         split_seed=config.split_seed,
-        seed=config.seed,
-        output_dir=str(output_dir),
     )
     if config.quick:
         settings.update(num_epochs=1, sample_num_steps=4, train_timestep_fraction=0.5, max_minutes=None)
@@ -122,16 +122,15 @@ def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dic
 
 def generation_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dict:
     """``generate.yaml`` with this job's sample count and sampler steps."""
-    settings = embedded_recipe("generate")
-    settings.update(
+    return _job_recipe(
+        "generate",
+        config,
+        output_dir,
         adapter=str(adapter),
         encoder=config.encoder,
         samples_per_identity=config.samples_per_identity,
         num_inference_steps=config.inference_steps,
-        seed=config.seed,
-        output_dir=str(output_dir),
     )
-    return settings
 
 
 def _stage_done(folder: Path, marker: str, reuse: bool) -> bool:
