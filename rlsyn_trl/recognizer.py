@@ -64,13 +64,6 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
             "identity encoder (e.g. 'embedded:orl_faces/encoder', the public feature extractor) to fine-tune."
         },
     )
-    freeze_batchnorm: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the backbone's BatchNorm layers in eval mode while training (their pretrained statistics), "
-            "so synthetic images in the batches do not shift the statistics real test images are normalised with."
-        },
-    )
     imprint_centres: bool = field(
         default=True,
         metadata={
@@ -170,22 +163,12 @@ class IdentityRecognizer(nn.Module):
         flip_test: bool = True,
         triplet_weight: float = 0.0,
         triplet_margin: float = 0.3,
-        freeze_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.backbone, self.cosface, self.flip_test = backbone, cosface, flip_test
-        self.freeze_batchnorm = freeze_batchnorm
         self.triplet_weight = triplet_weight
         self.triplet = TripletMarginLoss(margin=triplet_margin) if triplet_weight else None
         self.miner = BatchHardMiner() if triplet_weight else None
-
-    def train(self, mode: bool = True) -> IdentityRecognizer:
-        super().train(mode)
-        if self.freeze_batchnorm:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled embedding, ``[N, D]``."""
@@ -282,7 +265,6 @@ def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> Identi
         flip_test=config.flip_test,
         triplet_weight=config.triplet_weight,
         triplet_margin=config.triplet_margin,
-        freeze_batchnorm=config.freeze_batchnorm,
     )
 
 

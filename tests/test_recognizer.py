@@ -72,17 +72,6 @@ def test_imprinted_centres_are_normalised_class_means(encoder_folder, tmp_path):
     torch.testing.assert_close(model.cosface.W[:, 1], untouched)  # a class without images keeps its random centre
 
 
-def test_frozen_batchnorm_keeps_the_pretrained_statistics(encoder_folder, tmp_path):
-    path, encoder = encoder_folder
-    stats = {name: value for name, value in encoder.state_dict().items() if "running" in name}
-    for freeze in (True, False):
-        model = build_recognizer(tiny_config(tmp_path, model=path, freeze_batchnorm=freeze), ["a", "b"]).train()
-        assert model.training and model.backbone.head[3].training is not freeze  # the embedding's BatchNorm1d
-        model(pixel_values=torch.rand(4, 1, 32, 32) * 2 - 1, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
-        after = model.backbone.state_dict()
-        assert all(torch.equal(after[name], value) for name, value in stats.items()) is freeze
-
-
 def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path):
     metrics = train_recognizer(tiny_config(tmp_path), orl_one_shot)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
