@@ -1,6 +1,6 @@
 """Which start the main job's recognizer uses: the tiny ResNet from scratch or the public feature extractor.
 
-    python benchmarks/recognizer_start.py [--shots 1 2] [--seeds 0 1 2] [--steps 300]
+    python benchmarks/recognizer_start.py [--shots 1 2] [--seeds 0 1 2] [--steps 300] [--starts scratch encoder]
 
 The issue asks for whichever start gives the better real-only result, used in every row. For each start and split
 seed this trains the main job's recognizer rows without synthetic data: real only (no augmentation) and real +
@@ -19,7 +19,13 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.pipeline import NO_AUGMENTATION, MainJobConfig, recognizer_config, set_offline_defaults
+from rlsyn_trl.pipeline import (
+    NO_AUGMENTATION,
+    RECOGNIZER_STARTS,
+    MainJobConfig,
+    recognizer_config,
+    set_offline_defaults,
+)
 from rlsyn_trl.recognizer import train_recognizer
 from rlsyn_trl.training import fresh_accelerator_state
 
@@ -31,12 +37,13 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--starts", nargs="+", choices=RECOGNIZER_STARTS, default=list(RECOGNIZER_STARTS))
     parser.add_argument("--output-dir", default="outputs/benchmarks/recognizer_start")
     args = parser.parse_args()
     set_offline_defaults()
     torch.set_flush_denormal(True)
     hf_logging.set_verbosity_error()
-    starts = {start: MainJobConfig(recognizer_start=start).recognizer_model for start in ("scratch", "encoder")}
+    starts = {start: MainJobConfig(recognizer_start=start).recognizer_model for start in args.starts}
     lines = [
         f"ORL private, test accuracy % mean +- std over split seeds {args.seeds}, {args.steps} steps",
         "",
