@@ -4,7 +4,8 @@
 
 Each (shots, split seed) is one main job with ``ablation=True`` (its own cold start and DDPO runs; the DDPO rows
 switch reward terms on in turn: R_sem, R_sem + R_cov, all three), in
-``outputs/benchmarks/ablation/<shots>shot_seed<seed>``; finished stages are reused, so a stopped run continues.
+``outputs/benchmarks/ablation/<shots>shot_seed<seed>``; finished stages are reused, so a stopped run continues; ``ablation.md`` is
+rewritten after every run and ``--report-only`` tabulates the finished runs without training.
 Rows: raw-pixel 1-NN | real only | real + standard augmentation | + cold-start synthetic | + selection | + R_sem |
 + R_cov | + R_exp (full method). About 20 minutes per (shots, seed) on 2 CPU cores, 2 hours in all.
 """
@@ -43,6 +44,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="Few steps everywhere (a smoke run of the benchmark).")
     parser.add_argument("--output-dir", default="outputs/benchmarks/ablation")
+    parser.add_argument(
+        "--report-only", action="store_true", help="Tabulate the runs already finished in --output-dir; train nothing."
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_offline_defaults()
@@ -50,23 +54,34 @@ def main() -> None:
     runs: dict[int, list[dict]] = {}
     for shots in args.shots:
         for seed in args.seeds:
+            folder = output / f"{shots}shot_seed{seed}"
+            if args.report_only:
+                if (folder / "results.json").is_file():
+                    runs.setdefault(shots, []).append(json.loads((folder / "results.json").read_text()))
+                continue
             job = MainJobConfig(
-                output_dir=str(output / f"{shots}shot_seed{seed}"),
-                shots=shots,
-                split_seed=seed,
-                seed=seed,
-                quick=args.quick,
-                ablation=True,
+                output_dir=str(folder), shots=shots, split_seed=seed, seed=seed, quick=args.quick, ablation=True
             )
             runs.setdefault(shots, []).append(run_main_job(job))
-    table = ablation_table(runs)
+            write_report(runs, output)  # after every run: a stopped benchmark keeps its finished rows
+    if not runs:
+        raise SystemExit(f"No finished run (results.json) in {output}/<shots>shot_seed<seed>: drop --report-only.")
+    print(write_report(runs, output))
+
+
+def write_report(runs: dict[int, list[dict]], output: Path) -> str:
+    """``ablation.md`` and ``ablation.json`` for the runs finished so far; returns the Markdown."""
+    seeds = "; ".join(f"{k} shot(s): {[run['config']['split_seed'] for run in done]}" for k, done in runs.items())
+    first = next(iter(runs.values()))[0]
     header = (
-        f"ORL private identities, split seeds {args.seeds} (each its own cold start and DDPO runs), test accuracy % "
-        f"mean +- std; recognizer {runs[args.shots[0]][0]['recognizer_start']}."
+        f"ORL private identities, split seeds {seeds} (each its own cold start and DDPO runs), test accuracy % "
+        f"mean +- std; recognizer {first['recognizer_start']}."
     )
-    (output / "ablation.md").write_text(header + "\n\n" + table + "\n")
+    report = header + "\n\n" + ablation_table(runs)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "ablation.md").write_text(report + "\n")
     (output / "ablation.json").write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=2))
-    print(header + "\n\n" + table)
+    return report
 
 
 if __name__ == "__main__":
