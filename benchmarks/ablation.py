@@ -4,8 +4,8 @@
 
 Each (shots, split seed) is one main job with ``ablation=True`` (its own cold start and DDPO runs; the DDPO rows
 switch reward terms on in turn: R_sem, R_sem + R_cov, all three), in
-``outputs/benchmarks/ablation/<shots>shot_seed<seed>``; finished stages are reused, so a stopped run continues; ``ablation.md`` is
-rewritten after every run and ``--report-only`` tabulates the finished runs without training.
+``outputs/benchmarks/ablation/<shots>shot_seed<seed>``; finished stages are reused, so a stopped run continues.
+``ablation.md`` is rewritten after every run; ``--report-only`` tabulates the finished runs without training.
 Rows: raw-pixel 1-NN | real only | real + standard augmentation | + cold-start synthetic | + selection | + R_sem |
 + R_cov | + R_exp (full method). About 20 minutes per (shots, seed) on 2 CPU cores, 2 hours in all.
 """
