@@ -32,7 +32,8 @@ def ablation_table(runs: dict[int, list[dict]]) -> str:
         cells = []
         for k in shots:
             accuracies = 100 * np.array([run["rows"][index]["accuracy"] for run in runs[k]])
-            cells.append(f"{accuracies.mean():.1f} +- {accuracies.std():.1f}")
+            spread = f" +- {accuracies.std():.1f}" if len(accuracies) > 1 else " (one seed)"
+            cells.append(f"{accuracies.mean():.1f}{spread}")
         name = "+ R_exp (full method)" if method.startswith("full method") else method
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
