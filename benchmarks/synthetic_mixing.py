@@ -45,13 +45,14 @@ def main() -> None:
     run = Path(args.run)
     results = json.loads((run / "results.json").read_text())
     job = results["config"]
+    model = args.model or results.get("recognizer_model", TINY_MODEL)
     real = load_identity_dataset("orl_faces", "private", shots=job["shots"], seed=job["split_seed"])
     synthetic = {
         name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset")) for name in ("cold_start", "rl")
     }
     print(
         f"{run}: {job['shots']} shot(s), split seed {job['split_seed']}; "
-        f"training seeds {args.seeds}, {args.steps} steps"
+        f"training seeds {args.seeds}, {args.steps} steps, recognizer {model}"
     )
     print("\n| recognizer data | test accuracy % (mean +- std) | per seed |\n|---|---|---|")
     for name, source, overrides in VARIANTS:
@@ -60,7 +61,7 @@ def main() -> None:
             fresh_accelerator_state()
             config = recognizer_config(
                 run / f"mixing{args.tag}" / f"{name.replace(' ', '_')}_{seed}",
-                args.model or results.get("recognizer_model", TINY_MODEL),
+                model,
                 args.steps,
                 seed,
                 **overrides,
