@@ -1,11 +1,15 @@
-"""Downstream accuracy of a finished main job's synthetic sets over recognizer training seeds.
+"""Downstream accuracy of finished main jobs' synthetic sets under several ways of mixing them in.
 
-    python benchmarks/synthetic_mixing.py --run outputs/main [--seeds 0 1 2] [--steps 300]
+    python benchmarks/synthetic_mixing.py --run outputs/benchmarks/ablation/1shot_seed{0,1,2}
+    python benchmarks/synthetic_mixing.py --run outputs/main --seeds 0 1 2
 
-Reuses the real split and the synthetic datasets of a main job (``rlsyn-trl main --output-dir <run>``) and retrains
-the recognizer per training seed for: real + augmentation, cold-start synthetic (+ selection), RL synthetic
-(+ selection), and RL synthetic at a quarter of each batch. The generator is fixed, so the spread is the
-recognizer's own; the split-seed spread is ``benchmarks/ablation.py``'s.
+Reuses the real split and the synthetic datasets of each main job (``rlsyn-trl main --output-dir <run>`` or an
+ablation run) and retrains the recognizer for: real only, real + augmentation, cold-start synthetic (+ selection),
+RL synthetic + selection (the full method), and the full method with a smaller synthetic share of each batch,
+with synthetic images in the first half of training only, or with their loss kept off the backbone (class centres
+only). Training seeds: ``--seeds``, or each run's own seed (the
+ablation's convention, seed = split seed). Means and stds are over all (run, seed) pairs. The thread count changes
+single runs by a few points, so it is fixed (``--threads``, default 1).
 """
 
 from __future__ import annotations
@@ -19,56 +23,59 @@ import numpy as np
 import torch
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.pipeline import recognizer_config, set_offline_defaults
+from rlsyn_trl.pipeline import NO_AUGMENTATION, recognizer_config, set_offline_defaults
 from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
 from rlsyn_trl.training import fresh_accelerator_state
 
+FULL = {"selection": True}
 VARIANTS = [
+    ("real only", None, NO_AUGMENTATION),
     ("real + augmentation", None, {}),
     ("+ cold-start synthetic", "cold_start", {}),
-    ("+ cold-start synthetic + selection", "cold_start", {"selection": True}),
-    ("+ RL synthetic + selection (full method)", "rl", {"selection": True}),
-    ("+ RL synthetic, a quarter of each batch", "rl", {"synthetic_ratio": 0.25}),
+    ("+ cold-start synthetic + selection", "cold_start", FULL),
+    ("+ RL synthetic + selection (full method)", "rl", FULL),
+    ("full method, 1/5 of each batch synthetic", "rl", {**FULL, "synthetic_ratio": 0.2}),
+    ("full method, 1/10 of each batch synthetic", "rl", {**FULL, "synthetic_ratio": 0.1}),
+    ("full method, synthetic in the first half of training only", "rl", {**FULL, "synthetic_until": 0.5}),
+    ("full method, synthetic loss kept off the backbone", "rl", {**FULL, "synthetic_trains_backbone": False}),
 ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="outputs/main", help="a finished main job's output folder")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--run", nargs="+", default=["outputs/main"], help="finished main jobs' output folders")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: each run's)")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--model", default=None, help="recognizer start (default: the main job's recognizer_model)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default=None, help="recognizer start (default: each main job's recognizer_model)")
     parser.add_argument("--tag", default="", help="suffix of the mixing output folders")
     args = parser.parse_args()
     set_offline_defaults()
-    torch.set_flush_denormal(True)
-    run = Path(args.run)
-    results = json.loads((run / "results.json").read_text())
-    job = results["config"]
-    model = args.model or results.get("recognizer_model", TINY_MODEL)
-    real = load_identity_dataset("orl_faces", "private", shots=job["shots"], seed=job["split_seed"])
-    synthetic = {
-        name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset")) for name in ("cold_start", "rl")
-    }
-    print(
-        f"{run}: {job['shots']} shot(s), split seed {job['split_seed']}; "
-        f"training seeds {args.seeds}, {args.steps} steps, recognizer {model}"
-    )
-    print("\n| recognizer data | test accuracy % (mean +- std) | per seed |\n|---|---|---|")
+    torch.set_flush_denormal(True)  # before set_num_threads: it reaches only threads created after it
+    torch.set_num_threads(args.threads)
+    jobs = []
+    for run in map(Path, args.run):
+        results = json.loads((run / "results.json").read_text())
+        job = results["config"]
+        model = args.model or results.get("recognizer_model", TINY_MODEL)
+        real = load_identity_dataset("orl_faces", "private", shots=job["shots"], seed=job["split_seed"])
+        synthetic = {
+            name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset")) for name in ("cold_start", "rl")
+        }
+        seeds = args.seeds if args.seeds is not None else [job["seed"]]
+        jobs.append((run, real, synthetic, model, seeds))
+        print(f"{run}: {job['shots']} shot(s), split seed {job['split_seed']}, training seeds {seeds}, {model}")
+    print(f"{args.steps} steps, {args.threads} thread(s)")
+    print("\n| recognizer data | test accuracy % (mean +- std) | per run and seed |\n|---|---|---|")
     for name, source, overrides in VARIANTS:
         accuracies = []
-        for seed in args.seeds:
-            fresh_accelerator_state()
-            config = recognizer_config(
-                run / f"mixing{args.tag}" / f"{name.replace(' ', '_')}_{seed}",
-                model,
-                args.steps,
-                seed,
-                **overrides,
-            )
-            accuracies.append(
-                100 * train_recognizer(config, real, synthetic[source] if source else None)["test_accuracy"]
-            )
+        for run, real, synthetic, model, seeds in jobs:
+            for seed in seeds:
+                fresh_accelerator_state()
+                folder = run / f"mixing{args.tag}" / f"{name.replace(' ', '_').replace('/', '-')}_{seed}"
+                config = recognizer_config(folder, model, args.steps, seed, **overrides)
+                metrics = train_recognizer(config, real, synthetic[source] if source else None)
+                accuracies.append(100 * metrics["test_accuracy"])
         per_seed = " / ".join(f"{a:.1f}" for a in accuracies)
         print(f"| {name} | {np.mean(accuracies):.1f} +- {np.std(accuracies):.1f} | {per_seed} |", flush=True)
 

@@ -108,6 +108,20 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
         default=0.5,
         metadata={"help": "Fraction of synthetic images in every batch; None mixes real and synthetic uniformly."},
     )
+    synthetic_until: float = field(
+        default=1.0,
+        metadata={
+            "help": "Fraction of max_steps during which synthetic images are mixed in; the steps after it train on "
+            "real images only (synthetic first, real last). 1: mixed throughout."
+        },
+    )
+    synthetic_trains_backbone: bool = field(
+        default=True,
+        metadata={
+            "help": "False: synthetic images' loss reaches only the CosFace class centres (their embeddings are "
+            "detached), so the backbone's features are learned from real images alone. Needs a CosFace or triplet loss."
+        },
+    )
     selection: bool = field(default=False, metadata={"help": "Reweight the synthetic images by dynamic selection."})
     output_dir: str = field(default="outputs/recognizer", metadata={"help": "Where logs and checkpoints go."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
@@ -137,6 +151,13 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.synthetic_ratio is not None and not 0 <= self.synthetic_ratio <= 1:
             raise ValueError(f"synthetic_ratio must be in [0, 1] or None (uniform mixing), got {self.synthetic_ratio}")
+        if not self.synthetic_trains_backbone and self.loss != "cosface" and not self.triplet_weight:
+            raise ValueError(
+                "synthetic_trains_backbone=False needs loss='cosface' or a triplet term: plain classifier logits "
+                "come straight from the backbone."
+            )
+        if not 0 < self.synthetic_until <= 1:
+            raise ValueError(f"synthetic_until must be in (0, 1], got {self.synthetic_until}")
         self.resolution = list(image_size(self.resolution))  # a YAML may give one int
         if self.identities_per_batch is not None and self.per_device_train_batch_size % self.identities_per_batch:
             raise ValueError(
@@ -154,6 +175,9 @@ class IdentityRecognizer(nn.Module):
     With ``triplet_weight`` > 0 the loss adds a batch-hard triplet term on the pooled embedding (the cross-entropy
     scores then come from the backbone's classifier on that same embedding); the per-sample identity loss, which
     selection scores samples by, stays the classification loss alone.
+
+    With ``synthetic_trains_backbone=False`` the embeddings of training images flagged ``synthetic`` are detached:
+    their loss moves the class centres (and the triplet term's other side) but never the backbone.
     """
 
     def __init__(
@@ -163,9 +187,11 @@ class IdentityRecognizer(nn.Module):
         flip_test: bool = True,
         triplet_weight: float = 0.0,
         triplet_margin: float = 0.3,
+        synthetic_trains_backbone: bool = True,
     ) -> None:
         super().__init__()
         self.backbone, self.cosface, self.flip_test = backbone, cosface, flip_test
+        self.synthetic_trains_backbone = synthetic_trains_backbone
         self.triplet_weight = triplet_weight
         self.triplet = TripletMarginLoss(margin=triplet_margin) if triplet_weight else None
         self.miner = BatchHardMiner() if triplet_weight else None
@@ -182,18 +208,25 @@ class IdentityRecognizer(nn.Module):
             )
         return pooled.flatten(1)
 
-    def scores(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def scores(
+        self, pixel_values: torch.Tensor, detach: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class scores (the classifier's logits, or the cosines to the CosFace class centres) and, when a loss
-        needs it, the pooled embedding they come from."""
+        needs it, the pooled embedding they come from; rows flagged in ``detach`` pass no gradient to the backbone."""
         if self.cosface is None and self.triplet is None:
             return self.backbone(pixel_values=pixel_values).logits, None
         embeddings = self.embed(pixel_values)
+        if detach is not None:
+            embeddings = torch.where(detach[:, None], embeddings.detach(), embeddings)
         if self.cosface is not None:
             return self.cosface.get_cosine(embeddings), embeddings
         return self.backbone.classifier(embeddings), embeddings
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
-        logits, embeddings = self.scores(pixel_values)
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, synthetic: torch.Tensor | None = None
+    ) -> ImageClassifierOutput:
+        detach = None if self.synthetic_trains_backbone or not self.training else synthetic
+        logits, embeddings = self.scores(pixel_values, detach)
         if self.flip_test and not self.training:
             logits = (logits + self.scores(pixel_values.flip(-1))[0]) / 2
         loss = None if labels is None else self.per_sample_loss(ImageClassifierOutput(logits=logits), labels).mean()
@@ -265,6 +298,7 @@ def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> Identi
         flip_test=config.flip_test,
         triplet_weight=config.triplet_weight,
         triplet_margin=config.triplet_margin,
+        synthetic_trains_backbone=config.synthetic_trains_backbone,
     )
 
 
@@ -311,7 +345,8 @@ class MixedIdentityDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.images[index], "labels": self.labels[index]}
+        synthetic = torch.tensor(index >= self.num_real)
+        return {"pixel_values": self.images[index], "labels": self.labels[index], "synthetic": synthetic}
 
 
 class MixedBatchSampler(torch.utils.data.Sampler[int]):
@@ -322,6 +357,9 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
     prototype). With ``synthetic_ratio=None`` every image of the union is drawn in proportion to its weight, real
     images weighing 1 (uniform mixing). Draws are with replacement and read the weights when each block is drawn,
     so selection updates apply from the next batch on.
+
+    With ``synthetic_blocks`` n, only the first n blocks (counted over the sampler's life, across epochs) may hold
+    synthetic images; later blocks are real only.
 
     With ``identities_per_batch`` P, a block is P x K instead (K = batch_size / P), as batch-hard triplet training
     needs positives and negatives in every batch: P distinct real identities drawn uniformly and K images of each,
@@ -336,9 +374,11 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
         synthetic_ratio: float | None,
         generator: torch.Generator,
         identities_per_batch: int | None = None,
+        synthetic_blocks: int | None = None,
     ) -> None:
         self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
         self.synthetic_ratio, self.identities_per_batch = synthetic_ratio, identities_per_batch
+        self.synthetic_blocks, self.blocks_drawn = synthetic_blocks, 0
         if identities_per_batch is None:
             self.groups = [torch.arange(len(dataset))]
             return
@@ -361,6 +401,8 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
         """``size`` of ``members`` (dataset indices, real ones first), real and synthetic as configured."""
         num_real = self.dataset.num_real
         real, synthetic = members[members < num_real], members[members >= num_real]
+        if self.synthetic_blocks is not None and self.blocks_drawn >= self.synthetic_blocks:
+            members, synthetic = real, synthetic[:0]
         weights = self.dataset.synthetic_weights[synthetic - num_real]
         if self.synthetic_ratio is None:
             return self._draw(members, torch.cat([torch.ones(len(real)), weights]), size)
@@ -377,9 +419,14 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
         size = self.batch_size // self.identities_per_batch
         return torch.cat([self._group(self.groups[index], size) for index in chosen.tolist()])
 
+    def _next_block(self) -> torch.Tensor:
+        block = self._block()
+        self.blocks_drawn += 1
+        return block
+
     def __iter__(self):
         for _ in range(len(self) // self.batch_size):
-            yield from self._block().tolist()
+            yield from self._next_block().tolist()
 
 
 class RecognizerTrainer(Trainer):
@@ -391,23 +438,38 @@ class RecognizerTrainer(Trainer):
         augmentation: nn.Module,
         synthetic_ratio: float | None,
         identities_per_batch: int | None = None,
+        synthetic_blocks: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.augmentation, self.synthetic_ratio = augmentation, synthetic_ratio
-        self.identities_per_batch = identities_per_batch
+        self.identities_per_batch, self.synthetic_blocks = identities_per_batch, synthetic_blocks
 
     def _get_train_sampler(self, train_dataset: MixedIdentityDataset | None = None) -> MixedBatchSampler:
         generator = torch.Generator().manual_seed(self.args.seed)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return MixedBatchSampler(
-            dataset, self._train_batch_size, self.synthetic_ratio, generator, self.identities_per_batch
+            dataset,
+            self._train_batch_size,
+            self.synthetic_ratio,
+            generator,
+            self.identities_per_batch,
+            self.synthetic_blocks,
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             inputs = {**inputs, "pixel_values": self.augmentation(inputs["pixel_values"])}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+
+def synthetic_blocks(config: RecognizerConfig) -> int | None:
+    """Sampler blocks (per-device batches) that may hold synthetic images: ``synthetic_until`` of the training
+    steps, each of which draws gradient_accumulation_steps x world_size blocks."""
+    if config.synthetic_until >= 1:
+        return None
+    per_step = config.gradient_accumulation_steps * config.world_size
+    return round(config.synthetic_until * config.max_steps) * per_step
 
 
 def l2_adam(config: RecognizerConfig) -> tuple[type[torch.optim.Adam], dict]:
@@ -478,6 +540,7 @@ def train_recognizer(
         augmentation=build_augmentation(config),
         synthetic_ratio=config.synthetic_ratio,
         identities_per_batch=config.identities_per_batch,
+        synthetic_blocks=synthetic_blocks(config),
         optimizer_cls_and_kwargs=l2_adam(config) if config.l2_adam else None,
     )
     if config.selection:

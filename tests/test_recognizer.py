@@ -8,7 +8,15 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from rlsyn_trl.data import load_identity_dataset
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.metrics import load_metric
-from rlsyn_trl.recognizer import RecognizerConfig, build_recognizer, imprint_centres, train_recognizer
+from rlsyn_trl.recognizer import (
+    MixedBatchSampler,
+    MixedIdentityDataset,
+    RecognizerConfig,
+    build_recognizer,
+    imprint_centres,
+    synthetic_blocks,
+    train_recognizer,
+)
 
 CHANCE = 1 / 20
 
@@ -70,6 +78,40 @@ def test_imprinted_centres_are_normalised_class_means(encoder_folder, tmp_path):
         expected = torch.nn.functional.normalize(features[rows].mean(0), dim=0)
         torch.testing.assert_close(model.cosface.W[:, label], expected)
     torch.testing.assert_close(model.cosface.W[:, 1], untouched)  # a class without images keeps its random centre
+
+
+def test_synthetic_first_real_last_schedule(tmp_path):
+    dataset = MixedIdentityDataset(
+        torch.zeros(4, 1, 2, 2), torch.arange(4), torch.zeros(8, 1, 2, 2), torch.arange(8) % 4
+    )
+    sampler = MixedBatchSampler(dataset, 4, 0.5, torch.Generator().manual_seed(0), synthetic_blocks=5)
+    blocks = torch.tensor(list(sampler) + list(sampler)).view(-1, 4)  # two epochs of 3 blocks: the count carries over
+    synthetic_per_block = (blocks >= dataset.num_real).sum(dim=1)
+    assert synthetic_per_block.tolist() == [2, 2, 2, 2, 2, 0]
+    uniform = MixedBatchSampler(dataset, 4, None, torch.Generator().manual_seed(0), synthetic_blocks=1)
+    late_blocks = torch.tensor(list(uniform) + list(uniform))[4:]
+    assert (late_blocks < dataset.num_real).all()  # uniform mixing too draws real images only after the phase
+    config = tiny_config(tmp_path, max_steps=300, synthetic_until=0.7, gradient_accumulation_steps=2)
+    assert synthetic_blocks(config) == 420 and synthetic_blocks(tiny_config(tmp_path)) is None
+    with pytest.raises(ValueError, match="synthetic_until must be in"):
+        tiny_config(tmp_path, synthetic_until=0.0)
+
+
+@pytest.mark.parametrize("trains_backbone", [True, False])
+def test_synthetic_images_can_be_kept_off_the_backbone(tmp_path, trains_backbone):
+    config = tiny_config(tmp_path, synthetic_trains_backbone=trains_backbone)
+    model = build_recognizer(config, [f"s{i}" for i in range(4)]).train()
+    images, labels = torch.randn(6, 1, 32, 32), torch.arange(6) % 4
+    synthetic = torch.tensor([False, False, True, True, True, True])
+    model(images[synthetic], labels[synthetic], synthetic[synthetic]).loss.backward()
+    backbone_moved = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    assert backbone_moved == trains_backbone
+    assert model.cosface.W.grad.abs().sum() > 0  # the class centres learn from synthetic images either way
+    model.zero_grad()
+    model(images, labels, synthetic).loss.backward()  # real images in the batch still train the backbone
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    with pytest.raises(ValueError, match="synthetic_trains_backbone=False needs"):
+        tiny_config(tmp_path, synthetic_trains_backbone=False, loss="cross_entropy")
 
 
 def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path):
