@@ -419,14 +419,11 @@ class MixedBatchSampler(torch.utils.data.Sampler[int]):
         size = self.batch_size // self.identities_per_batch
         return torch.cat([self._group(self.groups[index], size) for index in chosen.tolist()])
 
-    def _next_block(self) -> torch.Tensor:
-        block = self._block()
-        self.blocks_drawn += 1
-        return block
-
     def __iter__(self):
         for _ in range(len(self) // self.batch_size):
-            yield from self._next_block().tolist()
+            block = self._block()
+            self.blocks_drawn += 1
+            yield from block.tolist()
 
 
 class RecognizerTrainer(Trainer):
