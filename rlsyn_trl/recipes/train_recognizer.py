@@ -1,35 +1,45 @@
-"""Train the downstream identity recognizer on an identity benchmark, optionally with a synthetic set that dynamic
+"""Train the downstream identity recognizer on a real identity split, optionally with a synthetic set that dynamic
 sample selection reweights, and report the benchmark's test metrics: identification accuracy on held-out real
 images (ORL), mAP/CMC (Market-1501, CUHK03-NP), 10-fold verification accuracy (faces, `verification_sets`).
 
-    python recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml
-    python recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml \
-        --synthetic_dataset outputs/synthetic --selection true --scored_dataset_path outputs/synthetic_scored
-    accelerate launch recipes/train_recognizer.py --config recipes/market1501/recognizer.yaml
+    accelerate launch recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml
+    accelerate launch recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml \
+        --synthetic_dataset outputs/orl_faces/synthetic/dataset --selection true
+
+A synthetic dataset is accepted only when its provenance shows that its generator never saw one of this split's
+evaluation images (a 2-shot adapter's second photo is a test photo of a 1-shot recognizer on the same seed).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import datasets
 from trl import TrlParser
 
 from rlsyn_trl.data import load_identity_dataset
+from rlsyn_trl.hub import load_synthetic_dataset
+from rlsyn_trl.io import atomic_write_json
+from rlsyn_trl.provenance import (
+    check_no_leak,
+    read_dataset_provenance,
+    resolve_data_split,
+    stage_record,
+    write_provenance,
+)
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
+from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.settings import DataSplitSettings, check_settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ScriptArguments:
-    """Which real benchmark split to train and evaluate on."""
+class RecognizerScriptArguments(DataSplitSettings):
+    """Which real split to train and evaluate on (unset fields: the dataset's defaults), and extra test sets."""
 
-    dataset_name: str = field(default="orl_faces", metadata={"help": "A registered identity benchmark."})
-    dataset_config: str = field(default="private", metadata={"help": "Its configuration (ORL: the private half)."})
-    shots: int | None = field(default=1, metadata={"help": "Real training images per identity; None: all."})
-    split_seed: int = field(default=0, metadata={"help": "Seed of the train/test split of each identity's images."})
-    data_dir: str | None = field(default=None, metadata={"help": "Local copy of the benchmark's files, if any."})
     verification_sets: list[str] = field(
         default_factory=list, metadata={"help": "Face verification pair sets to test on (lfw, agedb_30, ...)."}
     )
@@ -37,26 +47,55 @@ class ScriptArguments:
         default=None, metadata={"help": "Folder holding the verification sets' .bin pair files."}
     )
 
+    def __post_init__(self) -> None:
+        check_settings(self)
 
-def main() -> None:
-    torch.set_flush_denormal(True)  # denormals made CPU training about 50x slower on the project's machines
-    script_args, config = TrlParser((ScriptArguments, RecognizerConfig)).parse_args_and_config()
-    real = load_identity_dataset(
-        script_args.dataset_name,
-        script_args.dataset_config,
-        data_dir=script_args.data_dir,
-        shots=script_args.shots,
-        seed=script_args.split_seed,
-    )
+
+def load_synthetic(path_or_id: str) -> datasets.Dataset:
+    """A generation run's dataset: a ``save_to_disk`` folder, a Hub-layout folder or a Hub repo id."""
+    folder = Path(path_or_id).expanduser()
+    if (folder / "state.json").is_file():
+        return datasets.load_from_disk(str(folder))
+    if (folder / "dataset" / "state.json").is_file():
+        return datasets.load_from_disk(str(folder / "dataset"))
+    return load_synthetic_dataset(path_or_id)
+
+
+def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> dict:
+    # 1. Seed, logging.
+    setup_runtime(config.seed)
+
+    # 2. Inputs: the real split, the synthetic set (checked against the split's evaluation images), test pair sets.
+    split = resolve_data_split(script_args)
+    real = split.load()
+    synthetic = synthetic_provenance = None
+    if config.synthetic_dataset:
+        synthetic_provenance = read_dataset_provenance(config.synthetic_dataset)
+        check_no_leak(synthetic_provenance, real, split, f"The synthetic dataset {config.synthetic_dataset}")
+        synthetic = load_synthetic(config.synthetic_dataset)
     verification = {
         name: load_identity_dataset("face_verification", name, data_dir=script_args.verification_data_dir)["test"]
         for name in script_args.verification_sets
     }
-    metrics = train_recognizer(config, real, verification=verification)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(config.output_dir) / "test_results.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
+    logger.info(
+        "Recognizer on %s: %d real training images%s",
+        split.describe(),
+        len(real["train"]),
+        f" + {len(synthetic)} synthetic" if synthetic is not None else "",
+    )
+
+    # 3.-4. Build the recognizer (and the selection callback) and train; evaluate on the held-out real images.
+    metrics = train_recognizer(config, real, synthetic, verification=verification)
+
+    # 5. Save the results with their provenance.
+    if config.process_index == 0:
+        output = Path(config.output_dir)
+        atomic_write_json(output / "test_results.json", metrics)
+        parent = {"id": config.synthetic_dataset, "provenance": synthetic_provenance} if synthetic is not None else None
+        write_provenance(output, stage_record("recognizer", split.record(real), parent=parent, metrics=metrics))
+    return metrics
 
 
 if __name__ == "__main__":
-    main()
+    script_args, config = TrlParser((RecognizerScriptArguments, RecognizerConfig)).parse_args_and_config()
+    print(main(script_args, config))

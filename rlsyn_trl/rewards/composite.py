@@ -20,13 +20,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["composite_reward", "median_heuristic_sigma", "rbf_kernel", "trace_covariance"]
+__all__ = [
+    "DEFAULT_REWARD",
+    "RewardDefaults",
+    "composite_reward",
+    "median_heuristic_sigma",
+    "rbf_kernel",
+    "trace_covariance",
+]
 
 _ZERO_STD_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class RewardDefaults:
+    """The reward's defaults, in one place: the stage settings (``RewardSettings``) and this function read them."""
+
+    weights: tuple[float, float, float] = (1.0, 0.75, 0.25)
+    alpha: float = 0.5
+    sigma: float | None = None  # median heuristic on the memory bank
+    eps: float = 0.1
+    tau: float | None = None  # S_ref(y) per identity
+
+
+DEFAULT_REWARD = RewardDefaults()
 
 
 def trace_covariance(features: torch.Tensor) -> torch.Tensor:
@@ -167,11 +189,11 @@ def composite_reward(
     bank_features: torch.Tensor,
     bank_labels: torch.Tensor,
     *,
-    weights: Sequence[float] = (1.0, 0.75, 0.25),
-    alpha: float = 0.5,
-    sigma: float | None = None,
-    eps: float = 0.1,
-    tau: float | None = None,
+    weights: Sequence[float] = DEFAULT_REWARD.weights,
+    alpha: float = DEFAULT_REWARD.alpha,
+    sigma: float | None = DEFAULT_REWARD.sigma,
+    eps: float = DEFAULT_REWARD.eps,
+    tau: float | None = DEFAULT_REWARD.tau,
     reference_spread: float | Mapping[int, float] | None = None,
     fallback_spread: float | None = None,
 ) -> dict[str, torch.Tensor | list[str]]:

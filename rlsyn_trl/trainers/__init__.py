@@ -1,8 +1,8 @@
 """Trainers: cold start (SFT of identity embedders) and reward-guided DDPO."""
 
-from .cold_start import ColdStartConfig, prepare_identity_generator, train_cold_start
+from .cold_start import ColdStartConfig, ColdStartTrainer, prepare_identity_generator
 
-__all__ = ["ColdStartConfig", "prepare_identity_generator", "train_cold_start"]
+__all__ = ["ColdStartConfig", "ColdStartTrainer", "prepare_identity_generator"]
 
 from .ddpo import (  # noqa: E402
     IdentityReward,

@@ -1,27 +1,38 @@
 """Stage 1, cold start: fit fresh zero-initialised identity embedders (+ optional LoRA) on the few real images.
 
 The base DiT stays frozen; only the new class embedders of every block (and LoRA weights when configured) learn,
-with the standard denoising loss and labels dropped once per sample for classifier-free guidance.
+with the standard denoising loss and labels dropped once per sample for classifier-free guidance. The recipe
+(``recipes/sft.py``) loads the data and the base model, and hands them to :class:`ColdStartTrainer`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from peft import LoraConfig
 
 from ..cards import adapter_card
-from ..data import dataset_to_tensors, load_identity_dataset
+from ..data import dataset_to_tensors
 from ..data.augmentation import IdentityAugmentation
 from ..generators import IdentityGenerator, class_embedders
-from ..generators.adapter import LoraSettings, add_lora, freeze_backbone, replace_class_embedders, save_adapter
+from ..generators.adapter import add_lora, freeze_backbone, replace_class_embedders, save_adapter
+from ..io import atomic_write_json
+from ..provenance import write_provenance
+from ..runtime import resolve_precision
+from ..settings import (
+    DataSplitSettings,
+    LoraSettings,
+    ModelHubSettings,
+    RuntimeSettings,
+    SamplerSettings,
+    check_settings,
+    require_positive,
+)
 from ..training import run_training_phase, sample_batches, warmup_cosine
 from ..visualization import save_image_grid
 
@@ -29,46 +40,51 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ColdStartConfig(LoraSettings):
-    """The SFT (cold-start) recipe's settings; each field is a YAML key / CLI flag."""
+class ColdStartConfig(DataSplitSettings, LoraSettings, SamplerSettings, ModelHubSettings, RuntimeSettings):
+    """The SFT (cold-start) recipe's settings; each field is a YAML key / CLI flag.
+
+    The sampler settings (``num_inference_steps``, ``guidance_scale``, ``eta``) are those of the sample grid.
+    """
 
     base_model: str = field(
         default="embedded:orl_faces",
         metadata={"help": "Base DiT: `embedded:orl_faces`, a local folder or a Hub id (facebook/DiT-XL-2-256)."},
     )
     base_revision: str | None = None
-    dataset_name: str = "orl_faces"
-    dataset_config: str = "private"
-    data_dir: str | None = None
-    shots: int | None = field(
-        default=2, metadata={"help": "Real training images per identity (ORL: 1, 2, 3 or 5); None: all (ReID)."}
-    )
-    split_seed: int = 0
     output_dir: str = field(default="outputs/orl_faces/sft", metadata={"help": "The adapter folder."})
     resolution: int | None = field(
         default=None,
         metadata={"help": "Generation size in pixels; None: the base model's (paper: 128 for faces on DiT-XL/2-256)."},
     )
     learning_rate: float = field(default=1e-5, metadata={"help": "Embedders' learning rate (paper: 1e-5)."})
-    max_steps: int = 200
+    max_steps: int = field(default=200, metadata={"help": "Optimizer steps: the training budget."})
     batch_size: int = 32
     warmup_steps: int = 20
-    p_uncond: float = 0.1
-    min_snr_gamma: float | None = 5.0
+    p_uncond: float = field(default=0.1, metadata={"help": "Share of labels dropped to the null class (CFG)."})
+    min_snr_gamma: float | None = field(default=5.0, metadata={"help": "Min-SNR loss weighting; None: off."})
     augment: bool = True
     lora_learning_rate: float = 1e-4
-    seed: int = 0
-    max_minutes: float | None = None
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "Safety net: stop (and say so) after this many minutes; None: steps decide."}
+    )
     checkpoint_every: int = 100
     resume: bool = False
-    mixed_precision: str = "no"
     log_with: str | None = None
     grid_per_identity: int = 4
-    guidance_scale: float = 2.0
-    num_inference_steps: int = 50
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    hub_private: bool = field(default=True, metadata={"help": "Hub repos are private unless set to false."})
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        require_positive(self, "learning_rate", "lora_learning_rate", "max_steps", "batch_size", "checkpoint_every")
+        require_positive(self, "resolution", "max_minutes", allow_none=True)
+        require_positive(self, "grid_per_identity")
+        if self.warmup_steps < 0 or not 0 <= self.p_uncond < 1:
+            raise ValueError(
+                f"--warmup_steps {self.warmup_steps} must be >= 0 and --p_uncond {self.p_uncond} in [0, 1)."
+            )
+
+    def denoising_settings(self) -> dict:
+        """What DDPO's denoising anchor must reuse: recorded in the adapter's provenance."""
+        return {"p_uncond": self.p_uncond, "min_snr_gamma": self.min_snr_gamma}
 
 
 def prepare_identity_generator(
@@ -83,101 +99,135 @@ def prepare_identity_generator(
     return generator
 
 
-def cold_start_card(config: ColdStartConfig, generator: IdentityGenerator, stage: str, extra: str = "") -> str:
-    """The adapter's model card, from ``model_cards/identity_adapter.md``."""
-    return adapter_card(
-        config,
-        generator,
-        config.lora_config(),
-        config.base_model,
-        stage,
-        tags=[],
-        steps=config.max_steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        extra=extra,
-    )
+class ColdStartTrainer:
+    """Fits a prepared generator's identity embedders (+ LoRA) on real images with the denoising loss.
 
+    It receives its model and data; :meth:`train` runs the resumable optimisation loop, :meth:`save` writes the
+    adapter folder (weights, card, provenance) and :meth:`sample_grid` one row of samples per identity.
+    """
 
-def train_cold_start(config: ColdStartConfig) -> tuple[IdentityGenerator, dict]:
-    """Run the cold start and write the adapter folder (plus a per-identity sample grid) to ``output_dir``."""
-    torch.set_flush_denormal(True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=config.log_with)
-    accelerator.init_trackers("rlsyn_sft", config=asdict(config))
-    set_seed(config.seed)
-    data = load_identity_dataset(
-        config.dataset_name, config.dataset_config, data_dir=config.data_dir, shots=config.shots, seed=config.split_seed
-    )["train"]
-    if len(data) == 0:
-        raise ValueError(f"The train split of {config.dataset_name}/{config.dataset_config} is empty.")
-    label_names = data.features["label"].names
-    lora_config = config.lora_config()
-    generator = prepare_identity_generator(config.base_model, label_names, lora_config, config.base_revision)
-    generator.resolution = config.resolution or generator.resolution
-    channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
-    images, labels = dataset_to_tensors(data, generator.resolution, channels)
-    embedder_params = [p for e in class_embedders(generator.transformer) for p in e.parameters()]
-    lora_params = [p for n, p in generator.transformer.named_parameters() if "lora_" in n]
-    groups = [{"params": embedder_params, "lr": config.learning_rate}]
-    if lora_params:
-        groups.append({"params": lora_params, "lr": config.lora_learning_rate})
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
-    lr_scheduler = warmup_cosine(optimizer, config.warmup_steps, config.max_steps)
-    transformer, optimizer, lr_scheduler = accelerator.prepare(generator.transformer, optimizer, lr_scheduler)
-    generator.transformer = transformer
-    if generator.vae is not None:
-        generator.vae.to(accelerator.device).requires_grad_(False)
-    augment = IdentityAugmentation(translate=0.0625 if config.augment else 0, brightness=0.1 if config.augment else 0)
-    batches = sample_batches(images, labels, config.batch_size, config.seed)
+    def __init__(self, generator: IdentityGenerator, train: datasets.Dataset, config: ColdStartConfig):
+        if len(train) == 0:
+            raise ValueError("The cold start's train split is empty: check --dataset_name, --shots and --data_dir.")
+        self.config = config
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_precision(config.mixed_precision), log_with=config.log_with
+        )
+        self.accelerator.init_trackers("rlsyn_sft", config=_scalar_config(config))
+        generator.resolution = config.resolution or generator.resolution
+        channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
+        self.images, self.labels = dataset_to_tensors(train, generator.resolution, channels)
+        embedder_params = [p for e in class_embedders(generator.transformer) for p in e.parameters()]
+        lora_params = [p for n, p in generator.transformer.named_parameters() if "lora_" in n]
+        groups = [{"params": embedder_params, "lr": config.learning_rate}]
+        if lora_params:
+            groups.append({"params": lora_params, "lr": config.lora_learning_rate})
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+        lr_scheduler = warmup_cosine(optimizer, config.warmup_steps, config.max_steps)
+        transformer, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
+            generator.transformer, optimizer, lr_scheduler
+        )
+        generator.transformer = transformer
+        if generator.vae is not None:
+            generator.vae.to(self.accelerator.device).requires_grad_(False)
+        self.generator = generator
+        self.augment = IdentityAugmentation(translate=0.0625, brightness=0.1) if config.augment else None
+        self.batches = sample_batches(self.images, self.labels, config.batch_size, config.seed)
+        self.steps_done = 0
 
-    def loss_fn(step: int) -> torch.Tensor:
-        x, y = batches(step)
-        x = augment(x) if config.augment else x
-        with accelerator.autocast():
-            return generator.denoising_loss(
-                x.to(accelerator.device), y.to(accelerator.device), config.p_uncond, config.min_snr_gamma
+    def loss(self, step: int) -> torch.Tensor:
+        """The denoising loss on the batch of ``step`` (a pure function of seed and step: resume-exact)."""
+        x, y = self.batches(step)
+        x = self.augment(x) if self.augment is not None else x
+        device = self.accelerator.device
+        with self.accelerator.autocast():
+            return self.generator.denoising_loss(
+                x.to(device), y.to(device), self.config.p_uncond, self.config.min_snr_gamma
             )
 
-    output = Path(config.output_dir)
-    steps = run_training_phase(
-        accelerator,
-        "cold_start",
-        transformer,
-        loss_fn,
-        optimizer,
-        lr_scheduler,
-        config.max_steps,
-        output / "checkpoints",
-        config.checkpoint_every,
-        config.resume,
-        config.max_minutes,
-    )
-    generator.transformer = accelerator.unwrap_model(transformer).eval()
-    summary = {"steps": steps, "num_identities": len(label_names), "train_images": len(images)}
-    if accelerator.is_main_process:
-        save_adapter(
-            generator,
-            output,
-            config.base_model,
-            config.base_revision,
-            lora_config,
-            card=cold_start_card(config, generator, "cold start"),
-            extra={"stage": "cold_start", "shots": config.shots, "split_seed": config.split_seed},
+    def train(self) -> int:
+        """Run (or resume) the loop; returns the number of steps done."""
+        config = self.config
+        self.steps_done = run_training_phase(
+            self.accelerator,
+            "cold_start",
+            self.generator.transformer,
+            self.loss,
+            self.optimizer,
+            self.lr_scheduler,
+            config.max_steps,
+            Path(config.output_dir) / "checkpoints",
+            config.checkpoint_every,
+            config.resume,
+            config.max_minutes,
         )
-        grid_labels = torch.arange(generator.num_classes).repeat_interleave(config.grid_per_identity)
-        grid = generator.sample(
-            grid_labels,
-            seed=config.seed,
-            guidance_scale=config.guidance_scale,
-            num_inference_steps=config.num_inference_steps,
-        )
-        save_image_grid(grid, output / "samples.png", nrow=config.grid_per_identity)
-        tmp = output / "summary.json.tmp"
-        tmp.write_text(json.dumps({**summary, "config": asdict(config)}, indent=2))
-        os.replace(tmp, output / "summary.json")
-        if config.push_to_hub:
-            from ..hub import push_adapter
+        if self.steps_done < config.max_steps:
+            logger.warning(
+                "The cold start stopped at step %d of %d: the --max_minutes %s budget ran out.",
+                self.steps_done,
+                config.max_steps,
+                config.max_minutes,
+            )
+        self.generator.transformer = self.accelerator.unwrap_model(self.generator.transformer).eval()
+        return self.steps_done
 
-            summary["hub_url"] = push_adapter(output, config.hub_model_id, private=config.hub_private)
-    accelerator.end_training()
-    return generator, summary
+    def model_card(self, stage: str = "cold start") -> str:
+        config = self.config
+        return adapter_card(
+            config,
+            self.generator,
+            config.lora_config(),
+            config.base_model,
+            stage,
+            tags=[],
+            steps=self.steps_done,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+        )
+
+    def save(self, provenance: dict, output_dir: str | None = None) -> Path:
+        """The adapter folder (weights, config, card, provenance, summary); main process only."""
+        config = self.config
+        output = Path(output_dir or config.output_dir)
+        if self.accelerator.is_main_process:
+            save_adapter(
+                self.generator,
+                output,
+                config.base_model,
+                config.base_revision,
+                config.lora_config(),
+                card=self.model_card(),
+                extra={"stage": "cold_start", "shots": config.shots, "split_seed": config.split_seed},
+            )
+            write_provenance(output, provenance)
+            atomic_write_json(output / "summary.json", {**self.summary(), "config": asdict(config)})
+        self.accelerator.wait_for_everyone()
+        return output
+
+    def summary(self) -> dict:
+        return {
+            "steps": self.steps_done,
+            "max_steps": self.config.max_steps,
+            "stopped_by_time_budget": self.steps_done < self.config.max_steps,
+            "num_identities": self.generator.num_classes,
+            "train_images": len(self.images),
+        }
+
+    def sample_grid(self, path: str | Path | None = None) -> Path | None:
+        """``grid_per_identity`` samples of every identity, one row each (main process only)."""
+        config = self.config
+        if not self.accelerator.is_main_process:
+            return None
+        labels = torch.arange(self.generator.num_classes).repeat_interleave(config.grid_per_identity)
+        grid = self.generator.sample(labels, seed=config.seed, **config.sampler_options())
+        return save_image_grid(
+            grid, Path(path or Path(config.output_dir) / "samples.png"), nrow=config.grid_per_identity
+        )
+
+    def end(self) -> None:
+        self.accelerator.end_training()
+
+
+def _scalar_config(config) -> dict:
+    """The config as trackers accept it (scalars only: tensorboard's hparams refuse lists and None)."""
+    return {key: value for key, value in asdict(config).items() if isinstance(value, (int, float, str, bool))}

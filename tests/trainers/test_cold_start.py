@@ -4,7 +4,10 @@ from conftest import put_in_hf_cache
 
 from rlsyn_trl.generators import IdentityGenerator, class_embedders
 from rlsyn_trl.generators.adapter import read_adapter_config
-from rlsyn_trl.trainers import ColdStartConfig, prepare_identity_generator, train_cold_start
+from rlsyn_trl.provenance import read_provenance
+from rlsyn_trl.recipes.sft import main as train_cold_start
+from rlsyn_trl.settings import SettingsError
+from rlsyn_trl.trainers import ColdStartConfig, prepare_identity_generator
 
 PRIVATE = [f"s{i}" for i in range(21, 41)]
 
@@ -32,8 +35,8 @@ def tiny_config(base, output_dir, **overrides) -> ColdStartConfig:
 def trained(tiny_base_dir, tmp_path_factory, datasets_cache, monkeypatch_module):
     monkeypatch_module.setenv("HF_DATASETS_CACHE", datasets_cache)
     output = tmp_path_factory.mktemp("sft")
-    generator, summary = train_cold_start(tiny_config(tiny_base_dir, output))
-    return generator, summary, output
+    summary = train_cold_start(tiny_config(tiny_base_dir, output))
+    return IdentityGenerator.from_pretrained(output), summary, output
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,42 @@ def test_empty_train_split_is_an_error(tiny_base_dir, tmp_path, monkeypatch):
             {"train": datasets.Dataset.from_dict({"image": [], "label": []}, features=features)}
         )
 
-    monkeypatch.setattr("rlsyn_trl.trainers.cold_start.load_identity_dataset", empty)
+    monkeypatch.setattr("rlsyn_trl.provenance.DataSplit.load", empty)
     assert data.load_identity_dataset is not empty
     with pytest.raises(ValueError, match="empty"):
         train_cold_start(tiny_config(tiny_base_dir, tmp_path / "out"))
+
+
+def test_adapter_records_its_provenance(trained, tiny_base_dir):
+    _, summary, output = trained
+    record = read_provenance(output)
+    assert record["stage"] == "cold_start"
+    data = record["data"]
+    assert (data["dataset_name"], data["dataset_config"], data["shots"], data["split_seed"]) == (
+        "orl_faces",
+        "private",
+        1,
+        0,
+    )
+    assert data["identities"] == PRIVATE and len(data["train_images"]) == 20 == data["num_train_images"]
+    assert record["training"] == {"p_uncond": 0.1, "min_snr_gamma": 5.0}
+    assert record["parent"]["id"] == str(tiny_base_dir) and record["parent"]["revision"].startswith("sha256:")
+    assert summary["steps"] == 3 and not summary["stopped_by_time_budget"]
+
+
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        ({"batch_size": -1}, "batch_size"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"shots": 0}, "shots"),
+        ({"split_seed": -1}, "split_seed"),
+        ({"dataset_name": "orl"}, "dataset_name"),
+        ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"push_to_hub": True}, "hub_model_id"),
+        ({"lora_rank": -2}, "lora_rank"),
+    ],
+)
+def test_bad_settings_name_the_flag_before_any_work(tmp_path, overrides, flag):
+    with pytest.raises(SettingsError, match=f"--{flag}"):
+        tiny_config(tmp_path, tmp_path / "out", **overrides)

@@ -1,0 +1,298 @@
+"""Provenance, the contract between the stages: every artefact records what made it, and the next stage checks it.
+
+An artefact (prior, identity adapter, synthetic dataset, recognizer) carries a ``provenance.json``:
+
+- ``stage``: ``cold_start``, ``ddpo``, ``generation`` or ``recognizer``;
+- ``data``: the real split it was made from (dataset, config, shots, split seed, identities) and a fingerprint of
+  every real TRAINING image (a hash of its stored bytes), so a later stage can tell which photos it has seen;
+- the stage's own settings that later stages must agree with (``training`` for the cold start's denoising loss,
+  ``reward`` and ``sampler`` for the DDPO policy, ``reward``, ``sampler`` and the audit for a dataset);
+- ``parent``: the input artefact (id, revision) with its own provenance, so the whole chain can be read back.
+
+Stages read what they need from their input artefact instead of asking again (an unset ``shots`` is the adapter's),
+refuse a setting that contradicts it, with both values and the fix in the message, and the recognizer refuses a
+synthetic dataset whose generator saw any of the recognizer's evaluation images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from .io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FORMAT = "rlsyn-provenance/1"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+CONFIG_FILES = ("adapter_config.json", "model_index.json", "config.json", "scheduler_config.json")
+
+
+class ProvenanceError(ValueError):
+    """A setting or an input contradicts what an input artefact records; the message names both and the fix."""
+
+
+# -- fingerprints -------------------------------------------------------------------------------------------------
+def image_fingerprints(split: datasets.Dataset, column: str = "image") -> list[str]:
+    """A short hash of each image's stored bytes (undecoded): the same photo gives the same fingerprint."""
+    raw = split.cast_column(column, datasets.Image(decode=False))
+    fingerprints = []
+    for image in raw[column]:
+        data = image.get("bytes")
+        if data is None:
+            data = Path(image["path"]).read_bytes()
+        fingerprints.append(hashlib.sha256(data).hexdigest()[:20])
+    return fingerprints
+
+
+def folder_revision(folder: str | os.PathLike) -> str:
+    """The commit of a Hub snapshot, else a content hash of a local folder's weights and configs.
+
+    A local adapter folder is often retrained in place; hashing its files tells the runs apart.
+    """
+    folder = Path(folder)
+    if folder.parent.name == "snapshots":
+        return folder.name
+    digest = hashlib.sha256()
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and "checkpoints" not in path.relative_to(folder).parts
+        and (path.suffix in WEIGHT_SUFFIXES or path.name in CONFIG_FILES)
+    )
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(2**20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+# -- the real data split -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSplit:
+    """A resolved real split: every field decided (from the settings, the input artefact or the defaults)."""
+
+    dataset_name: str
+    dataset_config: str | None
+    data_dir: str | None
+    shots: int | None
+    split_seed: int | None
+
+    def load(self, cache_dir: str | None = None) -> datasets.DatasetDict:
+        from .data import load_identity_dataset
+
+        options = {key: value for key, value in (("shots", self.shots), ("seed", self.split_seed)) if value is not None}
+        return load_identity_dataset(
+            self.dataset_name, self.dataset_config, data_dir=self.data_dir, cache_dir=cache_dir, **options
+        )
+
+    def describe(self) -> str:
+        return f"{self.dataset_name}/{self.dataset_config} (shots={self.shots}, split_seed={self.split_seed})"
+
+    def record(self, data: datasets.DatasetDict) -> dict:
+        """The provenance ``data`` section: this split, its identities and its training images' fingerprints."""
+        train = data["train"]
+        fingerprints = image_fingerprints(train)
+        return {
+            **{key: value for key, value in dataclasses.asdict(self).items() if key != "data_dir"},
+            "identities": list(train.features["label"].names),
+            "num_train_images": len(train),
+            "train_images": fingerprints,
+            "fingerprint": hashlib.sha256("".join(sorted(fingerprints)).encode()).hexdigest()[:20],
+        }
+
+
+SPLIT_KEYS = ("dataset_name", "dataset_config", "shots", "split_seed")
+DEFAULT_DATASET = "orl_faces"
+
+
+def _dataset_defaults(name: str) -> dict[str, Any]:
+    """The builder's own defaults for a split: its default config, and its shots / seed fields' defaults."""
+    from .data import IDENTITY_BUILDERS, SPLIT_OPTION_NAMES
+
+    builder = IDENTITY_BUILDERS[name]
+    fields = {f.name: f.default for f in dataclasses.fields(builder.BUILDER_CONFIG_CLASS)}
+    names = SPLIT_OPTION_NAMES.get(name, {})
+    shots = fields.get(names.get("shots", "shots"))
+    seed = fields.get(names.get("seed", "seed"))
+    missing = dataclasses.MISSING
+    return {
+        "dataset_config": getattr(builder, "DEFAULT_CONFIG_NAME", None),
+        "shots": None if shots is missing else shots,
+        "split_seed": None if seed is missing else seed,
+    }
+
+
+def resolve_data_split(settings: Any, recorded: Mapping | None = None, source: str | None = None) -> DataSplit:
+    """The split a stage uses: its set fields, else the input artefact's ``recorded`` split, else the defaults.
+
+    A field that is set and differs from the recorded one is refused: a DDPO run or a dataset on another split
+    than the adapter's would train or audit against images the adapter never saw (and miss the ones it did).
+    """
+    values = {}
+    for key in SPLIT_KEYS:
+        mine = getattr(settings, key)
+        if recorded is not None and key in recorded:
+            theirs = recorded[key]
+            if mine is not None and mine != theirs:
+                raise ProvenanceError(
+                    f"--{key} {mine!r} contradicts {source}, which was trained on {key}={theirs!r} "
+                    f"({_describe(recorded)}). Leave {key} unset to use the recorded value, or use an artefact "
+                    f"trained on {key}={mine!r}."
+                )
+            values[key] = theirs
+        else:
+            values[key] = mine
+    values["dataset_name"] = values["dataset_name"] or DEFAULT_DATASET
+    for key, default in _dataset_defaults(values["dataset_name"]).items():
+        if values[key] is None:
+            values[key] = default
+    return DataSplit(data_dir=settings.data_dir, **values)
+
+
+def _describe(record: Mapping) -> str:
+    return (
+        f"{record.get('dataset_name')}/{record.get('dataset_config')}, shots={record.get('shots')}, "
+        f"split_seed={record.get('split_seed')}"
+    )
+
+
+def check_same_train_images(recorded: Mapping, data_record: Mapping, source: str) -> None:
+    """The real training images loaded now must be the ones ``source`` was trained on (e.g. another data_dir)."""
+    if recorded.get("fingerprint") and recorded["fingerprint"] != data_record["fingerprint"]:
+        raise ProvenanceError(
+            f"The real training images of {_describe(data_record)} differ from those {source} was trained on "
+            f"(fingerprint {data_record['fingerprint']} against {recorded['fingerprint']}): a changed --data_dir or "
+            "dataset copy. Point --data_dir at the copy the adapter was trained on."
+        )
+
+
+def inherit_settings(config: Any, recorded: Mapping, fields: Mapping[str, str], source: str) -> dict[str, Any]:
+    """Settings group values where the input artefact decides: a field left at its default takes the recorded
+    value, a field set to anything else must equal it. Returns ``{record key: value}``."""
+    defaults = {f.name: f for f in dataclasses.fields(config)}
+    values = {}
+    for key, name in fields.items():
+        mine = getattr(config, name)
+        if key not in recorded:
+            values[key] = mine
+            continue
+        theirs = recorded[key]
+        default = defaults[name].default
+        if default is dataclasses.MISSING:
+            default = defaults[name].default_factory()
+        if _same(mine, theirs) or _same(mine, default):
+            values[key] = theirs
+            continue
+        raise ProvenanceError(
+            f"--{name} {mine!r} differs from {source}, which records {key}={theirs!r}. A stage scores and records "
+            f"the settings its input was trained with: leave --{name} unset, or use an input made with {mine!r}."
+        )
+    return values
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# -- records -------------------------------------------------------------------------------------------------------
+def stage_record(stage: str, data: Mapping | None, parent: Mapping | None = None, **sections: Any) -> dict:
+    """A provenance record for an artefact of ``stage``."""
+    return {"format": PROVENANCE_FORMAT, "stage": stage, "data": data, **sections, "parent": parent}
+
+
+def parent_reference(path_or_id: str, folder: str | os.PathLike, revision: str | None = None) -> dict:
+    """The input artefact as a parent: its id, revision and its own provenance (None when it has none)."""
+    return {
+        "id": str(path_or_id),
+        "revision": revision or folder_revision(folder),
+        "provenance": read_provenance(folder),
+    }
+
+
+def read_provenance(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("format") != PROVENANCE_FORMAT:
+        raise ProvenanceError(f"{path} is not an rlsyn-trl provenance record (format {record.get('format')!r}).")
+    return record
+
+
+def write_provenance(folder: str | os.PathLike, record: Mapping) -> Path:
+    return atomic_write_json(Path(folder) / PROVENANCE_FILE, record)
+
+
+def lineage(record: Mapping | None) -> list[dict]:
+    """The record and its ancestors, newest first."""
+    chain = []
+    while record:
+        chain.append(dict(record))
+        parent = record.get("parent") or {}
+        record = parent.get("provenance")
+    return chain
+
+
+def seen_images(record: Mapping | None) -> set[str]:
+    """Fingerprints of every real image any artefact of the chain was trained on."""
+    return {image for item in lineage(record) for image in ((item.get("data") or {}).get("train_images") or ())}
+
+
+def read_dataset_provenance(path_or_id: str | os.PathLike, revision: str | None = None) -> dict | None:
+    """The provenance of a synthetic dataset: a local folder (or the generation run's folder above it) or a Hub
+    dataset repo (its ``provenance.json``, from the local cache when offline)."""
+    folder = Path(path_or_id).expanduser()
+    if folder.is_dir():
+        return read_provenance(folder) or read_provenance(folder.parent)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(str(path_or_id), PROVENANCE_FILE, repo_type="dataset", revision=revision)
+    except EntryNotFoundError:
+        return None
+    return read_provenance(Path(path).parent)
+
+
+def check_no_leak(
+    synthetic: Mapping | None, real: datasets.DatasetDict, real_split: DataSplit, source: str
+) -> None:
+    """Refuse synthetic data whose generator saw any evaluation image (every split of ``real`` but ``train``):
+    the test would measure memorisation, not recognition.
+
+    ``synthetic`` is the dataset's provenance (None: unknown, refused as well, since the check cannot be made).
+    """
+    if synthetic is None:
+        raise ProvenanceError(
+            f"{source} has no {PROVENANCE_FILE}, so it cannot be checked against the evaluation images of "
+            f"{real_split.describe()}. Use a dataset written by the generation recipe (it records its provenance)."
+        )
+    seen = seen_images(synthetic)
+    if not seen:
+        raise ProvenanceError(f"{source}'s provenance records no training images of its generator.")
+    evaluation = [name for name in real if name != "train"]
+    leaked = [fingerprint in seen for name in evaluation for fingerprint in image_fingerprints(real[name])]
+    if any(leaked):
+        generator = next((item["data"] for item in lineage(synthetic) if item.get("data")), {})
+        raise ProvenanceError(
+            f"{source} was generated by a model trained on {_describe(generator)}, whose training images include "
+            f"{sum(leaked)} of the {len(leaked)} evaluation images of this recognizer's split "
+            f"{real_split.describe()}: the test would reward memorisation. Use the generator's split for the "
+            f"recognizer (--shots {generator.get('shots')} --split_seed {generator.get('split_seed')}), or a "
+            "synthetic set generated from an adapter trained on this split."
+        )

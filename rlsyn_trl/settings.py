@@ -1,0 +1,261 @@
+"""Settings groups shared by the stages, each defined once and composed into the stage configs.
+
+A stage config (``ColdStartConfig``, ``RLSynDDPOConfig``, ``GenerationConfig``, the recognizer's script arguments)
+inherits the groups it needs, so a YAML key or CLI flag means the same thing, with the same default and the same
+validation, in every stage:
+
+- :class:`DataSplitSettings`: which real identities and which of their images train (dataset, config, shots,
+  split seed). Unset fields are read from the input artefact's provenance (an adapter records the split it was
+  trained on), and a set field that contradicts it is refused (:mod:`rlsyn_trl.provenance`).
+- :class:`RewardSettings`: the composite reward's weights and constants (defaults: ``rlsyn_trl.rewards``).
+- :class:`LoraSettings`: LoRA on the DiT backbone.
+- :class:`SamplerSettings`: the DDIM sampler of generation and sample grids.
+- :class:`HubSettings`: publishing, private unless the user says otherwise.
+- :class:`RuntimeSettings`: seed and precision (``auto``: bf16 only where the device computes it natively).
+
+Each group checks its own values through :func:`check_settings`, which a stage config calls from its
+``__post_init__``, so a bad value fails when the YAML and flags are parsed, with the flag and the fix named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from peft import LoraConfig
+
+from .rewards.composite import DEFAULT_REWARD
+from .runtime import PRECISIONS
+
+DEFAULT_LORA_TARGETS = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the run cannot use; the message names the flag and the fix."""
+
+
+def require(condition: bool, flag: str, value: Any, fix: str) -> None:
+    """Raise :class:`SettingsError` naming ``--flag`` and its value unless ``condition`` holds."""
+    if not condition:
+        raise SettingsError(f"--{flag} {value!r}: {fix}")
+
+
+def require_positive(config: Any, *names: str, allow_none: bool = False) -> None:
+    """Each of ``names`` must be a number > 0 (or None where allowed)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is None and allow_none:
+            continue
+        require(
+            value is not None and value > 0,
+            name,
+            value,
+            "must be > 0" + (" (or null)" if allow_none else "") + ".",
+        )
+
+
+def check_settings(config: Any) -> None:
+    """Run the ``check`` of every settings group ``config`` inherits, each once, most general first."""
+    for cls in reversed(type(config).__mro__):
+        check = cls.__dict__.get("check")
+        if check is not None and issubclass(cls, SettingsGroup):
+            check(config)
+
+
+class SettingsGroup:
+    """Base of the groups: ``check(self)`` validates the group's own fields."""
+
+    def check(self) -> None:  # pragma: no cover - overridden
+        pass
+
+
+@dataclass
+class DataSplitSettings(SettingsGroup):
+    """Which real identity images a stage uses. Unset fields come from the input artefact, else the defaults."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A registered identity benchmark (orl_faces, market1501, ...). Unset: the input "
+            "artefact's, else orl_faces."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Its configuration (ORL: private). Unset: the input artefact's."}
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "A local copy of the benchmark's files."})
+    shots: int | None = field(
+        default=None,
+        metadata={
+            "help": "Real training images per identity (ORL: 1, 2, 3 or 5). Unset: the input artefact's, "
+            "else the dataset's default."
+        },
+    )
+    split_seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of each identity's train/test split. Unset: the input artefact's, else 0."},
+    )
+
+    def check(self) -> None:
+        if self.dataset_name is not None:
+            from .data import IDENTITY_BUILDERS
+
+            require(
+                self.dataset_name in IDENTITY_BUILDERS,
+                "dataset_name",
+                self.dataset_name,
+                f"not a registered identity benchmark; choose one of {sorted(IDENTITY_BUILDERS)}.",
+            )
+        require_positive(self, "shots", allow_none=True)
+        require(self.split_seed is None or self.split_seed >= 0, "split_seed", self.split_seed, "must be >= 0.")
+
+    def data_split_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DATA_SPLIT_FIELDS}
+
+
+DATA_SPLIT_FIELDS = tuple(f.name for f in dataclasses.fields(DataSplitSettings))
+
+
+@dataclass
+class RewardSettings(SettingsGroup):
+    """The composite reward: tanh(w_sem z_sem + w_cov z_cov + w_exp z_exp) in the identity feature space."""
+
+    reward_weights: list[float] = field(
+        default_factory=lambda: list(DEFAULT_REWARD.weights),
+        metadata={"help": "Weights of the z-scored terms (sem, cov, exp)."},
+    )
+    reward_alpha: float = field(default=DEFAULT_REWARD.alpha, metadata={"help": "Coverage's diversity weight."})
+    reward_sigma: float | None = field(
+        default=DEFAULT_REWARD.sigma, metadata={"help": "RBF kernel width; unset: median heuristic on the bank."}
+    )
+    reward_eps: float = field(default=DEFAULT_REWARD.eps, metadata={"help": "R_exp target: (1 + eps) S_ref(y)."})
+    reward_tau: float | None = field(
+        default=DEFAULT_REWARD.tau, metadata={"help": "R_exp scale; unset: S_ref(y) per identity."}
+    )
+
+    def check(self) -> None:
+        require(
+            len(self.reward_weights) == 3 and all(math.isfinite(w) for w in self.reward_weights),
+            "reward_weights",
+            self.reward_weights,
+            "must be three finite numbers (sem, cov, exp).",
+        )
+        require(self.reward_alpha >= 0, "reward_alpha", self.reward_alpha, "must be >= 0.")
+        require_positive(self, "reward_sigma", "reward_tau", allow_none=True)
+        require(self.reward_eps > -1, "reward_eps", self.reward_eps, "must be > -1 (the target is (1 + eps) S_ref).")
+
+    def reward_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`rlsyn_trl.rewards.composite_reward` (and what provenance records)."""
+        return {
+            "weights": [float(w) for w in self.reward_weights],
+            "alpha": self.reward_alpha,
+            "sigma": self.reward_sigma,
+            "eps": self.reward_eps,
+            "tau": self.reward_tau,
+        }
+
+
+REWARD_FIELDS = {
+    "weights": "reward_weights",
+    "alpha": "reward_alpha",
+    "sigma": "reward_sigma",
+    "eps": "reward_eps",
+    "tau": "reward_tau",
+}
+
+
+@dataclass
+class LoraSettings(SettingsGroup):
+    """LoRA on the DiT backbone; rank 0 keeps the backbone frozen (the paper's cold start)."""
+
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the backbone; 0 keeps it off (paper)."})
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    def check(self) -> None:
+        require(self.lora_rank >= 0, "lora_rank", self.lora_rank, "must be >= 0 (0 keeps the backbone frozen).")
+        require(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must be in [0, 1).")
+
+    def lora_config(self) -> LoraConfig | None:
+        """The peft config these fields describe, or None when the rank is 0."""
+        if self.lora_rank <= 0:
+            return None
+        return LoraConfig(
+            r=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.lora_target_modules),
+        )
+
+
+@dataclass
+class SamplerSettings(SettingsGroup):
+    """The guided DDIM sampler (eta 0: deterministic DDIM; eta > 0: stochastic, as DDPO's policy)."""
+
+    num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps per sample."})
+    guidance_scale: float = field(default=2.0, metadata={"help": "Classifier-free guidance scale (1: none)."})
+    eta: float = field(default=0.0, metadata={"help": "DDIM eta: 0 deterministic, 1 DDPM-like noise."})
+
+    def check(self) -> None:
+        require_positive(self, "num_inference_steps")
+        require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0.")
+        require(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1].")
+
+    def sampler_options(self) -> dict[str, Any]:
+        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale, "eta": self.eta}
+
+
+@dataclass
+class HubSettings(SettingsGroup):
+    """Publishing to the Hugging Face Hub: repositories are created private unless ``hub_private`` is false."""
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the result to the Hub after the run."})
+    hub_private: bool = field(default=True, metadata={"help": "Hub repos are private unless set to false."})
+
+    def check(self) -> None:
+        repo_field = "hub_dataset_id" if hasattr(self, "hub_dataset_id") else "hub_model_id"
+        repo = getattr(self, repo_field, None)
+        require(
+            not self.push_to_hub or bool(repo),
+            repo_field,
+            repo,
+            f"--push_to_hub true needs the repo to push to: set --{repo_field} owner/name.",
+        )
+
+
+@dataclass
+class ModelHubSettings(HubSettings):
+    """Publishing a model (an identity adapter)."""
+
+    hub_model_id: str | None = field(default=None, metadata={"help": "The Hub model repo (owner/name)."})
+
+
+@dataclass
+class DatasetHubSettings(HubSettings):
+    """Publishing a synthetic dataset (refused above its memorisation limit unless forced)."""
+
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "The Hub dataset repo (owner/name)."})
+
+
+@dataclass
+class RuntimeSettings(SettingsGroup):
+    """Seed and precision of a stage process."""
+
+    seed: int = field(default=0, metadata={"help": "Seed of the run (batches, noise, sampling)."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (bf16 only where the device computes it natively, else fp32), no, bf16 or fp16.",
+            "choices": list(PRECISIONS),
+        },
+    )
+
+    def check(self) -> None:
+        if self.mixed_precision is False:  # YAML reads a bare `no` as the boolean false
+            self.mixed_precision = "no"
+        require(
+            self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"must be one of {PRECISIONS}."
+        )
