@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -25,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         help="Fine-tune the public feature extractor (default) or train the tiny ResNet from scratch.",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from .pipeline import MainJobConfig, results_table, run_main_job, set_offline_defaults
+    from .pipeline import MainJobConfig, results_table, run_main_job
+    from .runtime import setup_runtime
 
-    set_offline_defaults()
+    setup_runtime(args.seed, offline=True)
     results = run_main_job(
         MainJobConfig(
             output_dir=args.output_dir,

@@ -6,24 +6,21 @@ JSON + Markdown comparison, the reward curves and a sample grid. ``quick`` shrin
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import datasets
-import torch
 import yaml
 
-from .data import dataset_to_tensors, load_identity_dataset
-from .generation import GenerationConfig, generate_synthetic_dataset
+from .data import dataset_to_tensors
+from .generation import GenerationConfig
+from .io import atomic_write_json, atomic_write_text
 from .metrics.identity import nearest_neighbour_accuracy
-from .recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
-from .trainers import ColdStartConfig, RLSynDDPOConfig, train_cold_start, train_ddpo
-from .training import fresh_accelerator_state
+from .provenance import resolve_data_split
+from .recognizer import TINY_MODEL, RecognizerConfig
+from .trainers import ColdStartConfig, RLSynDDPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +109,6 @@ def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dic
         output_dir,
         adapter=str(adapter),
         encoder=config.encoder,
-        shots=config.shots,
-        split_seed=config.split_seed,
     )
     if config.quick:
         settings.update(num_epochs=1, sample_num_steps=4, train_timestep_fraction=0.5, max_minutes=None)
@@ -156,40 +151,76 @@ def recognizer_config(output_dir: Path, model: str, steps: int, seed: int, **ove
     )
 
 
+def recognizer_rows(ablation: bool) -> list[tuple[str, str | None, dict]]:
+    """(method, synthetic source, recognizer overrides) of the job's comparison table."""
+    runs = [
+        ("real only", None, NO_AUGMENTATION),
+        ("real + standard augmentation", None, {}),
+        ("+ cold-start synthetic", "cold_start", {}),
+    ]
+    if ablation:
+        runs += [
+            ("+ selection", "cold_start", {"selection": True}),
+            ("+ R_sem", "rl_sem", {"selection": True}),
+            ("+ R_cov", "rl_sem_cov", {"selection": True}),
+        ]
+    runs.append(("full method (RL synthetic + selection)", "rl", {"selection": True}))
+    return runs
+
+
 def run_main_job(config: MainJobConfig) -> dict:
-    """Run every stage (reusing finished ones) and write ``results.json`` and ``results.md`` in ``output_dir``."""
-    torch.set_flush_denormal(True)
+    """Run every stage through the recipes' entry points (reusing finished ones); write ``results.json`` / ``.md``.
+
+    The caller sets the process up once (:func:`rlsyn_trl.runtime.setup_runtime`): every stage then runs at the
+    same precision, so they share one accelerate state in this process.
+    """
+    from .recipes import ddpo as ddpo_recipe
+    from .recipes import generate as generate_recipe
+    from .recipes import sft as sft_recipe
+    from .recipes import train_recognizer as recognizer_recipe
+    from .recipes.train_recognizer import RecognizerScriptArguments
+
     config = config.scaled()
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    budget_cuts: list[str] = []
     started = time.time()
-    real = load_identity_dataset("orl_faces", "private", shots=config.shots, seed=config.split_seed)
+    split = RecognizerScriptArguments(
+        dataset_name="orl_faces", dataset_config="private", shots=config.shots, split_seed=config.split_seed
+    )
+    real = resolve_data_split(split).load()
 
     sft_dir = output / "sft"
-    if not _stage_done(sft_dir, "adapter_config.json", config.reuse):
-        fresh_accelerator_state()  # stages differ in mixed precision (cold start bf16) within this one process
-        train_cold_start(ColdStartConfig(**cold_start_settings(config, sft_dir)))
+    if not _stage_done(sft_dir, "provenance.json", config.reuse):
+        logger.info("Stage: cold start -> %s", sft_dir)
+        summary = sft_recipe.main(ColdStartConfig(**cold_start_settings(config, sft_dir)))
+        if summary["stopped_by_time_budget"]:
+            budget_cuts.append(f"cold start stopped at step {summary['steps']} of {summary['max_steps']}")
     timings["cold_start"] = time.time() - started
 
     adapters = {"cold_start": sft_dir}
     ddpo_dir = output / "ddpo"
     for name, weights in reward_variants(config.ablation).items():
         folder = ddpo_dir if name == "rl" else output / f"ddpo_{name}"
-        if not _stage_done(folder, "adapter_config.json", config.reuse):
+        if not _stage_done(folder, "provenance.json", config.reuse):
+            logger.info("Stage: DDPO (%s) -> %s", name, folder)
             settings = ddpo_settings(config, sft_dir, folder)
             if weights is not None:
                 settings["reward_weights"] = weights
-            fresh_accelerator_state()
-            train_ddpo(RLSynDDPOConfig(**settings))
+            summary = ddpo_recipe.main(RLSynDDPOConfig(**settings))
+            if summary["stopped_by_time_budget"]:
+                epochs = f"{summary['epochs']} of {settings['num_epochs']}"
+                budget_cuts.append(f"DDPO ({name}) stopped after {epochs} epochs")
         adapters[name] = folder
     timings["ddpo"] = time.time() - started - sum(timings.values())
 
-    synthetic: dict[str, tuple[datasets.Dataset, dict]] = {}
+    synthetic: dict[str, tuple[Path, dict]] = {}
     for name, adapter in adapters.items():
-        synthetic[name] = generate_synthetic_dataset(
-            GenerationConfig(**generation_settings(config, adapter, output / f"synthetic_{name}"))
-        )
+        logger.info("Stage: generation from %s", adapter)
+        folder = output / f"synthetic_{name}"
+        _, summary = generate_recipe.main(GenerationConfig(**generation_settings(config, adapter, folder)))
+        synthetic[name] = (folder / "dataset", summary)
     timings["generation"] = time.time() - started - sum(timings.values())
 
     train, train_labels = dataset_to_tensors(real["train"])
@@ -200,25 +231,14 @@ def run_main_job(config: MainJobConfig) -> dict:
             "accuracy": nearest_neighbour_accuracy(test, test_labels, train, train_labels, "euclidean"),
         },
     ]
-    runs = [
-        ("real only", None, NO_AUGMENTATION),
-        ("real + standard augmentation", None, {}),
-        ("+ cold-start synthetic", "cold_start", {}),
-    ]
-    if config.ablation:
-        runs += [
-            ("+ selection", "cold_start", {"selection": True}),
-            ("+ R_sem", "rl_sem", {"selection": True}),
-            ("+ R_cov", "rl_sem_cov", {"selection": True}),
-        ]
-    runs.append(("full method (RL synthetic + selection)", "rl", {"selection": True}))
-    for method, source, overrides in runs:
-        fresh_accelerator_state()
+    for method, source, overrides in recognizer_rows(config.ablation):
+        logger.info("Recognizer row: %s", method)
         folder = output / "recognizer" / method.split(" (")[0].replace(" ", "_").replace("+", "plus")
-        metrics = train_recognizer(
+        if source:
+            overrides = {**overrides, "synthetic_dataset": str(synthetic[source][0])}
+        metrics = recognizer_recipe.main(
+            split,
             recognizer_config(folder, config.recognizer_model, config.recognizer_steps, config.seed, **overrides),
-            real,
-            synthetic[source][0] if source else None,
         )
         row = {"method": method, "accuracy": metrics["test_accuracy"]}
         if source:
@@ -242,13 +262,17 @@ def run_main_job(config: MainJobConfig) -> dict:
         "rows": rows,
         "real_held_out_reference": synthetic["cold_start"][1]["reference"],
         "timings_s": timings,
+        "budget_cuts": budget_cuts,
         "artefacts": {
+            "cold_start_adapter": str(sft_dir),
+            "ddpo_adapter": str(ddpo_dir),
+            "synthetic_datasets": {name: str(path) for name, (path, _) in synthetic.items()},
             "reward_curves": str(ddpo_dir / "reward_curves.png"),
             "cold_start_grid": str(sft_dir / "samples.png"),
         },
     }
-    (output / "results.json").write_text(json.dumps(results, indent=2))
-    (output / "results.md").write_text(results_table(results) + "\n")
+    atomic_write_json(output / "results.json", results)
+    atomic_write_text(output / "results.md", results_table(results) + "\n")
     return results
 
 
@@ -277,7 +301,3 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def set_offline_defaults() -> None:
-    """The embedded job never needs the Hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
