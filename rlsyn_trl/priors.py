@@ -7,9 +7,7 @@ weighting, EMA), and (b) the identity feature extractor (CNN + CosFace margin he
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from .data import dataset_to_tensors, load_identity_dataset
 from .data.augmentation import IdentityAugmentation
 from .encoders import IdentityEncoder, IdentityEncoderConfig
 from .generators import IdentityGenerator, build_pixel_dit, default_scheduler
+from .io import atomic_write_json
 from .realism import face_detection_rate
 from .training import run_training_phase, sample_batches, warmup_cosine
 from .visualization import save_image_grid
@@ -231,8 +230,6 @@ def train_priors(config: PriorConfig) -> dict:
                 )
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        tmp = output / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, output / "summary.json")
+        atomic_write_json(output / "summary.json", summary)
     accelerator.end_training()
     return summary

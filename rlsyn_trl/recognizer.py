@@ -39,8 +39,8 @@ from .data import dataset_to_tensors
 from .data.preprocessing import image_size
 from .encoders import IdentityEncoder, IdentityEncoderConfig
 from .evaluation import evaluate_recognizer
-from .generators.dit import EMBEDDED_MODELS, resolve_pretrained_folder
 from .metrics import load_metric
+from .model_sources import EMBEDDED_MODELS, resolve_pretrained_folder
 from .selection import DynamicSampleSelectionCallback, SelectionConfig
 
 TINY_MODEL = "resnet-tiny"

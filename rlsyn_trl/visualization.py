@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from .data.preprocessing import tensor_to_pil
+from .io import atomic_write
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int, scale: int = 2) -> Path:
@@ -21,12 +22,9 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int, sc
     for index, tile in enumerate(tiles):
         grid.paste(tile, ((index % nrow) * width, (index // nrow) * height))
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    grid.save(tmp)
-    os.replace(tmp, path)
-    return path
+    # The temporary name ends in .tmp, so PIL is told the format the final name asks for.
+    image_format = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    return atomic_write(path, lambda tmp: grid.save(tmp, format=image_format))
 
 
 def save_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str, xlabel: str) -> Path:
@@ -43,8 +41,7 @@ def save_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, 
     axis.set_xlabel(xlabel)
     axis.legend()
     axis.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(figure)

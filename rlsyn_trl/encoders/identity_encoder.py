@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
+from ..model_sources import resolve_pretrained_folder
+
 
 class IdentityEncoderConfig(PretrainedConfig):
     model_type = "rlsyn_identity_encoder"
@@ -88,8 +90,6 @@ class IdentityEncoder(PreTrainedModel):
 
 def load_encoder(path_or_id: str = "embedded:orl_faces/encoder", revision: str | None = None) -> IdentityEncoder:
     """An identity encoder from a folder, a Hub id, or the embedded ORL prior; returned in eval mode."""
-    from ..generators.dit import resolve_pretrained_folder
-
     return IdentityEncoder.from_pretrained(resolve_pretrained_folder(path_or_id, revision)).eval()
 
 

@@ -1,5 +1,11 @@
-"""Class-conditional DiT generators and identity adapters."""
+"""Class-conditional DiT generators and identity adapters.
 
+Importing this package imports both ``dit`` and ``adapter``, which register their folder loaders with ``loading``:
+``IdentityGenerator.from_pretrained`` then opens base folders and adapter folders alike.
+"""
+
+from ..model_sources import resolve_pretrained_folder
+from . import adapter as _adapter  # noqa: F401  (registers the adapter-folder loader)
 from .dit import (
     IdentityGenerator,
     SampleTrajectory,
@@ -7,17 +13,22 @@ from .dit import (
     class_embedders,
     default_scheduler,
     disable_label_dropout,
-    resolve_pretrained_folder,
     zero_init_modulation,
 )
+from .loading import load_generator
+from .sampling import DDIMSample, classifier_free_guidance, ddim_sample
 
 __all__ = [
+    "DDIMSample",
     "IdentityGenerator",
     "SampleTrajectory",
     "build_pixel_dit",
     "class_embedders",
+    "classifier_free_guidance",
+    "ddim_sample",
     "default_scheduler",
     "disable_label_dropout",
+    "load_generator",
     "resolve_pretrained_folder",
     "zero_init_modulation",
 ]

@@ -19,9 +19,17 @@ from diffusers.models.embeddings import LabelEmbedding
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from .dit import IdentityGenerator, class_embedders
+from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..model_sources import (
+    ADAPTER_CONFIG,
+    ADAPTER_KIND,
+    GENERATOR_KIND,
+    generator_folder_kind,
+    resolve_pretrained_folder,
+)
+from .dit import IdentityGenerator, class_embedders, load_base_generator
+from .loading import register_folder_loader
 
-ADAPTER_CONFIG = "adapter_config.json"
 EMBEDDERS_FILE = "identity_embedders.safetensors"
 LORA_FILE = "adapter_model.safetensors"
 ADAPTER_FORMAT = "rlsyn-identity-adapter/1"
@@ -111,12 +119,12 @@ def save_adapter(
     """Write the adapter folder; every file goes through a temporary name so a crash never leaves half a file."""
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic(directory / EMBEDDERS_FILE, lambda p: save_file(embedder_state(generator), str(p)))
+    atomic_write(directory / EMBEDDERS_FILE, lambda p: save_file(embedder_state(generator), str(p)))
     lora = None
     if lora_config is not None and has_lora(generator):
         state = get_peft_model_state_dict(generator.transformer, adapter_name=LORA_ADAPTER_NAME)
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        _atomic(directory / LORA_FILE, lambda p: save_file(state, str(p)))
+        atomic_write(directory / LORA_FILE, lambda p: save_file(state, str(p)))
         lora = lora_config.to_dict()
         lora["target_modules"] = sorted(lora["target_modules"]) if lora.get("target_modules") else None
         lora = json.loads(json.dumps(lora, default=str))
@@ -131,9 +139,9 @@ def save_adapter(
         "lora": lora,
         **(extra or {}),
     }
-    _atomic(directory / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
+    atomic_write_json(directory / ADAPTER_CONFIG, config)
     if card is not None:
-        _atomic(directory / "README.md", lambda p: p.write_text(card))
+        atomic_write_text(directory / "README.md", card)
     return directory
 
 
@@ -146,10 +154,13 @@ def read_adapter_config(folder: str | os.PathLike) -> dict:
 
 
 def load_adapter(folder: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> IdentityGenerator:
-    """Rebuild base model + identity embedders (+ LoRA) from an adapter folder."""
+    """Rebuild base model + identity embedders (+ LoRA) from a resolved adapter folder."""
     folder = Path(folder)
     config = read_adapter_config(folder)
-    generator = IdentityGenerator.from_pretrained(config["base_model"], config.get("base_revision"), torch_dtype)
+    base_folder = resolve_pretrained_folder(config["base_model"], config.get("base_revision"))
+    if generator_folder_kind(base_folder) != GENERATOR_KIND:
+        raise ValueError(f"{folder} names {config['base_model']} as its base model, which is not a base DiT folder.")
+    generator = load_base_generator(base_folder, torch_dtype, source=str(config["base_model"]))
     generator.resolution = config.get("resolution") or generator.resolution  # e.g. 128 px faces on a 256 px DiT
     replace_class_embedders(generator, config["label_names"])
     tables = load_file(str(folder / EMBEDDERS_FILE))
@@ -177,7 +188,8 @@ def load_adapter(folder: str | os.PathLike, torch_dtype: torch.dtype | None = No
     return generator
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def _load_adapter_folder(folder: Path, torch_dtype: torch.dtype | None, source: str) -> IdentityGenerator:
+    return load_adapter(folder, torch_dtype)  # source: the resolved adapter folder, as before
+
+
+register_folder_loader(ADAPTER_KIND, _load_adapter_folder)

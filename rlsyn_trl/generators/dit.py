@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
-from trl.models.modeling_sd_base import scheduler_step as ddim_step_with_logprob
 
-MODEL_INDEX = "model_index.json"
+from ..io import atomic_write_json
+from ..model_sources import GENERATOR_KIND, MODEL_INDEX
+from .loading import load_generator, register_folder_loader
+from .sampling import classifier_free_guidance, ddim_sample, uses_guidance
+
 GENERATOR_FILES = [MODEL_INDEX, "transformer/*", "scheduler/*", "vae/*"]
 
 
@@ -94,39 +95,6 @@ def min_snr_weights(scheduler: DDIMScheduler, timesteps: torch.Tensor, gamma: fl
     return clipped
 
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-EMBEDDED_MODELS = {
-    "embedded:orl_faces": ASSETS / "orl_faces_prior" / "generator",
-    "embedded:orl_faces/encoder": ASSETS / "orl_faces_prior" / "encoder",
-}
-
-
-def resolve_pretrained_folder(path_or_id: str | os.PathLike, revision: str | None = None) -> Path:
-    """A local folder as is; ``embedded:...`` from the package; a Hub id through the HF cache (offline once cached)."""
-    if str(path_or_id) in EMBEDDED_MODELS:
-        folder = EMBEDDED_MODELS[str(path_or_id)]
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"The embedded model {path_or_id} is missing from this installation ({folder}). Rebuild it with "
-                "`accelerate launch recipes/pretrain_prior.py --config recipes/orl_faces/prior_full.yaml` and copy "
-                "its generator/ and encoder/ folders there, or pass another base model."
-            )
-        return folder
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or str(path_or_id).count("/") > 1:
-        raise FileNotFoundError(f"{path_or_id} is neither a local folder nor a Hub repo id (owner/name).")
-    try:
-        return Path(snapshot_download(str(path_or_id), revision=revision))
-    except LocalEntryNotFoundError as error:
-        raise OSError(
-            f"Cannot resolve {path_or_id!r}: it is not a local folder and is not in the Hugging Face cache, and the "
-            "Hub is not reachable (HF_HUB_OFFLINE=1 or no network). Download it once with "
-            f"`huggingface-cli download {path_or_id}` on a connected machine, or pass a local folder."
-        ) from error
-
-
 @dataclass
 class SampleTrajectory:
     """What DDPO needs from one sampling run: the chain of latents and each step's log-probability."""
@@ -181,6 +149,11 @@ class IdentityGenerator:
         return next(self.transformer.parameters()).device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the transformer's input layer: the dtype latents must have when they enter it."""
+        return self.transformer.pos_embed.proj.weight.dtype
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         side = self.resolution // self.vae_scale_factor
         return (self.transformer.config.in_channels, side, side)
@@ -216,13 +189,17 @@ class IdentityGenerator:
         """Model space -> images in [-1, 1]."""
         if self.vae is None:
             return latents.clamp(-1, 1)
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
+        return self.vae.decode(latents).sample.clamp(-1, 1)
 
     # -- model calls ------------------------------------------------------------------------------------------
     def model_output(self, latents: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The transformer's prediction (epsilon or v), dropping a learned-variance half if the model has one."""
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
+        # DDIM steps compute in float32 (the scheduler's alphas are float32); a bf16/fp16 transformer gets its own
+        # dtype here, on the sampling and the training-time recomputation paths alike.
+        latents = latents.to(self.dtype)
         output = self.transformer(latents, timestep=timesteps, class_labels=labels).sample
         channels = latents.shape[1]
         return output[:, :channels] if output.shape[1] == 2 * channels else output
@@ -230,13 +207,11 @@ class IdentityGenerator:
     def guided_output(
         self, latents: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, guidance_scale: float
     ) -> torch.Tensor:
-        """Classifier-free guidance: u + s * (c - u), batched as one forward pass."""
-        if guidance_scale == 1.0:
+        """Classifier-free guidance with the package's one convention (see ``generators.sampling``)."""
+        if not uses_guidance(guidance_scale):
             return self.model_output(latents, timestep, labels)
         null = torch.full_like(labels, self.null_label)
-        both = self.model_output(torch.cat([latents, latents]), timestep, torch.cat([labels, null]))
-        conditional, unconditional = both.chunk(2)
-        return unconditional + guidance_scale * (conditional - unconditional)
+        return classifier_free_guidance(self.model_output, latents, timestep, labels, null, guidance_scale)
 
     def denoising_loss(
         self, images: torch.Tensor, labels: torch.Tensor, p_uncond: float = 0.1, min_snr_gamma: float | None = None
@@ -273,34 +248,33 @@ class IdentityGenerator:
         num_inference_steps: int = 50,
         guidance_scale: float = 1.5,
         eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         with_log_probs: bool = False,
         progress: bool = False,
     ) -> SampleTrajectory:
-        """Run DDIM from noise; with ``with_log_probs`` each step is TRL's DDIM step, which also returns log p."""
+        """Run the shared DDIM sampler (``generators.sampling.ddim_sample``) from noise in the model's dtype."""
         labels = labels.to(self.device)
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = torch.randn((labels.shape[0], *self.latent_shape), generator=generator).to(self.device)
-        chain, log_probs = [latents], []
-        steps = self.scheduler.timesteps
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc="sampling", leave=False)
-        for t in steps:
-            output = self.guided_output(latents, t, labels, guidance_scale)
-            if with_log_probs:
-                step = ddim_step_with_logprob(self.scheduler, output, t, latents, eta=eta, generator=generator)
-                latents = step.latents
-                log_probs.append(step.log_probs)
-            else:
-                latents = self.scheduler.step(output, t, latents, eta=eta, generator=generator).prev_sample
-            chain.append(latents)
+        result = ddim_sample(
+            self.model_output,
+            self.scheduler,
+            labels,
+            torch.full_like(labels, self.null_label),
+            self.latent_shape,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            eta=eta,
+            generator=generator,
+            device=self.device,
+            dtype=self.dtype,
+            return_chain=True,
+            return_log_probs=with_log_probs,
+            progress=progress,
+        )
         return SampleTrajectory(
-            images=self.decode(latents),
-            latents=torch.stack(chain, dim=1),
-            log_probs=torch.stack(log_probs, dim=1) if log_probs else torch.empty(labels.shape[0], 0),
-            timesteps=self.scheduler.timesteps.clone(),
+            images=self.decode(result.latents),
+            latents=torch.stack(result.chain, dim=1),
+            log_probs=torch.stack(result.log_probs, dim=1) if with_log_probs else torch.empty(labels.shape[0], 0),
+            timesteps=result.timesteps,
         )
 
     @torch.no_grad()
@@ -323,17 +297,24 @@ class IdentityGenerator:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         was_training = self.transformer.training
         self.transformer.eval()
-        outputs = [
-            self.trajectory(
+        outputs = []
+        for chunk in labels.split(batch_size):
+            chunk = chunk.to(self.device)
+            result = ddim_sample(
+                self.model_output,
+                self.scheduler,
                 chunk,
+                torch.full_like(chunk, self.null_label),
+                self.latent_shape,
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 eta=eta,
                 generator=generator,
+                device=self.device,
+                dtype=self.dtype,
                 progress=progress,
-            ).images
-            for chunk in labels.split(batch_size)
-        ]
+            )
+            outputs.append(self.decode(result.latents))
         self.transformer.train(was_training)
         return torch.cat(outputs)
 
@@ -354,39 +335,39 @@ class IdentityGenerator:
         if self.vae is not None:
             self.vae.save_pretrained(directory / "vae")
             index["vae"] = ["diffusers", "AutoencoderKL"]
-        tmp = directory / (MODEL_INDEX + ".tmp")
-        tmp.write_text(json.dumps(index, indent=2))
-        os.replace(tmp, directory / MODEL_INDEX)
+        atomic_write_json(directory / MODEL_INDEX, index)
 
     @classmethod
     def from_pretrained(
         cls, path_or_id: str | os.PathLike, revision: str | None = None, torch_dtype: torch.dtype | None = None
     ) -> IdentityGenerator:
-        """Load a generator folder or Hub id (e.g. ``facebook/DiT-XL-2-256``); offline it uses the HF cache."""
-        folder = resolve_pretrained_folder(path_or_id, revision)
-        if not (folder / MODEL_INDEX).is_file() and (folder / "adapter_config.json").is_file():
-            from .adapter import load_adapter
+        """A base generator folder, an identity-adapter folder, a Hub id (e.g. ``facebook/DiT-XL-2-256``) or an
+        embedded id; offline it uses the HF cache. Delegates to :func:`~rlsyn_trl.generators.loading.load_generator`.
+        """
+        return load_generator(path_or_id, revision, torch_dtype)
 
-            return load_adapter(folder, torch_dtype=torch_dtype)
-        if not (folder / "transformer").is_dir():
-            raise FileNotFoundError(f"{folder} has no transformer/ subfolder: not a DiT generator folder.")
-        index = json.loads((folder / MODEL_INDEX).read_text()) if (folder / MODEL_INDEX).is_file() else {}
-        transformer = DiTTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=torch_dtype)
-        disable_label_dropout(transformer)
-        # facebook/DiT-XL-2-256 ships DDIM with "leading" spacing and set_alpha_to_one=True: its last step (t=0)
-        # has zero variance, so DDPO's step log-probabilities are NaN there. Trailing spacing (starting from pure
-        # noise) ending on the first training alpha, as default_scheduler() does, keeps every step stochastic.
-        scheduler = DDIMScheduler.from_pretrained(
-            folder / "scheduler", timestep_spacing="trailing", set_alpha_to_one=False
-        )
-        vae = (
-            AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch_dtype)
-            if (folder / "vae").is_dir()
-            else None
-        )
-        id2label = index.get("id2label") or {}
-        num_classes = transformer.config.num_embeds_ada_norm
-        label_names = [id2label.get(str(i), str(i)) for i in range(num_classes)]
-        return cls(
-            transformer, scheduler, label_names, vae=vae, resolution=index.get("resolution"), source=str(path_or_id)
-        )
+
+def load_base_generator(
+    folder: str | os.PathLike, torch_dtype: torch.dtype | None = None, source: str | None = None
+) -> IdentityGenerator:
+    """A generator from a resolved base DiT folder (``transformer/``, ``scheduler/``, optional ``vae/``)."""
+    folder = Path(folder)
+    if not (folder / "transformer").is_dir():
+        raise FileNotFoundError(f"{folder} has no transformer/ subfolder: not a DiT generator folder.")
+    index = json.loads((folder / MODEL_INDEX).read_text()) if (folder / MODEL_INDEX).is_file() else {}
+    transformer = DiTTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=torch_dtype)
+    disable_label_dropout(transformer)
+    # facebook/DiT-XL-2-256 ships DDIM with "leading" spacing and set_alpha_to_one=True: its last step (t=0)
+    # has zero variance, so DDPO's step log-probabilities are NaN there. Trailing spacing (starting from pure
+    # noise) ending on the first training alpha, as default_scheduler() does, keeps every step stochastic.
+    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", timestep_spacing="trailing", set_alpha_to_one=False)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch_dtype) if (folder / "vae").is_dir() else None
+    id2label = index.get("id2label") or {}
+    num_classes = transformer.config.num_embeds_ada_norm
+    label_names = [id2label.get(str(i), str(i)) for i in range(num_classes)]
+    return IdentityGenerator(
+        transformer, scheduler, label_names, vae=vae, resolution=index.get("resolution"), source=source or str(folder)
+    )
+
+
+register_folder_loader(GENERATOR_KIND, load_base_generator)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..io import atomic_write
 from .composite import composite_reward, trace_covariance
 
 __all__ = ["MemoryBank"]
@@ -127,14 +127,7 @@ class MemoryBank:
             "public_spread": json.dumps(self.public_spread),
         }
         tensors = {"features": self.features.contiguous().cpu(), "labels": self.labels.contiguous().cpu()}
-        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".memory_bank.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp_path, metadata=metadata)
-            os.replace(tmp_path, path)
-        except BaseException:
-            os.unlink(tmp_path)
-            raise
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MemoryBank:

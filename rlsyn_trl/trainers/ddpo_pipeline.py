@@ -24,13 +24,11 @@ from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from trl import DDPOStableDiffusionPipeline
-from trl.core import randn_tensor
 from trl.models.modeling_sd_base import DDPOPipelineOutput, DDPOSchedulerOutput, scheduler_step
 
 from ..data.preprocessing import to_unit_range
-from ..generators import IdentityGenerator, resolve_pretrained_folder
+from ..generators import IdentityGenerator
 from ..generators.adapter import (
-    ADAPTER_CONFIG,
     LORA_ADAPTER_NAME,
     add_lora,
     freeze_backbone,
@@ -38,6 +36,8 @@ from ..generators.adapter import (
     read_adapter_config,
     save_adapter,
 )
+from ..generators.sampling import classifier_free_guidance, ddim_sample
+from ..model_sources import ADAPTER_CONFIG, resolve_pretrained_folder
 
 NULL_PROMPT = ""
 TRAINABLE_FILE = "trainable_weights.safetensors"
@@ -137,17 +137,17 @@ def guided_prediction(
     guidance_scale: float,
     cfg: bool,
 ) -> torch.Tensor:
-    """``u + s * (c - u)`` batched as ``[negatives; prompts]``, exactly as ``DDPOTrainer.calculate_loss`` does.
+    """The guided prediction of a "UNet" call, with the package's one guidance rule (``generators.sampling``).
 
-    Sampling and training share this function so the training pass recomputes the sampler's log-probabilities
-    (up to the float rounding of the LoRA merged while sampling): the PPO ratio starts at 1.
+    The pipeline samples through the same rule and the trainer's loss and KL reference recompute through this
+    function, so the training pass reproduces the sampler's log-probabilities (up to the float rounding of the LoRA
+    merged while sampling): the PPO ratio starts at 1.
     """
     if not cfg:
         return unet(latents, timesteps, embeds).sample
-    both_t = timesteps if timesteps.ndim == 0 else torch.cat([timesteps, timesteps])
-    output = unet(torch.cat([latents, latents]), both_t, torch.cat([negative_embeds, embeds])).sample
-    unconditional, conditional = output.chunk(2)
-    return unconditional + guidance_scale * (conditional - unconditional)
+    return classifier_free_guidance(
+        lambda x, t, c: unet(x, t, c).sample, latents, timesteps, embeds, negative_embeds, guidance_scale
+    )
 
 
 class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
@@ -213,31 +213,24 @@ class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
         labels = embeds_to_labels(prompt_embeds)
         if negative_prompt_embeds is None:
             negative_prompt_embeds = label_embeds(torch.full_like(labels, self.generator.null_label))
-        device = self.generator.device
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = randn_tensor(
-            (labels.shape[0], *self.generator.latent_shape),
-            generator=generator,
-            device=device,
-            dtype=next(self.generator.transformer.parameters()).dtype,
-        )
-        chain, log_probs = [latents], []
         with merged_lora(self.generator.transformer):
-            for t in self.scheduler.timesteps:
-                output = guided_prediction(
-                    self._denoiser,
-                    latents,
-                    t,
-                    prompt_embeds,
-                    negative_prompt_embeds,
-                    guidance_scale,
-                    cfg=guidance_scale > 1.0,
-                )
-                step = scheduler_step(self.scheduler, output, t, latents, eta=eta, generator=generator)
-                latents = step.latents
-                chain.append(latents)
-                log_probs.append(step.log_probs)
-        return DDPOPipelineOutput(to_unit_range(self.generator.decode(latents)), chain, log_probs)
+            result = ddim_sample(
+                lambda x, t, c: self._denoiser(x, t, c).sample,
+                self.scheduler,
+                prompt_embeds,
+                negative_prompt_embeds,
+                self.generator.latent_shape,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                eta=eta,
+                generator=generator,
+                device=self.generator.device,
+                dtype=self.generator.dtype,
+                return_chain=True,
+                return_log_probs=True,
+            )
+        images = to_unit_range(self.generator.decode(result.latents))
+        return DDPOPipelineOutput(images, result.chain, result.log_probs)
 
     def scheduler_step(self, *args, **kwargs) -> DDPOSchedulerOutput:
         return scheduler_step(self.scheduler, *args, **kwargs)

@@ -1,0 +1,64 @@
+"""Where a model comes from: an embedded id, a local folder or a Hub id, resolved to a local folder.
+
+This module only turns names into folders and says what kind of folder it is (a base DiT generator with
+``model_index.json`` or an identity adapter with ``adapter_config.json``); it imports nothing of the package, so the
+generator, adapter, encoder and recognizer modules can all depend on it without depending on each other.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+MODEL_INDEX = "model_index.json"
+ADAPTER_CONFIG = "adapter_config.json"
+GENERATOR_KIND = "generator"
+ADAPTER_KIND = "adapter"
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+EMBEDDED_MODELS = {
+    "embedded:orl_faces": ASSETS / "orl_faces_prior" / "generator",
+    "embedded:orl_faces/encoder": ASSETS / "orl_faces_prior" / "encoder",
+}
+
+
+def resolve_pretrained_folder(path_or_id: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local folder as is; ``embedded:...`` from the package; a Hub id through the HF cache (offline once cached)."""
+    if str(path_or_id) in EMBEDDED_MODELS:
+        folder = EMBEDDED_MODELS[str(path_or_id)]
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"The embedded model {path_or_id} is missing from this installation ({folder}). Rebuild it with "
+                "`accelerate launch recipes/pretrain_prior.py --config recipes/orl_faces/prior_full.yaml` and copy "
+                "its generator/ and encoder/ folders there, or pass another base model."
+            )
+        return folder
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(path_or_id).count("/") > 1:
+        raise FileNotFoundError(f"{path_or_id} is neither a local folder nor a Hub repo id (owner/name).")
+    try:
+        return Path(snapshot_download(str(path_or_id), revision=revision))
+    except LocalEntryNotFoundError as error:
+        raise OSError(
+            f"Cannot resolve {path_or_id!r}: it is not a local folder and is not in the Hugging Face cache, and the "
+            "Hub is not reachable (HF_HUB_OFFLINE=1 or no network). Download it once with "
+            f"`huggingface-cli download {path_or_id}` on a connected machine, or pass a local folder."
+        ) from error
+
+
+def generator_folder_kind(folder: str | os.PathLike) -> str:
+    """``"adapter"`` for an identity-adapter folder, ``"generator"`` for a base DiT folder (``transformer/``).
+
+    A folder with ``model_index.json`` is a base generator even if it also holds an ``adapter_config.json``.
+    """
+    folder = Path(folder)
+    if not (folder / MODEL_INDEX).is_file() and (folder / ADAPTER_CONFIG).is_file():
+        return ADAPTER_KIND
+    if (folder / "transformer").is_dir():
+        return GENERATOR_KIND
+    raise FileNotFoundError(f"{folder} has no transformer/ subfolder: not a DiT generator folder.")

@@ -1,0 +1,104 @@
+"""The shared DDIM sampler: dtype handling, per-seed determinism, and DDPO's log-probs matching a recomputation."""
+
+import ast
+from pathlib import Path
+
+import torch
+from conftest import build_tiny_generator
+
+import rlsyn_trl
+from rlsyn_trl.generators import IdentityGenerator
+from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline, guided_prediction, label_embeds
+
+torch.set_num_threads(1)
+
+
+def test_bfloat16_generator_samples_deterministically_per_seed():
+    generator = build_tiny_generator()
+    generator.transformer.to(torch.bfloat16)
+    assert generator.dtype == torch.bfloat16
+    a = generator.sample(["s1", "s2"], seed=3, num_inference_steps=2, eta=1.0)
+    b = generator.sample(["s1", "s2"], seed=3, num_inference_steps=2, eta=1.0)
+    assert a.shape == (2, 1, 32, 32) and torch.isfinite(a).all() and torch.equal(a, b)
+    trajectory = generator.trajectory(
+        torch.tensor([0, 1]), num_inference_steps=2, eta=1.0, generator=torch.Generator().manual_seed(0),
+        with_log_probs=True,
+    )  # fmt: skip
+    assert torch.isfinite(trajectory.log_probs).all()
+
+
+def test_guidance_scale_one_is_the_conditional_prediction():
+    generator = build_tiny_generator()
+    latents, t, labels = torch.randn(2, 1, 32, 32), torch.tensor(500), torch.tensor([0, 1])
+    conditional = generator.model_output(latents, t, labels)
+    torch.testing.assert_close(generator.guided_output(latents, t, labels, 1.0), conditional)
+    null = generator.model_output(latents, t, torch.full_like(labels, generator.null_label))
+    torch.testing.assert_close(generator.guided_output(latents, t, labels, 3.0), null + 3.0 * (conditional - null))
+
+
+def test_pipeline_log_probs_equal_the_training_recomputation_at_every_step():
+    generator = build_tiny_generator(num_classes=6, resolution=16)
+    pipeline = IdentityDDPOPipeline(generator, base_model="tiny")
+    labels = torch.tensor([0, 2, 5])
+    embeds, negative = label_embeds(labels), label_embeds(torch.full_like(labels, generator.null_label))
+    seeds = [torch.Generator().manual_seed(i) for i in range(3)]
+    out = pipeline(embeds, negative, num_inference_steps=4, guidance_scale=2.5, eta=1.0, generator=seeds)
+    assert len(out.latents) == 5 and len(out.log_probs) == 4
+    for j, t in enumerate(pipeline.scheduler.timesteps):
+        timesteps = t.repeat(3)
+        output = guided_prediction(pipeline.unet, out.latents[j], timesteps, embeds, negative, 2.5, cfg=True)
+        step = pipeline.scheduler_step(output, timesteps, out.latents[j], eta=1.0, prev_sample=out.latents[j + 1])
+        torch.testing.assert_close(step.log_probs, out.log_probs[j], rtol=0, atol=1e-6)
+        assert torch.isfinite(out.log_probs[j]).all()
+    again = pipeline(embeds, negative, num_inference_steps=4, guidance_scale=2.5, eta=1.0,
+                     generator=[torch.Generator().manual_seed(i) for i in range(3)])  # fmt: skip
+    assert torch.equal(out.images, again.images)
+
+
+def test_bfloat16_pipeline_samples():
+    generator = build_tiny_generator(num_classes=6, resolution=16)
+    generator.transformer.to(torch.bfloat16)
+    pipeline = IdentityDDPOPipeline(generator, base_model="tiny")
+    embeds = label_embeds(torch.tensor([1, 4]))
+    out = pipeline(embeds, num_inference_steps=2, guidance_scale=2.0, eta=1.0, generator=torch.Generator())
+    assert out.images.shape == (2, 1, 16, 16) and all(torch.isfinite(lp).all() for lp in out.log_probs)
+
+
+def test_from_pretrained_dispatches_base_and_adapter_folders(tmp_path, tiny_base_dir):
+    from rlsyn_trl.generators.adapter import replace_class_embedders, save_adapter
+
+    base = IdentityGenerator.from_pretrained(tiny_base_dir)
+    replace_class_embedders(base, ["a", "b"])
+    save_adapter(base, tmp_path / "adapter", str(tiny_base_dir))
+    loaded = IdentityGenerator.from_pretrained(tmp_path / "adapter")
+    assert loaded.label_names == ["a", "b"] and loaded.source == str(tmp_path / "adapter")
+    assert not list((tmp_path / "adapter").glob("*.tmp"))
+
+
+def _package_imports(path: Path, package: Path) -> set[str]:
+    """Modules of the package that ``path`` imports anywhere (also inside functions), as dotted names."""
+    module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+    parts = module.split(".")
+    if path.name == "__init__.py":
+        parts = parts[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level] if node.level else []
+            name = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name.removesuffix(".__init__") for name in found if name.startswith("rlsyn_trl")}
+
+
+def test_no_two_modules_import_each_other_and_dit_never_imports_adapter():
+    package = Path(rlsyn_trl.__file__).parent
+    modules = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = _package_imports(path, package)
+    assert "rlsyn_trl.generators.adapter" not in modules["rlsyn_trl.generators.dit"]
+    pairs = [(a, b) for a, imports in modules.items() for b in imports if b in modules and a in modules[b] and a < b]
+    assert not [pair for pair in pairs if "generators" in pair[0] + pair[1] or "model_sources" in pair[0] + pair[1]]
