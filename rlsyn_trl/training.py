@@ -11,19 +11,9 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
-
-
-def fresh_accelerator_state() -> None:
-    """Let the next stage of this process pick its own mixed precision (cold start bf16, DDPO and Trainer fp32).
-
-    accelerate keeps one state per process and refuses a second precision; chaining stages in one process (the main
-    job, benchmarks, notebooks) clears it between them. The process group (``PartialState``) is kept.
-    """
-    AcceleratorState._reset_state()
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
@@ -79,7 +69,7 @@ def run_training_phase(
             for old in sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
         if timed_out:
-            logger.info("%s stopped after %.1f minutes at step %d", name, max_minutes, done)
+            logger.warning("%s stopped by its time budget (%.1f min) at step %d of %d", name, max_minutes, done, steps)
             return done
     return max(step + 1, start_step)
 

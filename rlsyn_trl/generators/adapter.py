@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,28 +33,6 @@ EMBEDDERS_FILE = "identity_embedders.safetensors"
 LORA_FILE = "adapter_model.safetensors"
 ADAPTER_FORMAT = "rlsyn-identity-adapter/1"
 LORA_ADAPTER_NAME = "default"
-DEFAULT_LORA_TARGETS = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"]
-
-
-@dataclass
-class LoraSettings:
-    """The LoRA fields every recipe shares (YAML keys / CLI flags); rank 0 keeps the backbone frozen."""
-
-    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the backbone; 0 keeps it off (paper)."})
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-
-    def lora_config(self) -> LoraConfig | None:
-        """The peft config these fields describe, or None when the rank is 0."""
-        if self.lora_rank <= 0:
-            return None
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.lora_target_modules),
-        )
 
 
 def replace_class_embedders(generator: IdentityGenerator, label_names: Sequence[str]) -> None:

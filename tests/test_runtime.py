@@ -1,0 +1,46 @@
+import logging
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from rlsyn_trl import runtime
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"fma", "avx", "avx2"}, "no"),  # AVX2-only: bf16 autocast is emulated and about 10x slower than fp32
+        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ({"avx2", "amx_tile", "amx_bf16"}, "bf16"),
+    ],
+)
+def test_auto_precision_follows_the_cpu(monkeypatch, flags, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    assert runtime.resolve_precision("auto", "cpu") == expected
+    assert runtime.resolve_precision(None, "cpu") == expected
+    assert runtime.resolve_precision("no", "cpu") == "no" and runtime.resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_auto_precision_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert runtime.resolve_precision("auto", "cuda") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert runtime.resolve_precision("auto", "cuda") == "no"
+
+
+def test_a_bad_precision_names_the_setting():
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        runtime.resolve_precision("fp8")
+
+
+def test_setup_runtime_logs_its_choice_and_stages_share_one_accelerate_state(caplog, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
+    with caplog.at_level(logging.INFO, logger="rlsyn_trl.runtime"):
+        chosen = runtime.setup_runtime(seed=3, mixed_precision="auto")
+    assert chosen.mixed_precision == "no" and "native bf16 not found" in caplog.text
+    assert torch.get_num_threads() == chosen.threads
+    # Every stage of a process asks for the same precision, so accelerate's per-process state accepts them all.
+    for _ in range(2):
+        assert Accelerator(cpu=True, mixed_precision=chosen.mixed_precision).mixed_precision == "no"
