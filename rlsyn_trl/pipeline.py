@@ -18,7 +18,7 @@ import datasets
 import torch
 import yaml
 
-from .data import dataset_to_tensors, load_identity_dataset
+from .data import check_identity_options, dataset_to_tensors, load_identity_dataset
 from .generation import GenerationConfig, generate_synthetic_dataset
 from .metrics.identity import nearest_neighbour_accuracy
 from .recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
@@ -70,6 +70,8 @@ class MainJobConfig:
     def __post_init__(self) -> None:
         if self.recognizer_start not in RECOGNIZER_STARTS:
             raise ValueError(f"recognizer_start must be one of {RECOGNIZER_STARTS}, got {self.recognizer_start!r}")
+        # The job trains on the ORL private split: refuse e.g. --shots 7 now, not after the first stages.
+        check_identity_options("orl_faces", "private", shots=self.shots, seed=self.split_seed)
 
     @property
     def recognizer_model(self) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
-from rlsyn_trl.data import load_identity_dataset
+from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
 
 
@@ -41,6 +41,8 @@ class ScriptArguments:
 def main() -> None:
     torch.set_flush_denormal(True)  # denormals made CPU training about 50x slower on the project's machines
     script_args, config = TrlParser((ScriptArguments, RecognizerConfig)).parse_args_and_config()
+    for name in script_args.verification_sets:  # a misspelt set fails now, not after the real data is built
+        check_identity_options("face_verification", name)
     real = load_identity_dataset(
         script_args.dataset_name,
         script_args.dataset_config,
