@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Fine-tune the public feature extractor (default) or train the tiny ResNet from scratch.",
     )
     args = parser.parse_args(argv)
+    from .data import check_identity_options  # a few seconds, against the stages' much longer imports
+
+    try:
+        check_identity_options("orl_faces", "private", shots=args.shots, seed=args.split_seed)
+    except ValueError as error:
+        job.error(f"{error} (--shots / --split-seed)")  # exits with status 2 and the usage line
 
     from .pipeline import MainJobConfig, results_table, run_main_job
     from .runtime import setup_runtime

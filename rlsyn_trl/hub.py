@@ -22,6 +22,10 @@ class MemorizationError(RuntimeError):
     """A synthetic dataset holds too many near-copies of real training images to be published."""
 
 
+class SyntheticDatasetNotFoundError(FileNotFoundError):
+    """``load_synthetic_dataset`` got neither an existing local folder nor a Hub dataset repo it can read."""
+
+
 def _push_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -102,9 +106,64 @@ def load_synthetic_dataset(
     the ``datasets`` cache for the prepared arrow files.
     """
     import datasets
-    from huggingface_hub import snapshot_download
 
     folder = Path(repo_id_or_path).expanduser()
     if not folder.is_dir():
-        folder = Path(snapshot_download(str(repo_id_or_path), repo_type="dataset", revision=revision))
+        folder = _dataset_snapshot(str(repo_id_or_path), revision)
     return datasets.load_dataset(str(folder), split=split, cache_dir=str(cache_dir) if cache_dir else None)
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    """``owner/name`` as the Hub spells it; anything else (``./x``, ``/data/x``, ``a/b/c``, ``x``) is a path."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") != 1 or name.startswith((".", "~")) or "\\" in name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _dataset_snapshot(name: str, revision: str | None) -> Path:
+    """The cached (offline) or downloaded snapshot of dataset repo ``name``; a clear error naming it otherwise."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    local = Path(name).expanduser().absolute()
+    if not _looks_like_repo_id(name):
+        raise SyntheticDatasetNotFoundError(
+            f"No such local folder: {local} (from {name!r}). It is not a Hub repo id (`owner/name`) either, so it "
+            "was read as a local path. Check the path: it should be the folder holding the dataset card README.md "
+            "and data/*.parquet (a generation run writes it to <output_dir>/hub), or pass a Hub dataset repo id."
+        )
+    at = f" at revision {revision!r}" if revision else ""
+    fetch = f"hf download {name} --repo-type dataset" + (f" --revision {revision}" if revision else "")
+    not_local = f"(No local folder {local} exists either; if you meant a local path, check it.)"
+    try:
+        return Path(snapshot_download(name, repo_type="dataset", revision=revision))
+    except LocalEntryNotFoundError as error:
+        if constants.HF_HUB_OFFLINE:
+            raise SyntheticDatasetNotFoundError(
+                f"Dataset repo {name!r}{at} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                f"HF_HUB_OFFLINE=1 forbids downloading it. Run once online, or fetch it with `{fetch}` "
+                f"(`huggingface-cli download` in huggingface_hub < 1.0), or unset HF_HUB_OFFLINE. {not_local}"
+            ) from error
+        raise SyntheticDatasetNotFoundError(
+            f"Dataset repo {name!r}{at} could not be fetched from the Hugging Face Hub (no connection?) and is not in "
+            f"the local cache ({constants.HF_HUB_CACHE}). Check the network, or fetch it with `{fetch}` where the Hub "
+            f"can be reached and copy the cache over. {not_local}"
+        ) from error
+    except RevisionNotFoundError as error:
+        raise SyntheticDatasetNotFoundError(
+            f"Dataset repo {name!r} has no revision {revision!r} on the Hugging Face Hub. Check the revision (a "
+            f"branch, tag or commit of the repo), or leave it unset for the latest. {not_local}"
+        ) from error
+    except RepositoryNotFoundError as error:  # includes gated repos the caller has no access to
+        raise SyntheticDatasetNotFoundError(
+            f"Dataset repo {name!r} was not found on the Hugging Face Hub, or you have no access to it (private or "
+            "gated). Check the repo id (datasets are looked up with repo_type='dataset'); for a private repo log in "
+            f"with `hf auth login` or set HF_TOKEN. {not_local}"
+        ) from error

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .data import dataset_to_tensors
+from .data import check_identity_options, dataset_to_tensors
 from .generation import GenerationConfig
 from .io import atomic_write_json, atomic_write_text
 from .metrics.identity import nearest_neighbour_accuracy
@@ -67,6 +67,8 @@ class MainJobConfig:
     def __post_init__(self) -> None:
         if self.recognizer_start not in RECOGNIZER_STARTS:
             raise ValueError(f"recognizer_start must be one of {RECOGNIZER_STARTS}, got {self.recognizer_start!r}")
+        # The job trains on the ORL private split: refuse e.g. --shots 7 now, not after the first stages.
+        check_identity_options("orl_faces", "private", shots=self.shots, seed=self.split_seed)
 
     @property
     def recognizer_model(self) -> str:

@@ -90,12 +90,15 @@ class DataSplit:
     shots: int | None
     split_seed: int | None
 
+    def options(self) -> dict[str, int]:
+        """The builder's split options (``shots``, ``seed``) that are set."""
+        return {key: value for key, value in (("shots", self.shots), ("seed", self.split_seed)) if value is not None}
+
     def load(self, cache_dir: str | None = None) -> datasets.DatasetDict:
         from .data import load_identity_dataset
 
-        options = {key: value for key, value in (("shots", self.shots), ("seed", self.split_seed)) if value is not None}
         return load_identity_dataset(
-            self.dataset_name, self.dataset_config, data_dir=self.data_dir, cache_dir=cache_dir, **options
+            self.dataset_name, self.dataset_config, data_dir=self.data_dir, cache_dir=cache_dir, **self.options()
         )
 
     def describe(self) -> str:
@@ -159,7 +162,11 @@ def resolve_data_split(settings: Any, recorded: Mapping | None = None, source: s
     for key, default in _dataset_defaults(values["dataset_name"]).items():
         if values[key] is None:
             values[key] = default
-    return DataSplit(data_dir=settings.data_dir, **values)
+    from .data import check_identity_options
+
+    split = DataSplit(data_dir=settings.data_dir, **values)
+    check_identity_options(split.dataset_name, split.dataset_config, **split.options())  # fails in milliseconds
+    return split
 
 
 def _describe(record: Mapping) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from synthetic_fixtures import RESOLUTION, build_tiny_models, tiny_config
 from rlsyn_trl.data import dataset_to_tensors
 from rlsyn_trl.generation import HUB_DIR, generate_synthetic_dataset
 from rlsyn_trl.generators import IdentityGenerator
-from rlsyn_trl.hub import MemorizationError, load_synthetic_dataset, push_adapter, push_synthetic_dataset
+from rlsyn_trl.hub import (
+    MemorizationError,
+    SyntheticDatasetNotFoundError,
+    load_synthetic_dataset,
+    push_adapter,
+    push_synthetic_dataset,
+)
 
 torch.set_num_threads(1)
 
@@ -142,3 +149,46 @@ def test_offline_round_trip_through_the_local_hf_cache(run, models, datasets_cac
     )
     assert set(by_id["generator_id"]) == {"owner/adapter"} and set(by_id["generator_revision"]) == {revision}
     assert isinstance(by_id.features["label"], datasets.ClassLabel)
+
+
+@pytest.mark.parametrize("name", ["./x", "outputs/run/hub", "~/nowhere", "not-a-repo-id"])
+def test_missing_local_folder_is_named_with_the_fix(name, tmp_path, monkeypatch):
+    """Paths that cannot be repo ids never reach huggingface_hub (which used to answer HFValidationError)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SyntheticDatasetNotFoundError, match=r"No such local folder: .*from '") as error:
+        load_synthetic_dataset(name)
+    message = str(error.value)
+    assert name.lstrip("~./") in message and "Check the path" in message
+    assert isinstance(error.value, FileNotFoundError)
+    with pytest.raises(SyntheticDatasetNotFoundError, match=r"No such local folder: .*absent"):
+        load_synthetic_dataset(tmp_path / "absent")  # an absolute path, as a Path
+
+
+def test_uncached_repo_offline_names_the_repo_and_the_fix(tmp_path, monkeypatch):
+    """An ``owner/name`` that is neither a local folder nor cached, offline: the repo, the case and three fixes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(SyntheticDatasetNotFoundError) as error:
+        load_synthetic_dataset("outputs/nope")
+    message = str(error.value)
+    assert "Dataset repo 'outputs/nope' is not in the local Hugging Face cache" in message
+    assert str(tmp_path / "hf_cache") in message and "HF_HUB_OFFLINE=1" in message
+    assert "Run once online" in message and "`hf download outputs/nope --repo-type dataset`" in message
+    assert "unset HF_HUB_OFFLINE" in message
+    assert f"No local folder {tmp_path / 'outputs' / 'nope'} exists either" in message
+
+
+def test_repo_not_found_online_names_the_repo_and_the_fix(tmp_path, monkeypatch):
+    """Online, the Hub's 404 (missing, private or gated repo) becomes the same error type, naming the repo."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def not_found(repo_id, **_):
+        response = types.SimpleNamespace(headers={}, status_code=404, request=None)
+        raise RepositoryNotFoundError(f"404 Client Error: Repository Not Found for {repo_id}", response=response)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", not_found)
+    with pytest.raises(SyntheticDatasetNotFoundError, match=r"'owner/gone' was not found on the Hugging Face Hub, or"):
+        load_synthetic_dataset("owner/gone")

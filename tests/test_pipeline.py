@@ -75,3 +75,17 @@ def test_recognizer_start_is_checked_and_matches_the_recipe():
     assert MainJobConfig(recognizer_start="scratch").recognizer_model == "resnet-tiny"
     with pytest.raises(ValueError, match="recognizer_start"):
         MainJobConfig(recognizer_start="imagenet")
+
+
+def test_bad_split_options_fail_before_any_stage(tmp_path, capsys):
+    """``--shots 7`` used to fail deep in a datasets traceback once the stages had started; now argparse refuses it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["main", "--shots", "7", "--output-dir", str(tmp_path / "job")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "orl_faces/private: shots=7 is not allowed" in error and "one of 1, 2, 3, 5" in error
+    assert not (tmp_path / "job").exists()
+    with pytest.raises(ValueError, match=r"seed=-1 is not allowed.*integer >= 0"):
+        MainJobConfig(split_seed=-1)
+    with pytest.raises(ValueError, match=r"shots=4 is not allowed"):
+        MainJobConfig(shots=4)

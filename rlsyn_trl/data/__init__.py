@@ -7,6 +7,7 @@ import dataclasses
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
+from ._options import CheckedBuilder
 from .casia_webface import CasiaWebFace
 from .cuhk03 import Cuhk03Np
 from .face_verification import FaceVerification, Rfw
@@ -42,10 +43,7 @@ def load_identity_dataset(
     ``options`` are the builder config's fields, e.g. ``shots=2, seed=0`` for ``orl_faces``/``private``, or the
     stages' ``shots``/``seed``, which builders with fixed splits (the ReID releases) take only as ``shots=None``.
     """
-    if name not in IDENTITY_BUILDERS:
-        raise KeyError(f"Unknown identity dataset {name!r}; registered: {sorted(IDENTITY_BUILDERS)}")
-    builder_class = IDENTITY_BUILDERS[name]
-    options = _builder_options(name, builder_class, options)
+    builder_class, options = _checked_options(name, config_name, options)
     builder = builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
     try:
         builder.download_and_prepare()
@@ -56,6 +54,25 @@ def load_identity_dataset(
             raise cause from error
         raise
     return builder.as_dataset()
+
+
+def check_identity_options(name: str, config_name: str | None = None, **options) -> None:
+    """Refuse an unknown dataset or config, or a bad split option, at once: nothing is listed, read or built.
+
+    :func:`load_identity_dataset` runs this first; a job can run it before loading any model, so that e.g. ORL
+    ``shots=7`` fails in milliseconds with the allowed values rather than after the first stages.
+    """
+    _checked_options(name, config_name, options)
+
+
+def _checked_options(name: str, config_name: str | None, options: dict) -> tuple[type[datasets.DatasetBuilder], dict]:
+    if name not in IDENTITY_BUILDERS:
+        raise KeyError(f"Unknown identity dataset {name!r}; registered: {sorted(IDENTITY_BUILDERS)}")
+    builder_class = IDENTITY_BUILDERS[name]
+    options = _builder_options(name, builder_class, options)
+    if issubclass(builder_class, CheckedBuilder):
+        builder_class.check_options(config_name, **options)
+    return builder_class, options
 
 
 def _builder_options(name: str, builder: type[datasets.DatasetBuilder], options: dict) -> dict:
@@ -80,6 +97,7 @@ __all__ = [
     "Market1501",
     "OrlFaces",
     "Rfw",
+    "check_identity_options",
     "dataset_to_tensors",
     "find_orl_root",
     "load_identity_dataset",

@@ -16,7 +16,9 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+from ._options import CheckedBuilder
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})  # compared lower-cased: .JPG and .Png are images too
 
 
 def require_folder(path: Path, what: str, instructions: str) -> Path:
@@ -34,7 +36,8 @@ def require_data_dir(data_dir: str | Path | None, instructions: str) -> Path:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files in ``folder``, sorted by name so builds are reproducible.
+    """Image files in ``folder`` (any case of the suffix: ``.jpg``, ``.JPG``, ``.jpeg``, ``.png``...), sorted by name
+    so builds are reproducible.
 
     Anything else is ignored: ``Thumbs.db``, ``desktop.ini``, sub-folders, and hidden files such as ``.DS_Store`` or
     the ``._*.jpg`` resource forks that macOS archivers add next to every image.
@@ -82,10 +85,11 @@ class ReidImage:
     camera_id: int
 
 
-class ReidFolderBuilder(datasets.GeneratorBasedBuilder):
+class ReidFolderBuilder(CheckedBuilder):
     """Base of the ReID builders: ``train`` / ``query`` / ``gallery`` splits read from the Market-1501 layout.
 
-    Subclasses give the file-name pattern (named groups ``person`` and ``camera``, matched against the whole name),
+    Subclasses give the file-name pattern (named groups ``person`` and ``camera``, matched against the whole name
+    without its suffix, which may be any image suffix in any case: ``.jpg``, ``.JPG``, ``.png``...),
     the protocol's junk and distractor ids, and the dataset's metadata. ``label`` indexes the sorted training
     identities; query and gallery identities are disjoint from them, so their ``label`` is -1 and retrieval uses
     ``person_id`` / ``camera_id``. Camera ids are kept as written in the file names (1-based).
@@ -119,7 +123,7 @@ class ReidFolderBuilder(datasets.GeneratorBasedBuilder):
         """Read person and camera from every image name, dropping what the protocol excludes from ``split``."""
         images = []
         for path in list_images(folder):
-            match = self.FILE_PATTERN.fullmatch(path.name)
+            match = self.FILE_PATTERN.fullmatch(path.stem)
             if match is None:
                 raise ValueError(
                     f"Malformed file name {path}: expected names like {self.NAME_EXAMPLE} (person id, then camera). "

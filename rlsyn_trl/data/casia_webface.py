@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 
 from ._folders import image_value, list_images, read_image, require_data_dir
+from ._options import CheckedBuilder, require_count
 
 MISSING_DATA_MESSAGE = (
     "CASIA-WebFace cannot be downloaded automatically. Request it from its authors (CBSR, Institute of Automation, "
@@ -65,7 +66,7 @@ class CasiaWebFaceConfig(datasets.BuilderConfig):
     seed: int = 0
 
 
-class CasiaWebFace(datasets.GeneratorBasedBuilder):
+class CasiaWebFace(CheckedBuilder):
     """CASIA-WebFace (10,575 identities, about 494k images) as a single ``train`` split labelled by identity."""
 
     BUILDER_CONFIG_CLASS = CasiaWebFaceConfig
@@ -76,6 +77,16 @@ class CasiaWebFace(datasets.GeneratorBasedBuilder):
         CasiaWebFaceConfig(name="subset_1k", num_identities=1000, description="1,000 identities drawn with `seed`."),
     ]
     DEFAULT_CONFIG_NAME = "default"
+    REGISTERED_NAME = "casia_webface"
+
+    @classmethod
+    def check_config(cls, config: CasiaWebFaceConfig) -> None:
+        """Checked before the identity folders are listed (about 494k files for the whole set)."""
+        dataset = f"{cls.REGISTERED_NAME}/{config.name}"
+        require_count(dataset, "num_identities", config.num_identities, "identities drawn", optional=True)
+        per_identity = "images drawn per identity, the stages' `shots`"
+        require_count(dataset, "images_per_identity", config.images_per_identity, per_identity, optional=True)
+        require_count(dataset, "seed", config.seed, "the subset seed, `split_seed` in the stages", minimum=0)
 
     @functools.cached_property
     def _root(self) -> Path:

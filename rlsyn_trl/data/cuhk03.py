@@ -3,8 +3,9 @@
 The release copies the Market-1501 layout: ``cuhk03-np/{detected,labeled}/{bounding_box_train,bounding_box_test,
 query}`` with file names ``PPPP_cC_N.png`` (person, camera 1 or 2, image number), e.g. ``0001_c1_1.png``. This
 format is taken from data-preparation code that reads the release (e.g. MEB-Net's ``mebnet/datasets/cuhk03.py``,
-``*.png`` with ``([-\\d]+)_c(\\d)``) and README listings of its files; ``.jpg`` is accepted as well because some
-re-distributed copies were re-encoded. There are no junk or distractor images in this protocol.
+``*.png`` with ``([-\\d]+)_c(\\d)``) and README listings of its files; other image suffixes in any case (``.jpg``,
+``.PNG``...) are accepted as well because some re-distributed copies were re-encoded or renamed. There are no junk or
+distractor images in this protocol.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ class Cuhk03Np(ReidFolderBuilder):
         datasets.BuilderConfig(name="detected", description="Bounding boxes found by the DPM pedestrian detector."),
         datasets.BuilderConfig(name="labeled", description="Bounding boxes drawn by hand."),
     ]
-    FILE_PATTERN = re.compile(r"(?P<person>\d{4})_c(?P<camera>\d)_\d+\.(?:png|jpg)")
+    FILE_PATTERN = re.compile(r"(?P<person>\d{4})_c(?P<camera>\d)_\d+")  # + an image suffix, any case
     NAME_EXAMPLE = "0001_c1_1.png"
     MISSING_DATA_MESSAGE = MISSING_DATA_MESSAGE
+    REGISTERED_NAME = "cuhk03_np"
     DESCRIPTION = "CUHK03-NP person re-identification (new protocol): train, query and gallery splits."
     HOMEPAGE = "https://github.com/zhunzhong07/person-re-ranking/tree/master/CUHK03-NP"
     CITATION = (

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..metrics.functional import fold_ids
 from ._folders import check_image, image_value, read_image, require_data_dir, require_folder
+from ._options import CheckedBuilder
 
 NUM_FOLDS = 10
 VERIFICATION_SETS = ("lfw", "agedb_30", "cfp_fp", "calfw", "cplfw")
@@ -78,13 +79,15 @@ def load_pair_bin(path: Path) -> tuple[list[bytes], list[bool]]:
     return images, issame
 
 
-class FaceVerification(datasets.GeneratorBasedBuilder):
+class FaceVerification(CheckedBuilder):
     """One insightface pair set (LFW, AgeDB-30, CFP-FP, CALFW or CPLFW) as a ``test`` split of 112x112 pairs."""
 
     BUILDER_CONFIGS = [
         datasets.BuilderConfig(name=name, description=f"Pairs of {name}.bin, scored by 10-fold accuracy.")
         for name in VERIFICATION_SETS
     ]
+    REGISTERED_NAME = "face_verification"  # no default config: the set must be named (checked by CheckedBuilder)
+    CONFIG_SETTING = "`verification_sets` of the recognizer recipe"
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -139,7 +142,7 @@ def read_rfw_pairs(path: Path) -> list[tuple[str, int, str, int]]:
     return pairs
 
 
-class Rfw(datasets.GeneratorBasedBuilder):
+class Rfw(CheckedBuilder):
     """RFW (Racial Faces in-the-Wild): about 6,000 pairs for each of four races, to measure demographic bias.
 
     ``all`` holds every race (``fold`` restarts per race, so group by ``race`` when scoring); the other configs
@@ -151,6 +154,7 @@ class Rfw(datasets.GeneratorBasedBuilder):
         datasets.BuilderConfig(name=race.lower(), description=f"The {race} subset.") for race in RFW_RACES
     ]
     DEFAULT_CONFIG_NAME = "all"
+    REGISTERED_NAME = "rfw"
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(

@@ -23,9 +23,10 @@ class Market1501(ReidFolderBuilder):
     """Market-1501 (Zheng et al. 2015): 751 training identities; 3,368 queries against a 15,913-image gallery."""
 
     BUILDER_CONFIGS = [datasets.BuilderConfig(name="default", description="The standard Market-1501 protocol.")]
-    FILE_PATTERN = re.compile(r"(?P<person>-1|\d{4})_c(?P<camera>\d)s\d_\d{6}_\d{2}\.jpg")
+    FILE_PATTERN = re.compile(r"(?P<person>-1|\d{4})_c(?P<camera>\d)s\d_\d{6}_\d{2}")  # + an image suffix, any case
     NAME_EXAMPLE = "0002_c1s1_000451_03.jpg"
     MISSING_DATA_MESSAGE = MISSING_DATA_MESSAGE
+    REGISTERED_NAME = "market1501"
     JUNK_ID = -1
     DISTRACTOR_ID = 0
     DESCRIPTION = "Market-1501 person re-identification: train, query and gallery splits of the standard protocol."

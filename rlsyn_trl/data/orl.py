@@ -15,6 +15,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from ._options import CheckedBuilder, require_choice, require_count
+
 NUM_IDENTITIES = 40
 IMAGES_PER_IDENTITY = 10
 PUBLIC_IDENTITIES = tuple(range(1, 21))
@@ -82,7 +84,7 @@ class OrlFacesConfig(datasets.BuilderConfig):
     seed: int = 0
 
 
-class OrlFaces(datasets.GeneratorBasedBuilder):
+class OrlFaces(CheckedBuilder):
     """ORL/AT&T faces (40 identities x 10 grayscale 92x112 images) with a public/private identity split."""
 
     BUILDER_CONFIG_CLASS = OrlFacesConfig
@@ -91,6 +93,15 @@ class OrlFaces(datasets.GeneratorBasedBuilder):
         OrlFacesConfig(name="private", description="Identities s21-s40: `shots` train images, the rest test."),
     ]
     DEFAULT_CONFIG_NAME = "private"
+    REGISTERED_NAME = "orl_faces"
+
+    @classmethod
+    def check_config(cls, config: OrlFacesConfig) -> None:
+        if config.name != "private":  # the public half is every image of s1-s20: no split options
+            return
+        dataset = f"{cls.REGISTERED_NAME}/private"
+        require_choice(dataset, "shots", config.shots, ALLOWED_SHOTS, "real training images per private identity")
+        require_count(dataset, "seed", config.seed, "the split seed, `split_seed` in the stages", minimum=0)
 
     def _identities(self) -> tuple[int, ...]:
         return PUBLIC_IDENTITIES if self.config.name == "public" else PRIVATE_IDENTITIES

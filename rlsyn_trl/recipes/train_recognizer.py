@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 from trl import TrlParser
 
-from rlsyn_trl.data import load_identity_dataset
+from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.hub import load_synthetic_dataset
 from rlsyn_trl.io import atomic_write_json
 from rlsyn_trl.provenance import (
@@ -49,6 +49,8 @@ class RecognizerScriptArguments(DataSplitSettings):
 
     def __post_init__(self) -> None:
         check_settings(self)
+        for name in self.verification_sets:  # a misspelt set fails now, not after the real data is built
+            check_identity_options("face_verification", name)
 
 
 def load_synthetic(path_or_id: str) -> datasets.Dataset:

@@ -46,7 +46,7 @@ from ..data import dataset_to_tensors, load_identity_dataset
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder, load_encoder
 from ..generators import IdentityGenerator
-from ..generators.adapter import LoraSettings
+from ..settings import LoraSettings
 from ..metrics.identity import identity_consistency
 from ..realism import detect_faces
 from ..rewards import MemoryBank, composite_reward, median_heuristic_sigma

@@ -87,3 +87,36 @@ def test_wrong_folder_gives_instructions(tmp_path):
         CasiaWebFace(data_dir=str(tmp_path / "flat"), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match="No `data_dir` given.*CASIA-WebFace"):
         CasiaWebFace(cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_identities": 0}, r"casia_webface/default: num_identities=0 is not allowed; .*integer >= 1 or None"),
+        ({"shots": -3}, r"images_per_identity=-3 is not allowed; images_per_identity \(.*the stages' `shots`\)"),
+        ({"seed": -1}, r"casia_webface/default: seed=-1 is not allowed; .*integer >= 0"),
+        ({"num_identities": 2.5}, r"num_identities=2\.5 is not allowed"),
+    ],
+)
+def test_bad_options_fail_before_the_folders_are_listed(tmp_path, monkeypatch, options, message):
+    """The whole set is about 494k files: a bad option must not wait for them to be listed."""
+
+    def no_listing(folder):
+        raise AssertionError(f"{folder} was listed for invalid options")
+
+    monkeypatch.setattr("rlsyn_trl.data.casia_webface.list_images", no_listing)
+    save_image(tmp_path / "casia" / "0000045" / "001.jpg")
+    with pytest.raises(ValueError, match=message):
+        load_identity_dataset(
+            "casia_webface", data_dir=str(tmp_path / "casia"), cache_dir=str(tmp_path / "c"), **options
+        )
+    if "shots" not in options:
+        with pytest.raises(ValueError, match=message):
+            CasiaWebFace(data_dir=str(tmp_path / "casia"), cache_dir=str(tmp_path / "c"), **options)
+
+
+def test_upper_case_suffixes_are_images(casia_root, tmp_path):
+    (casia_root / "0000099" / "002.jpg").rename(casia_root / "0000099" / "002.JPG")
+    save_image(casia_root / "0000099" / "003.Jpeg")
+    sources = build(casia_root, tmp_path)["source"][:]
+    assert {"0000099/001.jpg", "0000099/002.JPG", "0000099/003.Jpeg"} <= set(sources)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rlsyn_trl.data import IDENTITY_BUILDERS, Cuhk03Np
+from rlsyn_trl.data import IDENTITY_BUILDERS, Cuhk03Np, load_identity_dataset
 
 LAYOUT = {
     "bounding_box_train": ["0001_c1_1.png", "0001_c2_6.png", "0002_c1_1.png", "0002_c2_7.png"],
@@ -65,3 +65,23 @@ def test_empty_split_folder_is_named(cuhk_root, tmp_path):
         path.unlink()
     with pytest.raises(FileNotFoundError, match=r"No usable images in .*detected/bounding_box_test"):
         Cuhk03Np(config_name="detected", data_dir=str(cuhk_root), cache_dir=str(tmp_path / "cache"))
+
+
+def test_missing_box_set_lists_the_configs(cuhk_root, tmp_path):
+    """Without a config name the builder used to look for a 'default' folder; now it asks for detected or labeled."""
+    message = r"cuhk03_np got no config name: choose one of 'detected', 'labeled' .*\"cuhk03_np\", \"detected\""
+    with pytest.raises(ValueError, match=message):
+        Cuhk03Np(data_dir=str(cuhk_root), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"unknown config 'labelled': choose one of 'detected', 'labeled'"):
+        load_identity_dataset("cuhk03_np", "labelled", data_dir=str(cuhk_root), cache_dir=str(tmp_path / "cache"))
+
+
+def test_image_suffixes_are_matched_in_any_case(cuhk_root, tmp_path):
+    query = cuhk_root / "detected" / "query"
+    (query / "0004_c1_24.png").rename(query / "0004_c1_24.PNG")
+    save_image(query / "0004_c2_25.JPG", (6, 12))
+    ds = build(cuhk_root, tmp_path, "detected")
+    assert ds["query"]["source"][:] == [
+        f"detected/query/{name}" for name in ("0003_c2_22.png", "0004_c1_24.PNG", "0004_c2_25.JPG")
+    ]
+    assert ds["query"]["camera_id"][:] == [2, 1, 2]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rlsyn_trl.data import IDENTITY_BUILDERS, FaceVerification, Rfw
-from rlsyn_trl.data.face_verification import RFW_RACES, load_pair_bin, read_rfw_pairs
+from rlsyn_trl.data import IDENTITY_BUILDERS, FaceVerification, Rfw, check_identity_options, load_identity_dataset
+from rlsyn_trl.data.face_verification import RFW_RACES, VERIFICATION_SETS, load_pair_bin, read_rfw_pairs
 
 NUM_PAIRS = 20  # 10 folds of 2
 
@@ -170,3 +170,26 @@ def test_rfw_missing_parts_are_named(rfw_root, tmp_path):
     assert "Missing image" in str(error.value.__cause__) and "m.0ca1_0001.jpg" in str(error.value.__cause__)
     with pytest.raises(FileNotFoundError, match=r"RFW test folder not found.*whdeng\.cn"):
         build(Rfw, tmp_path, data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("config_name", [None, "LFW", "default"])
+def test_missing_or_unknown_set_lists_the_sets(bins_dir, tmp_path, config_name):
+    """Without a set name the builder used to look for default.bin; now it lists the five sets and how to pass one."""
+    expected = "no config name" if config_name is None else f"unknown config '{config_name}'"
+    listing = r"'lfw', 'agedb_30', 'cfp_fp', 'calfw', 'cplfw'"
+    message = (
+        rf"face_verification got {expected}: choose one of {listing} .*load_identity_dataset\(\"face_verification\""
+    )
+    with pytest.raises(ValueError, match=message) as error:
+        load_identity_dataset("face_verification", config_name, data_dir=str(bins_dir), cache_dir=str(tmp_path / "c"))
+    assert 'load_identity_dataset("face_verification", "lfw", data_dir=...)' in str(error.value)
+    assert "default.bin" not in str(error.value)
+    with pytest.raises(ValueError, match=message):
+        FaceVerification(config_name=config_name, data_dir=str(bins_dir), cache_dir=str(tmp_path / "c"))
+    assert all(name in str(error.value) for name in VERIFICATION_SETS)
+
+
+def test_rfw_defaults_to_all_races_and_lists_its_configs(tmp_path):
+    check_identity_options("rfw")  # a default config: no name needed
+    with pytest.raises(ValueError, match=r"rfw got unknown config 'Asian': choose one of 'all', 'african', 'asian'"):
+        check_identity_options("rfw", "Asian")

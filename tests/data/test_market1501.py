@@ -1,12 +1,13 @@
 """Market-1501 builder on a tiny tree in the release's exact layout and file-name format."""
 
+import re
 from pathlib import Path
 
 import datasets
 import pytest
 from PIL import Image
 
-from rlsyn_trl.data import IDENTITY_BUILDERS, Market1501, load_identity_dataset
+from rlsyn_trl.data import IDENTITY_BUILDERS, Market1501, check_identity_options, load_identity_dataset
 
 TRAIN = ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c2s3_070952_01.jpg"]
 GALLERY = ["0003_c1s1_001051_00.jpg", "0003_c4s2_002226_02.jpg", "0009_c6s1_004501_01.jpg"]
@@ -92,3 +93,32 @@ def test_corrupted_image_is_named(market_root, tmp_path):
     with pytest.raises(datasets.exceptions.DatasetGenerationError) as error:
         build(market_root, tmp_path)
     assert TRAIN[1] in str(error.value.__cause__) and "corrupted" in str(error.value.__cause__)
+
+
+def test_image_suffixes_are_matched_in_any_case(market_root, tmp_path):
+    """Copies that went through Windows or a camera tool can have ``.JPG`` (or ``.jpeg``/``.png``): still images."""
+    train = market_root / "bounding_box_train"
+    (train / TRAIN[2]).rename(train / TRAIN[2].replace(".jpg", ".JPG"))
+    save_image(train / "0011_c3s1_000551_02.Jpeg", 90)
+    save_image(market_root / "query" / "0009_c5s1_002401_01.png", 70)
+    ds = build(market_root, tmp_path)
+    assert ds["train"]["source"][:] == [
+        *(f"bounding_box_train/{name}" for name in TRAIN[:2]),
+        "bounding_box_train/0007_c2s3_070952_01.JPG",
+        "bounding_box_train/0011_c3s1_000551_02.Jpeg",
+    ]
+    assert ds["train"]["person_id"][:] == [2, 2, 7, 11] and ds["train"].features["label"].names[-1] == "0011"
+    assert ds["query"]["person_id"][:] == [3, 9, 9] and ds["query"]["camera_id"][:] == [2, 1, 5]
+
+
+@pytest.mark.parametrize("name", ["0003_c1_000451.JPG", "0003_C1S1_000451_00.jpg", "0003_c1s1_000451_00.jpg.png"])
+def test_malformed_name_with_any_suffix_is_still_named(market_root, tmp_path, name):
+    save_image(market_root / "bounding_box_test" / name)
+    with pytest.raises(ValueError, match=rf"Malformed file name .*bounding_box_test/{re.escape(name)}: expected"):
+        Market1501(data_dir=str(market_root), cache_dir=str(tmp_path / "cache"))
+
+
+def test_registered_name_and_config():
+    check_identity_options("market1501")  # a single config: no name needed
+    with pytest.raises(ValueError, match=r"market1501 got unknown config 'detected': choose one of 'default'"):
+        check_identity_options("market1501", "detected")

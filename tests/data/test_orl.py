@@ -1,9 +1,17 @@
 import shutil
+import time
 
 import pytest
 import torch
 
-from rlsyn_trl.data import find_orl_root, load_identity_dataset, preprocess_images, private_split
+from rlsyn_trl.data import (
+    OrlFaces,
+    check_identity_options,
+    find_orl_root,
+    load_identity_dataset,
+    preprocess_images,
+    private_split,
+)
 
 
 @pytest.mark.parametrize("shots", [1, 2, 3, 5])
@@ -87,3 +95,49 @@ def test_preprocessing_shape_and_range(orl_private):
     assert gray.shape == (3, 1, 32, 32) and rgb.shape == (3, 3, 16, 16)
     assert gray.min() >= -1 and gray.max() <= 1 and gray.std() > 0.1
     assert torch.allclose(rgb[:, 0:1], rgb[:, 1:2], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"shots": 7}, r"orl_faces/private: shots=7 is not allowed; shots \(.*\) must be one of 1, 2, 3, 5\."),
+        ({"shots": 0}, r"shots=0 is not allowed.*one of 1, 2, 3, 5"),
+        ({"shots": 2.0}, r"shots=2\.0 is not allowed"),
+        ({"shots": 2, "seed": -1}, r"orl_faces/private: seed=-1 is not allowed; .*split seed.* integer >= 0"),
+    ],
+)
+def test_bad_split_options_fail_at_once(options, message, tmp_path, monkeypatch):
+    """Refused before the builder exists: nothing is built, read or cached, and well under 2 seconds."""
+    import datasets
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a builder was constructed for invalid options")
+
+    monkeypatch.setattr(datasets.DatasetBuilder, "__init__", no_build)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        load_identity_dataset("orl_faces", "private", cache_dir=str(tmp_path / "cache"), **options)
+    assert time.perf_counter() - start < 2
+    with pytest.raises(ValueError, match=message):
+        check_identity_options("orl_faces", None, **options)  # the default config is the private half
+    assert not (tmp_path / "cache").exists()
+
+
+def test_builder_refuses_bad_options_when_used_directly(tmp_path):
+    with pytest.raises(ValueError, match=r"shots=4 is not allowed.*one of 1, 2, 3, 5"):
+        OrlFaces(config_name="private", cache_dir=str(tmp_path / "cache"), shots=4)
+    OrlFaces(config_name="public", cache_dir=str(tmp_path / "cache"), shots=4)  # the public half takes every image
+
+
+def test_unknown_config_lists_the_configs():
+    with pytest.raises(ValueError, match=r"orl_faces got unknown config 'privat': choose one of 'public', 'private'"):
+        load_identity_dataset("orl_faces", "privat")
+
+
+def test_registered_names_match_the_registry():
+    """Error messages name each builder as ``load_identity_dataset`` knows it."""
+    from rlsyn_trl.data import IDENTITY_BUILDERS
+
+    assert {name: builder.REGISTERED_NAME for name, builder in IDENTITY_BUILDERS.items()} == {
+        name: name for name in IDENTITY_BUILDERS
+    }
