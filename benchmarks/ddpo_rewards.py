@@ -30,7 +30,7 @@ from rlsyn_trl.generators import IdentityGenerator  # noqa: E402
 from rlsyn_trl.metrics.identity import identity_consistency  # noqa: E402
 from rlsyn_trl.realism import face_detection_rate  # noqa: E402
 from rlsyn_trl.trainers import RLSynDDPOConfig, evaluate_policies, evaluation_table  # noqa: E402
-from rlsyn_trl.trainers.ddpo import build_identity_reward, real_training_images  # noqa: E402
+from rlsyn_trl.trainers.ddpo_data import build_identity_reward, real_training_images  # noqa: E402
 
 
 def checks(evaluation: dict, cold: str, rl: str) -> list[tuple[str, float, bool]]:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from synthetic_fixtures import IDENTITIES, PER_IDENTITY, build_tiny_adapter, build_tiny_models, tiny_config
 
-from rlsyn_trl import generation
 from rlsyn_trl.generation import GenerationConfig, generate_synthetic_dataset, shard_seed
+from rlsyn_trl.generation import shards as generation_shards
 
 torch.set_num_threads(1)
 
@@ -98,7 +98,7 @@ def test_one_shot_threshold_comes_from_public_identities(make_config):
 
 
 def test_resume_after_a_kill_between_shards(make_config, reference, monkeypatch):
-    write = generation._write_shard
+    write = generation_shards._write_shard
     calls = []
 
     def killed_after_two(*args, **kwargs):
@@ -107,19 +107,19 @@ def test_resume_after_a_kill_between_shards(make_config, reference, monkeypatch)
         calls.append(args[0])
         write(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "_write_shard", killed_after_two)
+    monkeypatch.setattr(generation_shards, "_write_shard", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic_dataset(make_config())
     shards = Path(make_config().output_dir) / "shards"
     assert sorted(path.name for path in shards.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet"]
 
-    monkeypatch.setattr(generation, "_write_shard", write)
+    monkeypatch.setattr(generation_shards, "_write_shard", write)
     dataset, _ = generate_synthetic_dataset(make_config())
     assert_same_samples(dataset, reference[1])
 
 
 def test_resume_after_a_kill_inside_a_shard_write(make_config, reference, monkeypatch):
-    write_table = generation.pq.write_table
+    write_table = generation_shards.pq.write_table
     calls = []
 
     def killed_in_second_write(table, where, **kwargs):
@@ -129,14 +129,14 @@ def test_resume_after_a_kill_inside_a_shard_write(make_config, reference, monkey
         Path(where).write_bytes(b"PAR1 half a file")
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(generation.pq, "write_table", killed_in_second_write)
+    monkeypatch.setattr(generation_shards.pq, "write_table", killed_in_second_write)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic_dataset(make_config())
     shards = Path(make_config().output_dir) / "shards"
     # The half-written shard never appears under its final name.
     assert sorted(path.name for path in shards.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet.tmp"]
 
-    monkeypatch.setattr(generation.pq, "write_table", write_table)
+    monkeypatch.setattr(generation_shards.pq, "write_table", write_table)
     dataset, _ = generate_synthetic_dataset(make_config())
     assert not list(shards.glob("*.tmp"))
     assert_same_samples(dataset, reference[1])
@@ -144,7 +144,7 @@ def test_resume_after_a_kill_inside_a_shard_write(make_config, reference, monkey
 
 def test_a_finished_run_is_reused_not_resampled(reference, monkeypatch):
     config, dataset, _ = reference
-    monkeypatch.setattr(generation, "_write_shard", lambda *args: pytest.fail("a complete run sampled again"))
+    monkeypatch.setattr(generation_shards, "_write_shard", lambda *args: pytest.fail("a complete run sampled again"))
     again, _ = generate_synthetic_dataset(config)
     assert_same_samples(again, dataset)
 
@@ -170,7 +170,7 @@ def test_no_write_permission_is_a_clear_error(make_config, monkeypatch, tmp_path
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(generation.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(generation_shards.tempfile, "mkstemp", denied)
     with pytest.raises(PermissionError, match="Cannot write to the output folder .*run"):
         generate_synthetic_dataset(make_config())
 

@@ -12,7 +12,7 @@ from rlsyn_trl.data import load_identity_dataset
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, class_embedders, default_scheduler
 from rlsyn_trl.generators.adapter import add_lora, replace_class_embedders, save_adapter
-from rlsyn_trl.rewards import MemoryBank
+from rlsyn_trl.rewards import MemoryBank, encode_images
 from rlsyn_trl.trainers import (
     IdentityDDPOPipeline,
     IdentityReward,
@@ -20,8 +20,9 @@ from rlsyn_trl.trainers import (
     RLSynDDPOTrainer,
     identity_prompt_fn,
 )
-from rlsyn_trl.trainers.ddpo import encode_images, epoch_layout, identity_advantages
+from rlsyn_trl.trainers.ddpo_config import epoch_layout
 from rlsyn_trl.trainers.ddpo_pipeline import guided_prediction, label_embeds
+from rlsyn_trl.trainers.identity_groups import identity_advantages
 
 torch.set_num_threads(1)
 RESOLUTION = 16

@@ -1,0 +1,121 @@
+"""The entry point: resolve the adapter, data and identities, then sample, score, write and publish a run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+import torch
+from huggingface_hub import HfApi
+
+from ..data import load_identity_dataset
+from ..generators import IdentityGenerator, resolve_pretrained_folder
+from ..generators.adapter import ADAPTER_CONFIG, read_adapter_config
+from ..hub import push_synthetic_dataset
+from .config import GenerationConfig
+from .outputs import HUB_DIR, _hub_card, _percent, _write_outputs
+from .scoring import _score
+from .shards import (
+    RUN_FORMAT,
+    SHARDS_DIR,
+    SamplingPlan,
+    _check_manifest,
+    _check_writable,
+    _read_shards,
+    _sample_shards,
+    folder_revision,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _resolve_identities(
+    requested: list[str] | None, data_labels: list[str], generator_labels: list[str], adapter: str
+) -> list[str]:
+    """The identities to generate, each known to both the real data and the adapter."""
+    identities = list(requested) if requested else list(data_labels)
+    if len(set(identities)) != len(identities):
+        raise ValueError(f"identities lists a name twice: {identities}")
+    unknown = [name for name in identities if name not in data_labels]
+    if unknown:
+        raise ValueError(f"Identities {unknown} are not labels of the real data ({data_labels}).")
+    missing = [name for name in identities if name not in generator_labels]
+    if missing:
+        raise ValueError(
+            f"The adapter {adapter} cannot generate identities {missing}: its label space is {generator_labels}. "
+            "Use the adapter trained on these identities (same dataset and config), or pass `identities` with names "
+            "it knows."
+        )
+    return identities
+
+
+def generate_synthetic_dataset(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.Dataset, dict]:
+    """Run the recipe (resuming an interrupted run in ``output_dir``); returns the dataset and its audit summary.
+
+    ``api`` replaces the ``HfApi`` used to push (tests pass a recording stand-in).
+    """
+    torch.set_flush_denormal(True)
+    output = Path(config.output_dir)
+    _check_writable(output)
+    adapter_folder = resolve_pretrained_folder(config.adapter, config.adapter_revision)
+    adapter_config = read_adapter_config(adapter_folder) if (adapter_folder / ADAPTER_CONFIG).is_file() else {}
+    shots = config.shots if config.shots is not None else adapter_config.get("shots")
+    split_seed = config.split_seed if config.split_seed is not None else adapter_config.get("split_seed")
+    if shots is None:
+        logger.warning("Neither the config nor the adapter names the shots: the dataset's default split is audited.")
+    options = {key: value for key, value in {"shots": shots, "seed": split_seed}.items() if value is not None}
+    data = load_identity_dataset(
+        config.dataset_name,
+        config.dataset_config,
+        data_dir=config.data_dir,
+        cache_dir=config.dataset_cache_dir,
+        **options,
+    )
+    generator = IdentityGenerator.from_pretrained(adapter_folder)
+    identities = _resolve_identities(
+        config.identities, data["train"].features["label"].names, generator.label_names, config.adapter
+    )
+    base = adapter_config.get("base_model")
+    run = {
+        "format": RUN_FORMAT,
+        "generator_id": config.adapter,
+        "generator_revision": folder_revision(adapter_folder),
+        "base_revision": folder_revision(resolve_pretrained_folder(base, adapter_config.get("base_revision")))
+        if base
+        else None,
+        "identities": identities,
+        "samples_per_identity": config.samples_per_identity,
+        "shard_size": config.shard_size,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": config.guidance_scale,
+        "eta": config.eta,
+    }
+    _check_manifest(output, run)
+    plan = SamplingPlan(tuple(identities), config.samples_per_identity, config.shard_size, config.seed)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _sample_shards(generator.to(device), plan, output / SHARDS_DIR, config)
+    provenance = {**run, "shots": shots, "split_seed": split_seed}
+    dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, provenance)
+    card = _hub_card(config, summary)
+    _write_outputs(dataset, card, summary, output)
+    logger.info(
+        "Wrote %d samples to %s: memorisation rate %s (held-out real floor %s)",
+        len(dataset),
+        output,
+        _percent(summary["audit"]["memorization"]["rate"]),
+        _percent(summary["reference"]["memorization"]["rate"]) if summary["reference"] else "n/a",
+    )
+    if config.push_to_hub:
+        summary["hub_url"] = push_synthetic_dataset(
+            output / HUB_DIR,
+            config.hub_dataset_id,
+            summary["audit"]["memorization"]["rate"],
+            private=config.hub_private,
+            max_memorization_rate=config.max_memorization_rate,
+            force=config.force_push,
+            api=api,
+        )
+    return dataset, summary

@@ -1,0 +1,174 @@
+"""Scoring the samples against the real training images: reward terms, memorisation audit, realism.
+
+Held-out real images get the same audit and checks as the reference floor; the result is the synthetic dataset
+(one row per sample, :func:`dataset_features`) and its summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import torch
+from PIL import Image
+
+from ..audit import audit_images, calibrate_thresholds, memorization_rates
+from ..data import load_identity_dataset, preprocess_images
+from ..encoders import IdentityEncoder, load_encoder
+from ..metrics.identity import identity_consistency, nearest_prototype
+from ..realism import detect_faces
+from ..rewards import MemoryBank
+from .config import GenerationConfig
+
+
+@dataclass
+class _Images:
+    """One image set seen twice: in the audit's pixel space and as the encoder's input."""
+
+    pixels: torch.Tensor
+    encoder_inputs: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_pil(
+        cls, images: list[Image.Image], labels: torch.Tensor, resolution: int, channels: int, encoder: IdentityEncoder
+    ) -> _Images:
+        size, encoder_channels = encoder.config.image_size, encoder.config.num_channels
+        pixels = preprocess_images(images, resolution, channels)
+        same = (size, encoder_channels) == (resolution, channels)
+        return cls(pixels, pixels if same else preprocess_images(images, size, encoder_channels), labels)
+
+    @classmethod
+    def from_split(cls, split: datasets.Dataset, resolution: int, channels: int, encoder: IdentityEncoder) -> _Images:
+        return cls.from_pil(list(split["image"]), torch.tensor(split["label"]), resolution, channels, encoder)
+
+
+def _per_identity(values: dict[str, torch.Tensor], labels: torch.Tensor, label_names: list[str]) -> dict:
+    """``{identity: {name: mean of values[name] over its samples}}`` for the identities present in ``labels``."""
+    return {
+        label_names[identity]: {name: value[labels == identity].float().mean().item() for name, value in values.items()}
+        for identity in labels.unique().tolist()
+    }
+
+
+def _score(
+    config: GenerationConfig, rows: dict[str, list], data: datasets.DatasetDict, run: dict
+) -> tuple[datasets.Dataset, dict]:
+    """Rewards, audit and realism of the samples (and of the held-out real images, the reference floor)."""
+    label_feature = data["train"].features["label"]
+    label_names = label_feature.names
+    pil_images = [datasets.Image().decode_example(image) for image in rows["image"]]
+    resolution, channels = pil_images[0].width, len(pil_images[0].getbands())
+    encoder = load_encoder(config.encoder, config.encoder_revision)
+    labels = torch.tensor([label_names.index(name) for name in rows["identity"]])
+    samples = _Images.from_pil(pil_images, labels, resolution, channels, encoder)
+    train = _Images.from_split(data["train"], resolution, channels, encoder)
+    public = public_features = None
+    if config.public_dataset_config:
+        load = {"data_dir": config.data_dir, "cache_dir": config.dataset_cache_dir}
+        public_split = load_identity_dataset(config.dataset_name, config.public_dataset_config, **load)["train"]
+        public = _Images.from_split(public_split, resolution, channels, encoder)
+        public_features = encoder.encode_batched(public.encoder_inputs)
+    bank = MemoryBank.build(
+        train.encoder_inputs,
+        train.labels,
+        encoder,
+        label_names,
+        public.encoder_inputs if public else None,
+        public.labels if public else None,
+    )
+    features = encoder.encode_batched(samples.encoder_inputs)
+    rewards = bank.reward(features, labels, weights=tuple(config.reward_weights), alpha=config.reward_alpha)
+    thresholds = calibrate_thresholds(
+        train.pixels,
+        bank.features,
+        train.labels,
+        public_images=public.pixels if public else None,
+        public_features=public_features,
+        public_labels=public.labels if public else None,
+        percentile=config.audit_percentile,
+        criterion=config.memorization_criterion,
+        source=config.threshold_source,
+    )
+    result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds)
+    faces = detect_faces(samples.pixels)
+    consistent = nearest_prototype(features, bank.features, bank.labels) == labels
+
+    reference = None
+    if "test" in data and len(data["test"]):
+        test = _Images.from_split(data["test"], resolution, channels, encoder)
+        test_features = encoder.encode_batched(test.encoder_inputs)
+        test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds)
+        reference = {
+            "num_images": len(test.labels),
+            "memorization": memorization_rates(test_result, test.labels, label_names),
+            "identity_consistency": identity_consistency(test_features, test.labels, bank.features, bank.labels),
+            "face_detection_rate": detect_faces(test.pixels).float().mean().item(),
+        }
+    summary = {
+        **run,
+        "dataset": f"{config.dataset_name}/{config.dataset_config}",
+        "num_samples": len(labels),
+        "audit": {"thresholds": thresholds.to_dict(), "memorization": memorization_rates(result, labels, label_names)},
+        "reference": reference,
+        "identity_consistency": consistent.float().mean().item(),
+        "face_detection_rate": faces.float().mean().item(),
+        "reward": {term: rewards[term].mean().item() for term in ("sem", "cov", "exp", "total")},
+        "reward_reference_spread": sorted(set(rewards["s_ref_source"])),
+        "per_identity": _per_identity(
+            {
+                "memorized": result.memorized,
+                "identity_consistent": consistent,
+                "face_detected": faces,
+                "reward": rewards["total"],
+            },
+            labels,
+            label_names,
+        ),
+    }
+    count = len(labels)
+    dataset = datasets.Dataset.from_dict(
+        {
+            "image": rows["image"],
+            "label": labels.tolist(),
+            "identity": rows["identity"],
+            "r_sem": rewards["sem"].tolist(),
+            "r_cov": rewards["cov"].tolist(),
+            "r_exp": rewards["exp"].tolist(),
+            "reward": rewards["total"].tolist(),
+            "nn_real_distance": result.pixel_distance.tolist(),
+            "nn_real_feature_distance": result.feature_distance.tolist(),
+            "memorized": result.memorized.tolist(),
+            "face_detected": faces.tolist(),
+            "seed": rows["seed"],
+            "sample_id": rows["sample_id"],
+            "generator_id": [run["generator_id"]] * count,
+            "generator_revision": [run["generator_revision"]] * count,
+        },
+        features=dataset_features(label_feature),
+    )
+    return dataset, summary
+
+
+def dataset_features(label: datasets.ClassLabel) -> datasets.Features:
+    """The synthetic dataset's schema; ``label`` is the real data's own ``ClassLabel``."""
+    number, flag, text = datasets.Value("float32"), datasets.Value("bool"), datasets.Value("string")
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": label,
+            "identity": text,
+            "r_sem": number,
+            "r_cov": number,
+            "r_exp": number,
+            "reward": number,
+            "nn_real_distance": number,
+            "nn_real_feature_distance": number,
+            "memorized": flag,
+            "face_detected": flag,
+            "seed": datasets.Value("int64"),
+            "sample_id": datasets.Value("int64"),
+            "generator_id": text,
+            "generator_revision": text,
+        }
+    )

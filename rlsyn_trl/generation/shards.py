@@ -1,0 +1,195 @@
+"""Run identity and resumable sampling: which samples a run holds, and the shards they are written in.
+
+Each shard's seed derives from the base seed and the shard index alone, and each shard is written through a
+temporary name, so a killed run resumes at the first missing shard with the same result; the manifest's fingerprint
+keeps another run's shards out of the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from ..data import tensor_to_pil
+from ..generators import IdentityGenerator
+from ..io import atomic_write_text
+from .config import GenerationConfig
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SHARDS_DIR = "shards"
+RUN_FORMAT = "rlsyn-synthetic-shards/1"
+SHARD_FEATURES = datasets.Features(
+    {
+        "sample_id": datasets.Value("int64"),
+        "identity": datasets.Value("string"),
+        "seed": datasets.Value("int64"),
+        "image": datasets.Image(),
+    }
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+CONFIG_FILES = ("adapter_config.json", "model_index.json", "config.json", "scheduler_config.json")
+
+
+# -- run identity ------------------------------------------------------------------------------------------------
+def folder_revision(folder: Path) -> str:
+    """The commit of a Hub snapshot, else a content hash of a local folder's weights and configs.
+
+    A local adapter folder is often retrained in place; hashing its files lets the manifest tell the runs apart.
+    """
+    if folder.parent.name == "snapshots":
+        return folder.name
+    digest = hashlib.sha256()
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and "checkpoints" not in path.relative_to(folder).parts
+        and (path.suffix in WEIGHT_SUFFIXES or path.name in CONFIG_FILES)
+    )
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(2**20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """A shard's seed from the base seed and the shard index only (independent streams via numpy's SeedSequence)."""
+    state = np.random.SeedSequence([seed, shard]).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & (2**63 - 1)  # fits the int64 `seed` column
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Which samples exist: identity-major global ids ``0 .. K*N-1`` cut into shards of ``shard_size``."""
+
+    identities: tuple[str, ...]
+    samples_per_identity: int
+    shard_size: int
+    seed: int
+
+    @property
+    def total(self) -> int:
+        return len(self.identities) * self.samples_per_identity
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.total / self.shard_size)
+
+    def sample_ids(self, shard: int) -> range:
+        return range(shard * self.shard_size, min(self.total, (shard + 1) * self.shard_size))
+
+    def identity(self, sample_id: int) -> str:
+        return self.identities[sample_id // self.samples_per_identity]
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail at once, with the folder named, rather than after minutes of sampling."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-", suffix=".tmp")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(
+            f"Cannot write to the output folder {folder} ({error.strerror or error}). Choose an output_dir you can "
+            "write to, or fix its permissions."
+        ) from error
+
+
+def _check_manifest(output: Path, run: dict) -> None:
+    """Write the run's manifest, or check that the folder's shards belong to this very run."""
+    fingerprint = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+    path = output / MANIFEST
+    if path.is_file():
+        existing = json.loads(path.read_text())
+        if existing.get("fingerprint") != fingerprint:
+            old = existing.get("run", {})
+            changed = sorted(key for key in run.keys() | old.keys() if run.get(key) != old.get(key))
+            details = "; ".join(f"{key}: {old.get(key)!r} -> {run.get(key)!r}" for key in changed)
+            raise FileExistsError(
+                f"{output} holds the shards of a different generation run (changed: {details}). Mixing them would "
+                "give a dataset no single setting produced: choose another output_dir, or delete this one to restart."
+            )
+        return
+    shards = output / SHARDS_DIR
+    if shards.is_dir() and any(shards.glob("*.parquet")):
+        raise FileExistsError(f"{shards} holds shards without a {MANIFEST}: they cannot be attributed to this run.")
+    atomic_write_text(path, json.dumps({"fingerprint": fingerprint, "run": run}, indent=2))
+
+
+# -- sampling ----------------------------------------------------------------------------------------------------
+def shard_path(folder: Path, shard: int) -> Path:
+    return folder / f"shard-{shard:05d}.parquet"
+
+
+def _write_shard(path: Path, images: torch.Tensor, identities: list[str], sample_ids: range, seed: int) -> None:
+    """One shard as a parquet file, through a temporary name: a file under the final name is always complete."""
+    table = datasets.Dataset.from_dict(
+        {
+            "sample_id": list(sample_ids),
+            "identity": identities,
+            "seed": [seed] * len(identities),
+            "image": tensor_to_pil(images),
+        },
+        features=SHARD_FEATURES,
+    ).data.table
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _sample_shards(generator: IdentityGenerator, plan: SamplingPlan, folder: Path, config: GenerationConfig) -> None:
+    """Generate every missing shard; leftovers of a write that was killed half-way are discarded first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.tmp"):
+        stale.unlink()
+    todo = [shard for shard in range(plan.num_shards) if not shard_path(folder, shard).is_file()]
+    done = plan.total - sum(len(plan.sample_ids(shard)) for shard in todo)
+    if done == plan.total:
+        logger.info("All %d samples are already written in %s: scoring them again", done, folder)
+    elif done:
+        logger.info("Resuming: %d of %d samples already written in %s", done, plan.total, folder)
+    with tqdm(total=plan.total, initial=done, unit="sample", desc="generating") as progress:
+        for shard in todo:
+            ids = plan.sample_ids(shard)
+            identities = [plan.identity(sample_id) for sample_id in ids]
+            seed = shard_seed(plan.seed, shard)
+            images = generator.sample(
+                identities,
+                seed=seed,
+                num_inference_steps=config.num_inference_steps,
+                guidance_scale=config.guidance_scale,
+                eta=config.eta,
+                batch_size=config.batch_size,
+            )
+            _write_shard(shard_path(folder, shard), images.cpu(), identities, ids, seed)
+            progress.update(len(ids))
+
+
+def _read_shards(plan: SamplingPlan, folder: Path) -> dict[str, list]:
+    """All shards' rows in sample order, checked to hold every planned sample exactly once."""
+    rows = pa.concat_tables([pq.read_table(shard_path(folder, shard)) for shard in range(plan.num_shards)])
+    rows = rows.to_pydict()
+    if rows["sample_id"] != list(range(plan.total)):
+        raise RuntimeError(f"The shards in {folder} do not hold samples 0..{plan.total - 1} exactly once.")
+    expected = [plan.identity(sample_id) for sample_id in range(plan.total)]
+    if rows["identity"] != expected:
+        raise RuntimeError(f"The shards in {folder} disagree with the sampling plan's identities.")
+    return rows

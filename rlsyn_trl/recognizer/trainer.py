@@ -1,0 +1,141 @@
+"""Training the recognizer: the ``Trainer`` with on-the-fly augmentation and mixed batches, and the recipe that
+builds it, adds dynamic selection and evaluates the result as the data allows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import datasets
+import torch
+from torch import nn
+from transformers import EvalPrediction, Trainer, set_seed
+
+from ..data import dataset_to_tensors
+from ..evaluation import evaluate_recognizer
+from ..metrics import load_metric
+from ..selection import DynamicSampleSelectionCallback
+from .config import TINY_MODEL, RecognizerConfig
+from .model import build_augmentation, build_recognizer, imprint_centres
+from .sampling import MixedBatchSampler, MixedIdentityDataset, synthetic_blocks
+
+
+class RecognizerTrainer(Trainer):
+    """``Trainer`` that augments training batches on the fly and composes them with :class:`MixedBatchSampler`."""
+
+    def __init__(
+        self,
+        *args,
+        augmentation: nn.Module,
+        synthetic_ratio: float | None,
+        identities_per_batch: int | None = None,
+        synthetic_blocks: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.augmentation, self.synthetic_ratio = augmentation, synthetic_ratio
+        self.identities_per_batch, self.synthetic_blocks = identities_per_batch, synthetic_blocks
+
+    def _get_train_sampler(self, train_dataset: MixedIdentityDataset | None = None) -> MixedBatchSampler:
+        generator = torch.Generator().manual_seed(self.args.seed)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return MixedBatchSampler(
+            dataset,
+            self._train_batch_size,
+            self.synthetic_ratio,
+            generator,
+            self.identities_per_batch,
+            self.synthetic_blocks,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            inputs = {**inputs, "pixel_values": self.augmentation(inputs["pixel_values"])}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+
+def l2_adam(config: RecognizerConfig) -> tuple[type[torch.optim.Adam], dict]:
+    """``torch.optim.Adam`` with the configured rate and betas; the Trainer's parameter groups carry the weight
+    decay, which Adam adds to the gradient (L2) where AdamW would decay the weights directly."""
+    betas = (config.adam_beta1, config.adam_beta2)
+    return torch.optim.Adam, {"lr": config.learning_rate, "betas": betas, "eps": config.adam_epsilon}
+
+
+def check_synthetic_dataset(real: datasets.DatasetDict, synthetic: datasets.Dataset) -> None:
+    """Fail early, and say why, when a synthetic set cannot be mixed with the real one."""
+    missing = {"image", "label"} - set(synthetic.column_names)
+    if missing:
+        raise ValueError(f"The synthetic dataset lacks the column(s) {sorted(missing)}; it needs 'image' and 'label'.")
+    real_names = real["train"].features["label"].names
+    feature = synthetic.features["label"]
+    synthetic_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
+    if synthetic_names != real_names:
+        raise ValueError(
+            "The synthetic dataset's label space does not match the real one: its 'label' must be a ClassLabel with "
+            f"the same names in the same order. Real: {real_names}; synthetic: {synthetic_names or feature}. "
+            "Cast it with dataset.cast_column('label', real['train'].features['label']) if only the feature differs."
+        )
+
+
+def train_recognizer(
+    config: RecognizerConfig,
+    real: datasets.DatasetDict,
+    synthetic: datasets.Dataset | None = None,
+    verification: Mapping[str, datasets.Dataset] | None = None,
+) -> dict[str, float]:
+    """Train on ``real['train']`` (+ ``synthetic``, or ``config.synthetic_dataset``) and return the test metrics the
+    data supports: identification on ``real['test']`` (``test_accuracy``, ``test_loss``, ...), mAP/CMC on
+    ``real['query']`` against ``real['gallery']`` (``test_mAP``, ``test_rank1``, ...) and 10-fold accuracy on each
+    ``verification`` pair set (``test_<name>_accuracy``, ...).
+
+    With ``config.selection`` the synthetic images are reweighted during training and the scored synthetic dataset
+    is saved to ``config.scored_dataset_path`` when that is set.
+    """
+    if synthetic is None and config.synthetic_dataset:
+        synthetic = datasets.load_from_disk(config.synthetic_dataset)
+    if synthetic is not None:
+        check_synthetic_dataset(real, synthetic)
+    elif config.selection:
+        raise ValueError("selection=True needs a synthetic dataset to select from.")
+    set_seed(config.seed)
+
+    def tensors(split: datasets.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        return dataset_to_tensors(split, resolution=config.resolution, channels=config.channels)
+
+    real_train = tensors(real["train"])
+    synthetic_train = tensors(synthetic) if synthetic is not None else (None, None)
+    train_dataset = MixedIdentityDataset(*real_train, *synthetic_train)
+    model = build_recognizer(config, real["train"].features["label"].names)
+    if config.imprint_centres and model.cosface is not None and config.model != TINY_MODEL and not config.from_scratch:
+        imprint_centres(model, *real_train)
+    metric = load_metric("identification_accuracy")
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        return metric.compute(predictions=prediction.predictions.argmax(-1), references=prediction.label_ids)
+
+    trainer = RecognizerTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=MixedIdentityDataset(*tensors(real["test"])) if "test" in real else None,
+        compute_metrics=compute_metrics,
+        augmentation=build_augmentation(config),
+        synthetic_ratio=config.synthetic_ratio,
+        identities_per_batch=config.identities_per_batch,
+        synthetic_blocks=synthetic_blocks(config),
+        optimizer_cls_and_kwargs=l2_adam(config) if config.l2_adam else None,
+    )
+    if config.selection:
+        trainer.add_callback(
+            DynamicSampleSelectionCallback(
+                trainer,
+                config,
+                model.per_sample_loss,
+                real=real_train,
+                synthetic=synthetic_train,
+                synthetic_dataset=synthetic,
+                weights=train_dataset.synthetic_weights,
+            )
+        )
+    trainer.train()
+    metrics = trainer.evaluate(metric_key_prefix="test") if "test" in real else {}
+    return {**metrics, **evaluate_recognizer(model, config, real, verification)}

@@ -1,0 +1,59 @@
+"""What a DDPO run logs without any tracker installed: metrics as JSONL and each epoch's samples as a PNG grid."""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.tracking import GeneralTracker
+
+from ..data.preprocessing import to_model_range
+from ..visualization import save_image_grid
+
+
+class JsonlTracker(GeneralTracker):
+    """An accelerate tracker that appends each ``log`` call to a JSONL file: metrics without any tracker installed."""
+
+    name = "jsonl"
+    requires_logging_directory = False
+    main_process_only = True
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.path.with_name("config.json").write_text(json.dumps(values, indent=2, default=str))
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        scalars = {
+            key: float(value)
+            for key, value in values.items()
+            if isinstance(value, numbers.Real) or (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0)
+        }
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **scalars}) + "\n")
+
+
+class SampleGridWriter:
+    """DDPO image hook that needs no tracker: each epoch's local samples as a PNG grid, one identity group per row."""
+
+    def __init__(self, folder: str | os.PathLike, per_row: int, max_rows: int):
+        self.folder = Path(folder)
+        self.per_row = per_row
+        self.max_rows = max_rows
+
+    def __call__(self, prompt_image_data: list, global_step: int, tracker) -> Path:
+        images = torch.cat([entry[0] for entry in prompt_image_data])[: self.per_row * self.max_rows]
+        return save_image_grid(
+            to_model_range(images.float().cpu()), self.folder / f"step-{global_step:06d}.png", self.per_row
+        )

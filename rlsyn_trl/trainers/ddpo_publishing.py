@@ -1,0 +1,88 @@
+"""Saving and publishing a DDPO policy: the identity-adapter folder, its model card and the private Hub push.
+
+A mixin of :class:`~rlsyn_trl.trainers.ddpo.RLSynDDPOTrainer`, kept apart so the trainer's module holds the
+training loop alone; it reads the trainer's ``config``, ``accelerator``, ``sd_pipeline``, ``reward``, ``history``
+and ``first_epoch``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..cards import adapter_card
+
+
+class AdapterPublishingMixin:
+    """``save_pretrained``, ``push_to_hub`` and ``model_card`` of the DDPO trainer (the stock ones write a Stable
+    Diffusion pipeline)."""
+
+    def _save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """The identity-adapter folder with its model card (the stock one writes a Stable Diffusion pipeline)."""
+        last = self.history[-1] if self.history else {}
+        extra = {
+            "stage": "ddpo",
+            "cold_start_adapter": self.config.adapter,
+            "epochs": self.first_epoch,
+            "shots": self.config.shots,
+            "split_seed": self.config.split_seed,
+            "reward": {**self.reward.options, "weights": list(self.reward.options["weights"])},
+            "final_reward_terms": {k: v for k, v in last.items() if k.startswith("reward/")},
+        }
+        self.sd_pipeline.save_pretrained(save_directory, card=self.model_card(), extra=extra)
+
+    def save_pretrained(self, save_directory: str | os.PathLike | None = None) -> Path:
+        """Write the trained adapter (default: ``output_dir``); load it with ``IdentityGenerator.from_pretrained``."""
+        directory = Path(save_directory or self.config.output_dir)
+        if self.accelerator.is_main_process:
+            self._save_pretrained(directory)
+        self.accelerator.wait_for_everyone()
+        return directory
+
+    def push_to_hub(self, repo_id: str | None = None, *, private: bool | None = None, api=None) -> str | None:
+        """Save, then upload the adapter folder; the repo is private unless ``private=False``/``hub_private``."""
+        repo_id = repo_id or self.config.hub_model_id
+        if not repo_id:
+            raise ValueError("Pushing needs a repo id: pass repo_id or set hub_model_id (owner/name).")
+        from ..hub import push_adapter
+
+        folder = self.save_pretrained()
+        url = None
+        if self.accelerator.is_main_process:
+            url = push_adapter(
+                folder, repo_id, private=self.config.hub_private if private is None else private, api=api
+            )
+        self.accelerator.wait_for_everyone()
+        return url
+
+    def model_card(self) -> str:
+        """The identity-adapter card (``model_cards/identity_adapter.md``) filled in for a DDPO stage."""
+        config = self.config
+        generator = self.sd_pipeline.generator
+        weights = ", ".join(f"{w:g}" for w in config.reward_weights)
+        anchors = (
+            f"KL to the cold-start policy x {config.kl_coef:g}, "
+            f"denoising loss on the real images x {config.denoise_coef:g}"
+        )
+        extra = (
+            "## Reward-guided RL\n\n"
+            f"Started from the cold-start adapter `{config.adapter}` and trained with DDPO (TRL's `DDPOTrainer`, "
+            f"PPO clip range {config.train_clip_range:g}) on groups of {config.samples_per_identity} samples for "
+            f"{self.identities_per_epoch} identities per epoch, {config.sample_num_steps} DDIM steps (eta "
+            f"{config.sample_eta:g}, guidance {config.sample_guidance_scale:g}). Reward: tanh of z-scored semantic "
+            f"consistency, coverage and expression richness with weights ({weights}), computed over each whole "
+            f"epoch against a memory bank of the real training images. Anchors: {anchors}.\n\n"
+            "Judge this adapter by realism (e.g. the face-detection rate) and downstream accuracy, not by its reward."
+        )
+        return adapter_card(
+            config,
+            generator,
+            self.sd_pipeline.lora_config,
+            self.sd_pipeline.base_model,
+            "reward-guided RL (DDPO)",
+            tags=["ddpo", "trl"],
+            steps=f"{self.first_epoch} DDPO epochs",
+            batch_size=config.train_batch_size,
+            learning_rate=config.train_learning_rate,
+            extra=extra,
+        )
