@@ -241,6 +241,18 @@ def read_provenance(folder: str | os.PathLike) -> dict | None:
     return record
 
 
+def input_provenance(folder: str | os.PathLike) -> dict:
+    """An input artefact's record: its ``provenance.json``, else what an adapter's own config says of its split
+    (``shots``, ``split_seed``; older adapters and hand-made ones), else an empty record."""
+    record = read_provenance(folder)
+    if record is not None:
+        return record
+    config_path = Path(folder) / "adapter_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    data = {key: config[key] for key in ("shots", "split_seed") if config.get(key) is not None}
+    return stage_record(config.get("stage", "unknown"), data or None)
+
+
 def write_provenance(folder: str | os.PathLike, record: Mapping) -> Path:
     return atomic_write_json(Path(folder) / PROVENANCE_FILE, record)
 

@@ -1,16 +1,126 @@
 """Reward-guided RL (DDPO) of a cold-start identity adapter with the composite identity reward.
 
-accelerate launch recipes/ddpo.py --config recipes/orl_faces/ddpo.yaml
+    accelerate launch recipes/ddpo.py --config recipes/orl_faces/ddpo.yaml [--adapter outputs/orl_faces/sft ...]
+
+The split is read from the adapter's provenance (the images it was trained on form the reward's memory bank and the
+denoising anchor's data; a contradicting --shots or --split_seed is refused), the adapter becomes a DDPO pipeline,
+and `RLSynDDPOTrainer` (TRL's `DDPOTrainer`, subclassed) trains it on identity groups. The RL adapter is written
+with its card and provenance (the reward and sampler it was trained with, which generation then uses).
 
 Two CPU processes: accelerate 1.15's `accelerate launch --cpu --num_processes 2` starts a single process, so use
 ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/ddpo.py --config ...
 """
 
+from __future__ import annotations
+
+import logging
+
 from trl import TrlParser
 
-from rlsyn_trl.trainers import RLSynDDPOConfig, train_ddpo
+from rlsyn_trl.encoders import load_encoder
+from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
+from rlsyn_trl.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.provenance import (
+    DataSplit,
+    check_same_train_images,
+    input_provenance,
+    parent_reference,
+    resolve_data_split,
+    stage_record,
+)
+from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
+from rlsyn_trl.trainers.ddpo_data import (
+    build_identity_reward,
+    check_same_identities,
+    identity_tensors,
+    needs_public_spread,
+)
+from rlsyn_trl.trainers.ddpo_evaluation import evaluate_policies, evaluation_table
+from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline
+
+logger = logging.getLogger(__name__)
+
+
+def main(config: RLSynDDPOConfig) -> dict:
+    # 1. Seed, logging, precision.
+    setup_runtime(config.seed, config.mixed_precision)
+
+    # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.
+    adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
+    cold_start = input_provenance(adapter)
+    source = f"the adapter {config.adapter}"
+    split = resolve_data_split(config, cold_start["data"], source)
+    for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
+        setattr(config, key, getattr(split, key))  # the card and logs show the resolved split
+    data = split.load()
+    data_record = split.record(data)
+    check_same_train_images(cold_start["data"] or {}, data_record, source)
+    pipeline = IdentityDDPOPipeline.from_pretrained(str(adapter), lora_config=config.lora_config())
+    check_same_identities(pipeline.generator, data["train"], source)
+    images, labels = identity_tensors(data["train"], pipeline.generator)
+    public = None
+    if needs_public_spread(labels) and config.public_dataset_config:
+        public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
+        public = identity_tensors(public_split.load()["train"], pipeline.generator)
+    reward = build_identity_reward(
+        load_encoder(config.encoder), images, labels, pipeline.generator.label_names, config.reward_options(), public
+    )
+    logger.info("DDPO on %s from %s: %d real images in the memory bank", split.describe(), config.adapter, len(images))
+
+    # 3. Trainer: the pipeline, the reward and the real images; the anchor uses the cold start's own settings.
+    trainer = RLSynDDPOTrainer(config, pipeline, reward, (images, labels), denoising=cold_start.get("training"))
+
+    # 4. Train.
+    history = trainer.train()
+
+    # 5. Save the RL adapter with its card and provenance.
+    provenance = stage_record(
+        "ddpo",
+        data_record,
+        parent=parent_reference(config.adapter, adapter),
+        training=trainer.denoising,
+        reward={"encoder": config.encoder, **config.reward_options()},
+        sampler={
+            "num_inference_steps": config.sample_num_steps,
+            "guidance_scale": config.sample_guidance_scale,
+            "eta": config.sample_eta,
+        },
+        epochs=trainer.first_epoch,
+    )
+    folder = trainer.save_pretrained(provenance=provenance)
+    summary = {
+        "epochs": trainer.first_epoch,
+        "stopped_by_time_budget": trainer.first_epoch < config.num_epochs,
+        "adapter": str(folder),
+        "last_epoch": history[-1] if history else {},
+    }
+
+    # 6. Evaluate: cold start against RL on fresh samples with the same seeds.
+    if config.eval_seeds and trainer.accelerator.is_main_process:
+        cold = IdentityGenerator.from_pretrained(adapter).to(trainer.accelerator.device)
+        evaluation = evaluate_policies(
+            {"cold start": cold, "DDPO": trainer.sd_pipeline.generator},
+            trainer.reward,
+            config.eval_seeds,
+            config.eval_samples_per_identity,
+            config.sample_num_steps,
+            config.sample_guidance_scale,
+            config.sample_eta,
+        )
+        summary["evaluation"] = evaluation
+        atomic_write_json(folder / "evaluation.json", evaluation)
+        atomic_write_text(folder / "evaluation.md", evaluation_table(evaluation) + "\n")
+    trainer.accelerator.wait_for_everyone()
+
+    # 7. Push (private unless hub_private is false).
+    if config.push_to_hub:
+        summary["hub_url"] = trainer.push_to_hub()
+    trainer.accelerator.end_training()
+    return summary
+
 
 if __name__ == "__main__":
     (config,) = TrlParser((RLSynDDPOConfig,)).parse_args_and_config()
-    summary = train_ddpo(config)
+    summary = main(config)
     print({key: value for key, value in summary.items() if key != "last_epoch"})

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder
-from .composite import composite_reward, median_heuristic_sigma
+from .composite import DEFAULT_REWARD, composite_reward, median_heuristic_sigma
 from .memory_bank import MemoryBank
 
 REWARD_TERMS = ("sem", "cov", "exp")
@@ -46,11 +46,11 @@ class IdentityReward:
         encoder: IdentityEncoder,
         bank: MemoryBank,
         *,
-        weights: Sequence[float] = (1.0, 0.75, 0.25),
-        alpha: float = 0.5,
-        sigma: float | None = None,
-        eps: float = 0.1,
-        tau: float | None = None,
+        weights: Sequence[float] = DEFAULT_REWARD.weights,
+        alpha: float = DEFAULT_REWARD.alpha,
+        sigma: float | None = DEFAULT_REWARD.sigma,
+        eps: float = DEFAULT_REWARD.eps,
+        tau: float | None = DEFAULT_REWARD.tau,
     ):
         self.encoder = encoder.eval().requires_grad_(False)
         self.bank = bank

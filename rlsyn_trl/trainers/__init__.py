@@ -5,7 +5,7 @@ from .cold_start import ColdStartConfig, ColdStartTrainer, prepare_identity_gene
 __all__ = ["ColdStartConfig", "ColdStartTrainer", "prepare_identity_generator"]
 
 from ..rewards.identity_reward import IdentityReward  # noqa: E402
-from .ddpo import RLSynDDPOTrainer, train_ddpo  # noqa: E402
+from .ddpo import RLSynDDPOTrainer  # noqa: E402
 from .ddpo_config import RLSynDDPOConfig  # noqa: E402
 from .ddpo_evaluation import evaluate_policies, evaluation_table  # noqa: E402
 from .ddpo_pipeline import IdentityDDPOPipeline  # noqa: E402
@@ -19,5 +19,4 @@ __all__ += [
     "evaluate_policies",
     "evaluation_table",
     "identity_prompt_fn",
-    "train_ddpo",
 ]

@@ -35,13 +35,12 @@ from accelerate.utils import parse_flag_from_env
 from peft.tuners.lora import LoraLayer
 from trl import DDPOTrainer
 
-from ..generators import IdentityGenerator
+from ..io import atomic_write_json
 from ..rewards.identity_reward import IdentityReward, reward_summary
+from ..runtime import resolve_precision
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout
-from .ddpo_data import build_identity_reward, real_training_images
-from .ddpo_evaluation import evaluate_policies, evaluation_table
 from .ddpo_logging import JsonlTracker, SampleGridWriter
 from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
 from .ddpo_publishing import AdapterPublishingMixin
@@ -52,6 +51,8 @@ logger = logging.getLogger(__name__)
 PER_TIMESTEP_KEYS = ("timesteps", "latents", "next_latents", "log_probs", "ref_log_probs")
 TRAINER_STATE = "trainer_state.json"
 MEMORY_BANK_FILE = "memory_bank.safetensors"
+# Adapters without provenance (made before it was recorded, or by hand): the cold start's own defaults.
+DEFAULT_DENOISING = {"p_uncond": ColdStartConfig.p_uncond, "min_snr_gamma": ColdStartConfig.min_snr_gamma}
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path:
@@ -70,8 +71,10 @@ def latest_checkpoint(path: str | os.PathLike) -> Path:
 class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
     """DDPO on identity groups with the epoch-level composite identity reward (see the module docstring).
 
-    Built from ``config`` alone; ``pipeline``, ``reward`` and ``train_data`` (real images in ``[-1, 1]`` and
-    labels, for the denoising anchor) can be passed instead, e.g. tiny models in tests.
+    It receives its ``pipeline`` (the cold-start adapter as a DDPO pipeline), its ``reward`` (phi + the memory bank
+    of the real training images) and ``train_data`` (those images in ``[-1, 1]`` and their labels, for the
+    denoising anchor); ``denoising`` holds the cold start's ``p_uncond`` and ``min_snr_gamma`` (from the adapter's
+    provenance) so the anchor is the objective the adapter was trained with.
     """
 
     _tag_names = ["trl", "ddpo", "rlsyn-trl"]
@@ -79,31 +82,19 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
     def __init__(
         self,
         config: RLSynDDPOConfig,
-        pipeline: IdentityDDPOPipeline | None = None,
-        reward: IdentityReward | None = None,
-        train_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pipeline: IdentityDDPOPipeline,
+        reward: IdentityReward,
+        train_data: tuple[torch.Tensor, torch.Tensor],
+        denoising: dict | None = None,
         image_samples_hook: Callable | None = None,
     ):
-        torch.set_flush_denormal(True)
         # The process count is needed before the stock __init__ builds the Accelerator; initialise the shared state
         # the way AcceleratorState would (a bare PartialState ignores ACCELERATE_USE_CPU and would pin 1 process).
         cpu = bool(config.accelerator_kwargs.get("cpu")) or parse_flag_from_env("ACCELERATE_USE_CPU")
         state = PartialState(cpu=cpu)
-        pipeline = pipeline or IdentityDDPOPipeline.from_pretrained(
-            config.adapter, config.adapter_revision, config.lora_config()
-        )
         generator = pipeline.generator
         batches = epoch_layout(config, state.num_processes, generator.num_classes)
-        if train_data is None or reward is None:
-            channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
-            images, labels, names = real_training_images(config, generator.resolution, channels)
-            if names != generator.label_names:
-                raise ValueError(
-                    f"The adapter's identities {generator.label_names[:5]}... differ from the dataset's "
-                    f"{names[:5]}...: DDPO must start from a cold-start adapter of the same identities and split."
-                )
-            train_data = train_data or (images, labels)
-            reward = reward or build_identity_reward(config, images, labels, names)
+        self.denoising = {**DEFAULT_DENOISING, **(denoising or {})}
         self.reward = reward
         self.train_images, self.train_labels = train_data
         output = Path(config.output_dir)
@@ -113,7 +104,11 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         )
         # The stock resume assumes its own checkpoint naming and restarts at global step 0: it is done here instead.
         stock_config = dataclasses.replace(
-            config, resume_from="", sample_num_batches_per_epoch=batches, log_with=trackers
+            config,
+            resume_from="",
+            sample_num_batches_per_epoch=batches,
+            log_with=trackers,
+            mixed_precision=resolve_precision(config.mixed_precision),
         )
         super().__init__(
             stock_config,
@@ -369,8 +364,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             return self.sd_pipeline.generator.denoising_loss(
                 self.train_images[index],
                 self.train_labels[index],
-                ColdStartConfig.p_uncond,
-                ColdStartConfig.min_snr_gamma,
+                self.denoising["p_uncond"],
+                self.denoising["min_snr_gamma"],
             )
 
     def _reduce_train_stats(self) -> dict[str, float]:
@@ -418,7 +413,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
             state = {"epoch": epochs_done, "global_step": global_step, "history": self.history}
-            (folder / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+            atomic_write_json(folder / TRAINER_STATE, state)
             checkpoints = sorted(root.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in checkpoints[: -self.config.num_checkpoint_limit]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -432,30 +427,3 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         state = json.loads((folder / TRAINER_STATE).read_text())
         self.first_epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
         logger.info("Resumed DDPO from %s (epoch %d)", folder, self.first_epoch)
-
-
-def train_ddpo(config: RLSynDDPOConfig) -> dict:
-    """The DDPO recipe: train, save the adapter, compare cold start with RL on fresh samples, push if asked."""
-    trainer = RLSynDDPOTrainer(config)
-    history = trainer.train()
-    folder = trainer.save_pretrained()
-    summary = {"epochs": trainer.first_epoch, "adapter": str(folder), "last_epoch": history[-1] if history else {}}
-    if config.eval_seeds and trainer.accelerator.is_main_process:
-        cold_start = IdentityGenerator.from_pretrained(config.adapter, config.adapter_revision)
-        evaluation = evaluate_policies(
-            {"cold start": cold_start.to(trainer.accelerator.device), "DDPO": trainer.sd_pipeline.generator},
-            trainer.reward,
-            config.eval_seeds,
-            config.eval_samples_per_identity,
-            config.sample_num_steps,
-            config.sample_guidance_scale,
-            config.sample_eta,
-        )
-        summary["evaluation"] = evaluation
-        (folder / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
-        (folder / "evaluation.md").write_text(evaluation_table(evaluation) + "\n")
-    trainer.accelerator.wait_for_everyone()
-    if config.push_to_hub:
-        summary["hub_url"] = trainer.push_to_hub()
-    trainer.accelerator.end_training()
-    return summary

@@ -10,14 +10,26 @@ from dataclasses import dataclass, field
 
 from trl import DDPOConfig
 
-from ..settings import LoraSettings
+from ..runtime import PRECISIONS
+from ..settings import (
+    DataSplitSettings,
+    LoraSettings,
+    ModelHubSettings,
+    RewardSettings,
+    check_settings,
+    require,
+    require_positive,
+)
 
 MIN_GROUP_SIZE = 4
 
 
 @dataclass
-class RLSynDDPOConfig(DDPOConfig, LoraSettings):
-    """DDPO settings (TRL's fields) plus the identity groups, reward, LoRA and anchor; each is a YAML key."""
+class RLSynDDPOConfig(DDPOConfig, DataSplitSettings, RewardSettings, LoraSettings, ModelHubSettings):
+    """DDPO settings (TRL's fields) plus the identity groups, reward, LoRA and anchor; each is a YAML key.
+
+    The data split fields are read from the cold-start adapter's provenance when left unset.
+    """
 
     adapter: str = field(
         default="outputs/orl_faces/sft",
@@ -27,13 +39,6 @@ class RLSynDDPOConfig(DDPOConfig, LoraSettings):
     encoder: str = field(
         default="embedded:orl_faces/encoder", metadata={"help": "Identity feature extractor phi (folder/Hub id)."}
     )
-    dataset_name: str = "orl_faces"
-    dataset_config: str = "private"
-    data_dir: str | None = None
-    shots: int | None = field(
-        default=2, metadata={"help": "Real training images per identity: the memory bank; None: all (ReID)."}
-    )
-    split_seed: int = 0
     public_dataset_config: str | None = field(
         default="public",
         metadata={"help": "Public identities for the R_exp reference spread when no bank identity has 2 images."},
@@ -41,11 +46,6 @@ class RLSynDDPOConfig(DDPOConfig, LoraSettings):
     output_dir: str = "outputs/orl_faces/ddpo"
     identities_per_epoch: int = field(default=0, metadata={"help": "Identities drawn per epoch; 0 means all."})
     samples_per_identity: int = field(default=4, metadata={"help": "G, samples per identity group (>= 4)."})
-    reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.25])
-    reward_alpha: float = 0.5
-    reward_sigma: float | None = field(default=None, metadata={"help": "RBF width; None: median heuristic."})
-    reward_eps: float = 0.1
-    reward_tau: float | None = field(default=None, metadata={"help": "R_exp scale; None: S_ref per identity."})
     advantage_normalization: str = field(
         default="epoch",
         metadata={
@@ -78,10 +78,10 @@ class RLSynDDPOConfig(DDPOConfig, LoraSettings):
         default=None,
         metadata={"help": "Time budget of train(): no epoch starts that the last epoch's duration says would overrun."},
     )
-    hub_model_id: str | None = None
-    hub_private: bool = field(default=True, metadata={"help": "Hub repos are private unless set to false."})
     # TRL fields whose stock defaults do not fit a small DiT on a CPU.
-    mixed_precision: str = "no"
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "auto (bf16 only where the device computes it natively), no, bf16, fp16."}
+    )
     num_epochs: int = 10
     sample_num_steps: int = 10
     sample_guidance_scale: float = 2.0
@@ -100,6 +100,29 @@ class RLSynDDPOConfig(DDPOConfig, LoraSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_settings(self)
+        if self.mixed_precision is False:  # YAML reads a bare `no` as the boolean false
+            self.mixed_precision = "no"
+        require(self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"one of {PRECISIONS}.")
+        require_positive(
+            self,
+            "num_epochs",
+            "sample_num_steps",
+            "sample_batch_size",
+            "train_batch_size",
+            "train_learning_rate",
+            "train_gradient_accumulation_steps",
+            "train_num_inner_epochs",
+            "save_freq",
+            "num_checkpoint_limit",
+            "denoise_batch_size",
+            "eval_samples_per_identity",
+            "grid_identities",
+        )
+        require_positive(self, "max_minutes", "embedder_learning_rate", allow_none=True)
+        require(
+            0 < self.sample_eta <= 1, "sample_eta", self.sample_eta, "must be in (0, 1]: log-probs need noisy steps."
+        )
         if self.samples_per_identity < MIN_GROUP_SIZE:
             raise ValueError(
                 f"samples_per_identity is {self.samples_per_identity}; the set-level reward terms need groups of "
@@ -107,13 +130,17 @@ class RLSynDDPOConfig(DDPOConfig, LoraSettings):
             )
         if self.identities_per_epoch < 0:
             raise ValueError(f"identities_per_epoch must be >= 0 (0 = all), got {self.identities_per_epoch}")
-        if len(self.reward_weights) != 3:
-            raise ValueError(f"reward_weights must be three numbers (sem, cov, exp), got {self.reward_weights}")
         if self.advantage_normalization not in ("epoch", "group"):
             raise ValueError(
                 f"advantage_normalization must be 'epoch' or 'group', got {self.advantage_normalization!r}"
             )
         trained, trainable = int(self.sample_num_steps * self.train_timestep_fraction), self.sample_num_steps
+        require(
+            trained >= 1,
+            "train_timestep_fraction",
+            self.train_timestep_fraction,
+            f"x sample_num_steps {self.sample_num_steps} trains {trained} steps per sample; raise one of them.",
+        )
         if not 0 <= self.train_skip_final_steps < trainable or trained > trainable - self.train_skip_final_steps:
             raise ValueError(
                 f"train_timestep_fraction x sample_num_steps = {trained} steps are trained per sample, but only "

@@ -1,58 +1,56 @@
-"""The real side of a DDPO config: its real training images and the identity reward built on them.
+"""Building blocks that prepare what a DDPO run receives: the real images at the generator's size, the reward.
 
-The trainer, the recipe and the reward benchmarks all need the same images and bank for a config; building them
-from the config alone keeps that in one place, apart from the training loop.
+The recipe (``recipes/ddpo.py``) reads the cold-start adapter's provenance, resolves the split it was trained on,
+loads it and hands the trainer its pipeline, its reward and these tensors; benchmarks and tests compose the same
+blocks on their own data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import datasets
 import torch
 
-from ..data import dataset_to_tensors, load_identity_dataset
-from ..encoders import load_encoder
+from ..data import dataset_to_tensors
+from ..encoders import IdentityEncoder
+from ..generators import IdentityGenerator
 from ..rewards.identity_reward import IdentityReward
-from .ddpo_config import RLSynDDPOConfig
 
 
-def real_training_images(
-    config: RLSynDDPOConfig, resolution: int, channels: int, split_config: str | None = None
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The train split (images in ``[-1, 1]`` at the generator's size, labels, label names)."""
-    options = {"shots": config.shots, "seed": config.split_seed} if split_config is None else {}
-    data = load_identity_dataset(
-        config.dataset_name, split_config or config.dataset_config, data_dir=config.data_dir, **options
-    )["train"]
-    images, labels = dataset_to_tensors(data, resolution, channels)
-    return images, labels, list(data.features["label"].names)
+def identity_tensors(split: datasets.Dataset, generator: IdentityGenerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's images in ``[-1, 1]`` at the generator's size and channels, and its labels."""
+    channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
+    return dataset_to_tensors(split, generator.resolution, channels)
+
+
+def check_same_identities(generator: IdentityGenerator, split: datasets.Dataset, source: str) -> None:
+    """The adapter's label space must be the split's, in order: labels index both."""
+    names = list(split.features["label"].names)
+    if names != generator.label_names:
+        raise ValueError(
+            f"The identities of {source} ({generator.label_names[:5]}...) differ from the dataset's ({names[:5]}...): "
+            "DDPO must start from a cold-start adapter of the same identities and split."
+        )
+
+
+def needs_public_spread(labels: torch.Tensor) -> bool:
+    """With no bank identity holding two images, R_exp's reference spread must come from public identities."""
+    return bool(torch.bincount(labels).max() < 2)
 
 
 def build_identity_reward(
-    config: RLSynDDPOConfig, images: torch.Tensor, labels: torch.Tensor, label_names: Sequence[str]
+    encoder: IdentityEncoder,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    label_names: Sequence[str],
+    options: dict,
+    public: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> IdentityReward:
-    """The reward of ``config``: its encoder, a bank of the real training images, its constants."""
-    encoder = load_encoder(config.encoder)
-    public = None
-    if torch.bincount(labels).max() < 2:  # no bank identity has two images: R_exp needs the public spread
-        if config.public_dataset_config is None:
-            raise ValueError(
-                "Every identity has a single real image, so the R_exp reference spread must come from public "
-                "identities; set public_dataset_config (e.g. 'public' for orl_faces)."
-            )
-        public_images, public_labels, _ = real_training_images(
-            config, images.shape[-1], images.shape[1], config.public_dataset_config
+    """phi, a memory bank of the real training images (+ the public spread) and the reward's ``options``."""
+    if public is None and needs_public_spread(labels):
+        raise ValueError(
+            "Every identity has a single real image, so the R_exp reference spread must come from public "
+            "identities; set public_dataset_config (e.g. 'public' for orl_faces)."
         )
-        public = (public_images, public_labels)
-    return IdentityReward.build(
-        encoder,
-        images,
-        labels,
-        label_names,
-        public,
-        weights=tuple(config.reward_weights),
-        alpha=config.reward_alpha,
-        sigma=config.reward_sigma,
-        eps=config.reward_eps,
-        tau=config.reward_tau,
-    )
+    return IdentityReward.build(encoder, images, labels, label_names, public, **options)

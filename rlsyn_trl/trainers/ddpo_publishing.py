@@ -11,14 +11,18 @@ import os
 from pathlib import Path
 
 from ..cards import adapter_card
+from ..provenance import write_provenance
 
 
 class AdapterPublishingMixin:
     """``save_pretrained``, ``push_to_hub`` and ``model_card`` of the DDPO trainer (the stock ones write a Stable
     Diffusion pipeline)."""
 
+    provenance: dict | None = None
+
     def _save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """The identity-adapter folder with its model card (the stock one writes a Stable Diffusion pipeline)."""
+        """The identity-adapter folder with its model card and provenance (the stock one writes a Stable Diffusion
+        pipeline)."""
         last = self.history[-1] if self.history else {}
         extra = {
             "stage": "ddpo",
@@ -30,9 +34,16 @@ class AdapterPublishingMixin:
             "final_reward_terms": {k: v for k, v in last.items() if k.startswith("reward/")},
         }
         self.sd_pipeline.save_pretrained(save_directory, card=self.model_card(), extra=extra)
+        if self.provenance is not None:
+            write_provenance(save_directory, self.provenance)
 
-    def save_pretrained(self, save_directory: str | os.PathLike | None = None) -> Path:
-        """Write the trained adapter (default: ``output_dir``); load it with ``IdentityGenerator.from_pretrained``."""
+    def save_pretrained(self, save_directory: str | os.PathLike | None = None, provenance: dict | None = None) -> Path:
+        """Write the trained adapter (default: ``output_dir``); load it with ``IdentityGenerator.from_pretrained``.
+
+        ``provenance`` (what the recipe records: the split, the cold-start parent, the reward and sampler) is kept
+        for later saves and pushes."""
+        if provenance is not None:
+            self.provenance = provenance
         directory = Path(save_directory or self.config.output_dir)
         if self.accelerator.is_main_process:
             self._save_pretrained(directory)
