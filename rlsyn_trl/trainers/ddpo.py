@@ -98,7 +98,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         self.reward = reward
         self.train_images, self.train_labels = train_data
         output = Path(config.output_dir)
-        trackers = [JsonlTracker(output / "logs" / "metrics.jsonl"), *([config.log_with] if config.log_with else [])]
+        self.metrics_tracker = JsonlTracker(output / "logs" / "metrics.jsonl")
+        trackers = [self.metrics_tracker, *([config.log_with] if config.log_with else [])]
         hook = image_samples_hook or SampleGridWriter(
             output / "samples", config.samples_per_identity, config.grid_identities
         )
@@ -426,4 +427,6 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         self.accelerator.load_state(str(folder))
         state = json.loads((folder / TRAINER_STATE).read_text())
         self.first_epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
+        if self.accelerator.is_main_process:  # the epochs after the checkpoint are trained, and logged, again
+            self.metrics_tracker.drop_epochs_from(self.first_epoch)
         logger.info("Resumed DDPO from %s (epoch %d)", folder, self.first_epoch)

@@ -12,6 +12,7 @@ import torch
 from accelerate.tracking import GeneralTracker
 
 from ..data.preprocessing import to_model_range
+from ..io import atomic_write_text
 from ..visualization import save_image_grid
 
 
@@ -42,6 +43,24 @@ class JsonlTracker(GeneralTracker):
         }
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": step, **scalars}) + "\n")
+
+    def drop_epochs_from(self, epoch: int) -> None:
+        """Drop the records of epochs >= ``epoch`` (and any half-written line), atomically.
+
+        A run resumed from the checkpoint taken after ``epoch`` epochs logs those epochs again; a run killed before
+        its next checkpoint may already have logged some of them.
+        """
+        if not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("epoch", -1) < epoch:
+                kept.append(line + "\n")
+        atomic_write_text(self.path, "".join(kept))
 
 
 class SampleGridWriter:

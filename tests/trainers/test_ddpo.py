@@ -1,8 +1,10 @@
 """RLSynDDPOTrainer and its pipeline adapter on tiny models (16x16 DiT of width 32, depth 2, 4 of 20 identities)."""
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -237,6 +239,21 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path):
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
     assert resumed.global_step == uninterrupted.global_step
     assert resumed.history[-1]["reward/total_mean"] == uninterrupted.history[-1]["reward/total_mean"]
+
+
+def test_resume_logs_each_epoch_once(tiny, tmp_path):
+    """A run killed after logging epoch 2 but before its checkpoint resumes from epoch-2 and logs epoch 2 once."""
+    config = tiny_config(tiny, tmp_path, num_epochs=3, save_freq=1)
+    RLSynDDPOTrainer(config).train(epochs=2)
+    metrics = tmp_path / "logs" / "metrics.jsonl"
+    stray = {**json.loads(metrics.read_text().splitlines()[-1]), "epoch": 2.0}
+    with metrics.open("a") as handle:
+        handle.write(json.dumps(stray) + "\n")
+    resumed = RLSynDDPOTrainer(replace(config, resume_from=str(tmp_path / "checkpoints" / "epoch-2")))
+    resumed.train()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [0, 1, 2]
+    assert records[-1]["reward/total_mean"] == resumed.history[-1]["reward/total_mean"]
 
 
 def test_time_budget_stops_at_an_epoch_boundary_with_a_checkpoint(tiny, tmp_path):
