@@ -14,7 +14,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer  # noqa: E402
+from rlsyn_trl.encoders import load_encoder  # noqa: E402
+from rlsyn_trl.provenance import input_provenance, resolve_data_split  # noqa: E402
+from rlsyn_trl.trainers import IdentityDDPOPipeline, RLSynDDPOConfig, RLSynDDPOTrainer  # noqa: E402
+from rlsyn_trl.trainers.ddpo_data import build_identity_reward, identity_tensors  # noqa: E402
+
+
+def build_trainer(config: RLSynDDPOConfig, trainer_class=RLSynDDPOTrainer, **kwargs) -> RLSynDDPOTrainer:
+    """The DDPO recipe's inputs for a tiny adapter: its split, pipeline, real tensors and reward."""
+    data = resolve_data_split(config, input_provenance(config.adapter)["data"], config.adapter).load()
+    pipeline = IdentityDDPOPipeline.from_pretrained(config.adapter, lora_config=config.lora_config())
+    images, labels = identity_tensors(data["train"], pipeline.generator)
+    names = pipeline.generator.label_names
+    reward = build_identity_reward(load_encoder(config.encoder), images, labels, names, config.reward_options())
+    return trainer_class(config, pipeline, reward, (images, labels), **kwargs)
 
 
 class RecordingTrainer(RLSynDDPOTrainer):
@@ -48,7 +61,7 @@ def main(adapter: str, encoder: str, output: str) -> None:
         denoise_coef=0.1,
         denoise_batch_size=4,
     )
-    trainer = RecordingTrainer(config)
+    trainer = build_trainer(config, RecordingTrainer)
     trainer.train()
     result = trainer.results[0]
     model = trainer.sd_pipeline.generator.transformer

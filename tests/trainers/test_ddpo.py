@@ -15,11 +15,11 @@ from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, class_embedders, default_scheduler
 from rlsyn_trl.generators.adapter import add_lora, replace_class_embedders, save_adapter
 from rlsyn_trl.rewards import MemoryBank, encode_images
+from rlsyn_trl.settings import SettingsError
 from rlsyn_trl.trainers import (
     IdentityDDPOPipeline,
     IdentityReward,
     RLSynDDPOConfig,
-    RLSynDDPOTrainer,
     identity_prompt_fn,
 )
 from rlsyn_trl.trainers.ddpo_config import epoch_layout
@@ -29,6 +29,8 @@ from rlsyn_trl.trainers.identity_groups import identity_advantages
 torch.set_num_threads(1)
 RESOLUTION = 16
 HELPER = Path(__file__).with_name("ddpo_processes.py")
+sys.path.insert(0, str(HELPER.parent))
+from ddpo_processes import build_trainer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +141,30 @@ def test_epoch_layout_and_config_errors():
         RLSynDDPOConfig(sample_num_steps=10, train_timestep_fraction=1.0, train_skip_final_steps=1)
 
 
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        ({"train_batch_size": -5}, "train_batch_size"),
+        ({"sample_batch_size": 0}, "sample_batch_size"),
+        ({"num_epochs": 0}, "num_epochs"),
+        ({"train_learning_rate": -1e-3}, "train_learning_rate"),
+        ({"sample_eta": 0.0}, "sample_eta"),
+        ({"shots": 0}, "shots"),
+        ({"reward_alpha": -1.0}, "reward_alpha"),
+        ({"push_to_hub": True}, "hub_model_id"),
+        ({"mixed_precision": "fp32"}, "mixed_precision"),
+        ({"sample_num_steps": 3, "train_timestep_fraction": 0.2}, "train_timestep_fraction"),
+    ],
+)
+def test_bad_settings_name_the_flag(overrides, flag):
+    with pytest.raises(SettingsError, match=f"--{flag}"):
+        RLSynDDPOConfig(**overrides)
+
+
 def test_trainer_rejects_train_batches_that_split_an_epoch_unevenly(tiny, tmp_path):
     config = tiny_config(tiny, tmp_path, sample_batch_size=8, train_batch_size=8, train_gradient_accumulation_steps=3)
     with pytest.raises(ValueError, match="must be divisible by the total train batch size"):
-        RLSynDDPOTrainer(config)
+        build_trainer(config)
 
 
 def test_reward_features_accept_bf16_samples_of_another_size(tiny):
@@ -196,7 +218,7 @@ def test_stock_ddpo_trainer_drives_the_pipeline(tiny, tmp_path):
 
 
 def test_trainer_trains_logs_and_saves_a_loadable_adapter(tiny, tmp_path):
-    trainer = RLSynDDPOTrainer(tiny_config(tiny, tmp_path))
+    trainer = build_trainer(tiny_config(tiny, tmp_path))
     start = trainable(trainer.sd_pipeline.generator)
     history = trainer.train()
     folder = trainer.save_pretrained()
@@ -225,12 +247,12 @@ def test_trainer_trains_logs_and_saves_a_loadable_adapter(tiny, tmp_path):
 
 
 def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path):
-    uninterrupted = RLSynDDPOTrainer(tiny_config(tiny, tmp_path / "a"))
+    uninterrupted = build_trainer(tiny_config(tiny, tmp_path / "a"))
     uninterrupted.train()
-    stopped = RLSynDDPOTrainer(tiny_config(tiny, tmp_path / "b"))
+    stopped = build_trainer(tiny_config(tiny, tmp_path / "b"))
     stopped.train(epochs=1)
     assert (tmp_path / "b" / "checkpoints" / "epoch-1").is_dir()
-    resumed = RLSynDDPOTrainer(tiny_config(tiny, tmp_path / "b", resume_from=str(tmp_path / "b")))
+    resumed = build_trainer(tiny_config(tiny, tmp_path / "b", resume_from=str(tmp_path / "b")))
     assert resumed.first_epoch == 1
     resumed.train()
     expected, actual = trainable(uninterrupted.sd_pipeline.generator), trainable(resumed.sd_pipeline.generator)
@@ -244,12 +266,12 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path):
 def test_resume_logs_each_epoch_once(tiny, tmp_path):
     """A run killed after logging epoch 2 but before its checkpoint resumes from epoch-2 and logs epoch 2 once."""
     config = tiny_config(tiny, tmp_path, num_epochs=3, save_freq=1)
-    RLSynDDPOTrainer(config).train(epochs=2)
+    build_trainer(config).train(epochs=2)
     metrics = tmp_path / "logs" / "metrics.jsonl"
     stray = {**json.loads(metrics.read_text().splitlines()[-1]), "epoch": 2.0}
     with metrics.open("a") as handle:
         handle.write(json.dumps(stray) + "\n")
-    resumed = RLSynDDPOTrainer(replace(config, resume_from=str(tmp_path / "checkpoints" / "epoch-2")))
+    resumed = build_trainer(replace(config, resume_from=str(tmp_path / "checkpoints" / "epoch-2")))
     resumed.train()
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [record["epoch"] for record in records] == [0, 1, 2]
@@ -257,7 +279,7 @@ def test_resume_logs_each_epoch_once(tiny, tmp_path):
 
 
 def test_time_budget_stops_at_an_epoch_boundary_with_a_checkpoint(tiny, tmp_path):
-    trainer = RLSynDDPOTrainer(tiny_config(tiny, tmp_path, num_epochs=5, save_freq=3, max_minutes=1e-6))
+    trainer = build_trainer(tiny_config(tiny, tmp_path, num_epochs=5, save_freq=3, max_minutes=1e-6))
     assert len(trainer.train()) == 1
     assert (tmp_path / "checkpoints" / "epoch-1").is_dir()
 
@@ -274,7 +296,7 @@ def test_push_to_hub_is_private_by_default(tiny, tmp_path):
         def upload_folder(self, folder_path, repo_id, repo_type, commit_message, ignore_patterns):
             self.calls.append(("upload", Path(folder_path), repo_id))
 
-    trainer = RLSynDDPOTrainer(tiny_config(tiny, tmp_path, kl_coef=0.0, denoise_coef=0.0))
+    trainer = build_trainer(tiny_config(tiny, tmp_path, kl_coef=0.0, denoise_coef=0.0))
     api = FakeApi()
     with pytest.raises(ValueError, match="repo id"):
         trainer.push_to_hub(api=api)
