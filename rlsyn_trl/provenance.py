@@ -170,10 +170,10 @@ def resolve_data_split(settings: Any, recorded: Mapping | None = None, source: s
 
 
 def _describe(record: Mapping) -> str:
-    return (
-        f"{record.get('dataset_name')}/{record.get('dataset_config')}, shots={record.get('shots')}, "
-        f"split_seed={record.get('split_seed')}"
-    )
+    split = f"shots={record.get('shots')}, split_seed={record.get('split_seed')}"
+    if record.get("dataset_name"):
+        return f"{record['dataset_name']}/{record.get('dataset_config')}, {split}"
+    return split
 
 
 def check_same_train_images(recorded: Mapping, data_record: Mapping, source: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -10,10 +11,20 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from synthetic_fixtures import IDENTITIES, PER_IDENTITY, build_tiny_adapter, build_tiny_models, tiny_config
+from synthetic_fixtures import (
+    IDENTITIES,
+    PER_IDENTITY,
+    PRIVATE_NAMES,
+    build_tiny_adapter,
+    build_tiny_models,
+    tiny_config,
+)
 
-from rlsyn_trl.generation import GenerationConfig, generate_synthetic_dataset, shard_seed
+from rlsyn_trl.generation import GenerationConfig, shard_seed
 from rlsyn_trl.generation import shards as generation_shards
+from rlsyn_trl.provenance import ProvenanceError, read_provenance, stage_record, write_provenance
+from rlsyn_trl.recipes.generate import main as generate_synthetic_dataset
+from rlsyn_trl.settings import SettingsError
 
 torch.set_num_threads(1)
 
@@ -89,12 +100,35 @@ def test_schema_labels_and_outputs(reference, orl_private):
     assert json.loads((output / "audit.json").read_text())["num_samples"] == len(dataset)
 
 
-def test_one_shot_threshold_comes_from_public_identities(make_config):
-    dataset, summary = generate_synthetic_dataset(make_config(shots=1, identities=["s21"]))
+def test_one_shot_threshold_comes_from_public_identities(make_config, tmp_path):
+    one_shot = build_tiny_adapter(tmp_path / "one_shot", PRIVATE_NAMES, shots=1)
+    dataset, summary = generate_synthetic_dataset(make_config(adapter=str(one_shot), identities=["s21"]))
     assert summary["audit"]["thresholds"]["source"] == "public"
     assert summary["shots"] == 1 and len(dataset) == PER_IDENTITY
     card = (Path(make_config().output_dir) / "hub" / "README.md").read_text()
     assert "PUBLIC identities" in card
+
+
+def test_split_is_read_from_the_adapter_and_a_contradiction_is_refused(make_config, reference):
+    _, _, summary = reference
+    assert (summary["shots"], summary["split_seed"]) == (2, 0)  # recorded by the adapter, not asked again
+    with pytest.raises(ProvenanceError, match=r"--shots 1 contradicts the adapter .*shots=2"):
+        generate_synthetic_dataset(make_config(shots=1))
+
+
+def test_a_policy_is_scored_with_the_reward_it_was_trained_with(models, make_config, tmp_path):
+    """A DDPO policy records its reward; generation scores with it and refuses a different one."""
+    policy = tmp_path / "policy"
+    shutil.copytree(models["adapter"], policy)
+    trained = {"encoder": str(models["encoder"]), "weights": [1.0, 0.75, 0.25], "alpha": 0.5, "sigma": None,
+               "eps": 0.1, "tau": 0.25}  # fmt: skip
+    write_provenance(policy, stage_record("ddpo", {"shots": 2, "split_seed": 0}, reward=trained))
+    with pytest.raises(ProvenanceError, match=r"--reward_tau 0.5 differs from the adapter .*tau=0.25"):
+        generate_synthetic_dataset(make_config(adapter=str(policy), reward_tau=0.5))
+    _, summary = generate_synthetic_dataset(make_config(adapter=str(policy)))
+    record = read_provenance(tmp_path / "run" / "dataset")
+    assert record["reward"] == trained and summary["reward_settings"] == trained
+    assert record["parent"]["provenance"]["stage"] == "ddpo" and record["data"]["shots"] == 2
 
 
 def test_resume_after_a_kill_between_shards(make_config, reference, monkeypatch):
@@ -176,12 +210,17 @@ def test_no_write_permission_is_a_clear_error(make_config, monkeypatch, tmp_path
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="samples_per_identity must be >= 2"):
-        GenerationConfig(samples_per_identity=1)
-    with pytest.raises(ValueError, match="hub_dataset_id"):
-        GenerationConfig(push_to_hub=True)
-    with pytest.raises(ValueError, match="memorization_criterion"):
-        GenerationConfig(memorization_criterion="any")
+    for overrides, flag in (
+        ({"samples_per_identity": 1}, "samples_per_identity"),
+        ({"push_to_hub": True}, "hub_dataset_id"),
+        ({"memorization_criterion": "any"}, "memorization_criterion"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"eta": 2.0}, "eta"),
+        ({"reward_weights": [1.0, 1.0]}, "reward_weights"),
+        ({"split_seed": -1}, "split_seed"),
+    ):
+        with pytest.raises(SettingsError, match=f"--{flag} "):
+            GenerationConfig(**overrides)
 
 
 def test_the_orl_recipe_parses_into_a_config():

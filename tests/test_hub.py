@@ -14,7 +14,7 @@ from conftest import put_in_hf_cache
 from synthetic_fixtures import RESOLUTION, build_tiny_models, tiny_config
 
 from rlsyn_trl.data import dataset_to_tensors
-from rlsyn_trl.generation import HUB_DIR, generate_synthetic_dataset
+from rlsyn_trl.generation import HUB_DIR
 from rlsyn_trl.generators import IdentityGenerator
 from rlsyn_trl.hub import (
     MemorizationError,
@@ -23,6 +23,7 @@ from rlsyn_trl.hub import (
     push_adapter,
     push_synthetic_dataset,
 )
+from rlsyn_trl.recipes.generate import main as generate_synthetic_dataset
 
 torch.set_num_threads(1)
 
@@ -76,7 +77,7 @@ def test_generated_dataset_is_pushed_to_a_private_repo_with_its_files_and_card(r
     assert summary["hub_url"] == "https://huggingface.co/datasets/owner/synthetic"
     (upload,) = api.uploads
     assert upload["repo_type"] == "dataset"
-    assert sorted(upload["files"]) == ["README.md", "data/train-00000-of-00001.parquet"]
+    assert sorted(upload["files"]) == ["README.md", "data/train-00000-of-00001.parquet", "provenance.json"]
     card = upload["files"]["README.md"].decode()
     assert card == (Path(config.output_dir) / HUB_DIR / "README.md").read_text()
     rate = summary["audit"]["memorization"]["rate"]

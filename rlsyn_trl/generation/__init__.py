@@ -1,33 +1,32 @@
 """Synthetic dataset generation: sample an identity adapter, score every sample, audit it, write it, publish it.
 
-``generate_synthetic_dataset`` draws ``samples_per_identity`` images for each identity, in SHARDS of ``shard_size``
-samples. Each shard has its own seed, derived from the base seed and the shard index alone, and is written to a
-temporary file then renamed into place: a killed run resumes at the first missing shard and the result is the same,
-sample for sample, wherever it was interrupted. A manifest holds a fingerprint of everything that decides the samples
-(adapter and its revision, identities, counts, seeds, sampler settings), so a folder holding another run's shards is
-refused instead of silently mixed.
+``write_synthetic_dataset`` (driven by ``recipes/generate.py``) draws ``samples_per_identity`` images for each
+identity, in SHARDS of ``shard_size`` samples. Each shard has its own seed, derived from the base seed and the shard
+index alone, and is written to a temporary file then renamed into place: a killed run resumes at the first missing
+shard and the result is the same, sample for sample, wherever it was interrupted. A manifest holds a fingerprint of
+everything that decides the samples (adapter and its revision, identities, counts, seeds, sampler settings), so a
+folder holding another run's shards is refused instead of silently mixed.
 
-Once every shard exists, the samples are scored against the real TRAINING images: the composite reward terms
-(memory bank, groups = all samples of an identity), the memorisation audit (``rlsyn_trl.audit``) and the face
-detector (``rlsyn_trl.realism``). Held-out real images, when the dataset has them, get the same audit and checks as
-the reference floor. The result is written as ``output_dir/dataset`` (``datasets.load_from_disk``) and
+Once every shard exists, the samples are scored against the real TRAINING images: the composite reward terms (memory
+bank, groups = all samples of an identity), the memorisation audit (``rlsyn_trl.audit``) and the face detector
+(``rlsyn_trl.realism``). Held-out real images, when the dataset has them, get the same audit and checks as the
+reference floor. The result is written as ``output_dir/dataset`` (``datasets.load_from_disk``) and
 ``output_dir/hub`` (parquet files + README card, the Hub layout ``datasets.load_dataset`` reads), and is pushed to a
-PRIVATE Hub repo when asked, unless its memorisation rate is above ``max_memorization_rate``.
+PRIVATE Hub repo when asked (``push_dataset``), unless its memorisation rate is above ``max_memorization_rate``.
+Every output folder holds the run's ``provenance.json``: the split, the adapter chain and the reward it was scored
+with, which is the reward the policy was trained with.
 """
 
 from .config import GenerationConfig
-from .generate import generate_synthetic_dataset
+from .generate import push_dataset, write_synthetic_dataset
 from .outputs import AUDIT_FILE, CARD_TEMPLATE, DATASET_DIR, HUB_DIR, HUB_FILE_BYTES
 from .scoring import dataset_features
 from .shards import (
-    CONFIG_FILES,
     MANIFEST,
     RUN_FORMAT,
     SHARD_FEATURES,
     SHARDS_DIR,
-    WEIGHT_SUFFIXES,
     SamplingPlan,
-    folder_revision,
     shard_path,
     shard_seed,
 )
@@ -35,7 +34,6 @@ from .shards import (
 __all__ = [
     "AUDIT_FILE",
     "CARD_TEMPLATE",
-    "CONFIG_FILES",
     "DATASET_DIR",
     "HUB_DIR",
     "HUB_FILE_BYTES",
@@ -43,12 +41,11 @@ __all__ = [
     "RUN_FORMAT",
     "SHARDS_DIR",
     "SHARD_FEATURES",
-    "WEIGHT_SUFFIXES",
     "GenerationConfig",
     "SamplingPlan",
     "dataset_features",
-    "folder_revision",
-    "generate_synthetic_dataset",
+    "push_dataset",
     "shard_path",
     "shard_seed",
+    "write_synthetic_dataset",
 ]

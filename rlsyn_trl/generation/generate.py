@@ -9,12 +9,12 @@ import datasets
 import torch
 from huggingface_hub import HfApi
 
-from ..data import load_identity_dataset
 from ..generators import IdentityGenerator, resolve_pretrained_folder
 from ..generators.adapter import ADAPTER_CONFIG, read_adapter_config
 from ..hub import push_synthetic_dataset
+from ..provenance import folder_revision, write_provenance
 from .config import GenerationConfig
-from .outputs import HUB_DIR, _hub_card, _percent, _write_outputs
+from .outputs import DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
 from .scoring import _score
 from .shards import (
     RUN_FORMAT,
@@ -24,7 +24,6 @@ from .shards import (
     _check_writable,
     _read_shards,
     _sample_shards,
-    folder_revision,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,32 +49,25 @@ def _resolve_identities(
     return identities
 
 
-def generate_synthetic_dataset(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.Dataset, dict]:
-    """Run the recipe (resuming an interrupted run in ``output_dir``); returns the dataset and its audit summary.
+def write_synthetic_dataset(
+    config: GenerationConfig,
+    generator: IdentityGenerator,
+    adapter_folder: Path,
+    data: datasets.DatasetDict,
+    reward: dict,
+    provenance: dict,
+) -> tuple[datasets.Dataset, dict]:
+    """Sample every missing shard (resuming an interrupted run in ``output_dir``), score the samples with ``reward``
+    against ``data``'s training images, and write the dataset, its card, the audit and ``provenance``.
 
-    ``api`` replaces the ``HfApi`` used to push (tests pass a recording stand-in).
+    The recipe (``recipes/generate.py``) resolves the adapter, its split and its reward; this block does the work.
     """
-    torch.set_flush_denormal(True)
     output = Path(config.output_dir)
     _check_writable(output)
-    adapter_folder = resolve_pretrained_folder(config.adapter, config.adapter_revision)
-    adapter_config = read_adapter_config(adapter_folder) if (adapter_folder / ADAPTER_CONFIG).is_file() else {}
-    shots = config.shots if config.shots is not None else adapter_config.get("shots")
-    split_seed = config.split_seed if config.split_seed is not None else adapter_config.get("split_seed")
-    if shots is None:
-        logger.warning("Neither the config nor the adapter names the shots: the dataset's default split is audited.")
-    options = {key: value for key, value in {"shots": shots, "seed": split_seed}.items() if value is not None}
-    data = load_identity_dataset(
-        config.dataset_name,
-        config.dataset_config,
-        data_dir=config.data_dir,
-        cache_dir=config.dataset_cache_dir,
-        **options,
-    )
-    generator = IdentityGenerator.from_pretrained(adapter_folder)
     identities = _resolve_identities(
         config.identities, data["train"].features["label"].names, generator.label_names, config.adapter
     )
+    adapter_config = read_adapter_config(adapter_folder) if (adapter_folder / ADAPTER_CONFIG).is_file() else {}
     base = adapter_config.get("base_model")
     run = {
         "format": RUN_FORMAT,
@@ -97,10 +89,13 @@ def generate_synthetic_dataset(config: GenerationConfig, api: HfApi | None = Non
     plan = SamplingPlan(tuple(identities), config.samples_per_identity, config.shard_size, config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     _sample_shards(generator.to(device), plan, output / SHARDS_DIR, config)
-    provenance = {**run, "shots": shots, "split_seed": split_seed}
-    dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, provenance)
+    summary_run = {**run, "shots": config.shots, "split_seed": config.split_seed, "reward_settings": reward}
+    dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, summary_run, reward)
     card = _hub_card(config, summary)
     _write_outputs(dataset, card, summary, output)
+    provenance = {**provenance, "audit": {"memorization_rate": summary["audit"]["memorization"]["rate"]}}
+    for folder in (output, output / DATASET_DIR, output / HUB_DIR):
+        write_provenance(folder, provenance)
     logger.info(
         "Wrote %d samples to %s: memorisation rate %s (held-out real floor %s)",
         len(dataset),
@@ -108,14 +103,17 @@ def generate_synthetic_dataset(config: GenerationConfig, api: HfApi | None = Non
         _percent(summary["audit"]["memorization"]["rate"]),
         _percent(summary["reference"]["memorization"]["rate"]) if summary["reference"] else "n/a",
     )
-    if config.push_to_hub:
-        summary["hub_url"] = push_synthetic_dataset(
-            output / HUB_DIR,
-            config.hub_dataset_id,
-            summary["audit"]["memorization"]["rate"],
-            private=config.hub_private,
-            max_memorization_rate=config.max_memorization_rate,
-            force=config.force_push,
-            api=api,
-        )
     return dataset, summary
+
+
+def push_dataset(config: GenerationConfig, summary: dict, api: HfApi | None = None) -> str:
+    """Upload ``output_dir/hub`` to a private repo, refused above ``max_memorization_rate`` unless forced."""
+    return push_synthetic_dataset(
+        Path(config.output_dir) / HUB_DIR,
+        config.hub_dataset_id,
+        summary["audit"]["memorization"]["rate"],
+        private=config.hub_private,
+        max_memorization_rate=config.max_memorization_rate,
+        force=config.force_push,
+        api=api,
+    )

@@ -52,14 +52,16 @@ def _per_identity(values: dict[str, torch.Tensor], labels: torch.Tensor, label_n
 
 
 def _score(
-    config: GenerationConfig, rows: dict[str, list], data: datasets.DatasetDict, run: dict
+    config: GenerationConfig, rows: dict[str, list], data: datasets.DatasetDict, run: dict, reward: dict
 ) -> tuple[datasets.Dataset, dict]:
-    """Rewards, audit and realism of the samples (and of the held-out real images, the reference floor)."""
+    """Rewards, audit and realism of the samples (and of the held-out real images, the reference floor).
+
+    ``reward`` is the reward to score with: its ``encoder`` (phi) and the composite reward's options."""
     label_feature = data["train"].features["label"]
     label_names = label_feature.names
     pil_images = [datasets.Image().decode_example(image) for image in rows["image"]]
     resolution, channels = pil_images[0].width, len(pil_images[0].getbands())
-    encoder = load_encoder(config.encoder, config.encoder_revision)
+    encoder = load_encoder(reward["encoder"], config.encoder_revision)
     labels = torch.tensor([label_names.index(name) for name in rows["identity"]])
     samples = _Images.from_pil(pil_images, labels, resolution, channels, encoder)
     train = _Images.from_split(data["train"], resolution, channels, encoder)
@@ -78,7 +80,8 @@ def _score(
         public.labels if public else None,
     )
     features = encoder.encode_batched(samples.encoder_inputs)
-    rewards = bank.reward(features, labels, weights=tuple(config.reward_weights), alpha=config.reward_alpha)
+    options = {key: value for key, value in reward.items() if key != "encoder"}
+    rewards = bank.reward(features, labels, **options)
     thresholds = calibrate_thresholds(
         train.pixels,
         bank.features,

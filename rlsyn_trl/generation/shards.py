@@ -41,34 +41,9 @@ SHARD_FEATURES = datasets.Features(
         "image": datasets.Image(),
     }
 )
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-CONFIG_FILES = ("adapter_config.json", "model_index.json", "config.json", "scheduler_config.json")
 
 
 # -- run identity ------------------------------------------------------------------------------------------------
-def folder_revision(folder: Path) -> str:
-    """The commit of a Hub snapshot, else a content hash of a local folder's weights and configs.
-
-    A local adapter folder is often retrained in place; hashing its files lets the manifest tell the runs apart.
-    """
-    if folder.parent.name == "snapshots":
-        return folder.name
-    digest = hashlib.sha256()
-    files = sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and "checkpoints" not in path.relative_to(folder).parts
-        and (path.suffix in WEIGHT_SUFFIXES or path.name in CONFIG_FILES)
-    )
-    for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(2**20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()[:16]
-
-
 def shard_seed(seed: int, shard: int) -> int:
     """A shard's seed from the base seed and the shard index only (independent streams via numpy's SeedSequence)."""
     state = np.random.SeedSequence([seed, shard]).generate_state(1, dtype=np.uint64)[0]

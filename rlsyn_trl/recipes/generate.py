@@ -1,15 +1,77 @@
-"""Generate a synthetic identity dataset from an adapter, with rewards, memorisation audit and card.
+"""Generate a scored, audited synthetic identity dataset from an identity adapter (cold start or DDPO).
 
-python recipes/generate.py --config recipes/orl_faces/generate.yaml [--adapter owner/name] [--push_to_hub true ...]
+    accelerate launch recipes/generate.py --config recipes/orl_faces/generate.yaml [--adapter outputs/orl_faces/ddpo]
+
+The real split, and for a DDPO policy the reward it was trained with (phi and the reward's constants), are read from
+the adapter's provenance: the samples are audited against the very images the adapter saw and scored with the
+trained reward; a contradicting setting is refused. Writes ``output_dir/dataset`` (``load_from_disk``),
+``output_dir/hub`` (the Hub layout, with its card) and the run's provenance; a killed run resumes from its shards.
 """
 
+from __future__ import annotations
+
+import logging
+
+import datasets
+from huggingface_hub import HfApi
 from trl import TrlParser
 
-from rlsyn_trl.generation import GenerationConfig, generate_synthetic_dataset
+from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
+from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
+from rlsyn_trl.provenance import (
+    check_same_train_images,
+    inherit_settings,
+    input_provenance,
+    parent_reference,
+    resolve_data_split,
+    stage_record,
+)
+from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.settings import REWARD_FIELDS
+
+logger = logging.getLogger(__name__)
+
+
+def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.Dataset, dict]:
+    """``api`` replaces the ``HfApi`` used to push (tests pass a recording stand-in)."""
+    # 1. Seed, logging.
+    setup_runtime(config.seed)
+
+    # 2. Inputs: the adapter, the split it was trained on, the reward it was trained with (a DDPO policy).
+    adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
+    policy = input_provenance(adapter)
+    source = f"the adapter {config.adapter}"
+    split = resolve_data_split(config, policy["data"], source)
+    for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
+        setattr(config, key, getattr(split, key))  # the card, manifest and logs show the resolved split
+    data = split.load(cache_dir=config.dataset_cache_dir)
+    data_record = split.record(data)
+    check_same_train_images(policy["data"] or {}, data_record, source)
+    reward = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
+    generator = IdentityGenerator.from_pretrained(adapter)
+    logger.info("Generating from %s (%s) on %s", config.adapter, policy["stage"], split.describe())
+
+    # 3.-5. Sample, score with the trained reward, audit, and write the dataset with its card and provenance.
+    provenance = stage_record(
+        "generation",
+        data_record,
+        parent=parent_reference(config.adapter, adapter),
+        reward=reward,
+        sampler=config.sampler_options(),
+        samples_per_identity=config.samples_per_identity,
+        seed=config.seed,
+    )
+    dataset, summary = write_synthetic_dataset(config, generator, adapter, data, reward, provenance)
+
+    # 6. Push (private unless hub_private is false; refused above max_memorization_rate unless forced).
+    if config.push_to_hub:
+        summary["hub_url"] = push_dataset(config, summary, api)
+    return dataset, summary
+
 
 if __name__ == "__main__":
     (config,) = TrlParser((GenerationConfig,)).parse_args_and_config()
-    dataset, summary = generate_synthetic_dataset(config)
+    dataset, summary = main(config)
     audit = summary["audit"]["memorization"]
     floor = summary["reference"]["memorization"]["rate"] if summary["reference"] else None
     print(f"{len(dataset)} samples in {config.output_dir}; memorisation rate {audit['rate']:.1%}", end="")
