@@ -1,28 +1,33 @@
-"""Stage 0: train the general-domain priors on PUBLIC identities only.
+"""Stage 0: the general-domain priors, trained on PUBLIC identities only.
 
 (a) a class-conditional pixel DiT (denoising loss, labels dropped once per sample for guidance, min-SNR loss
-weighting, EMA), and (b) the identity feature extractor (CNN + CosFace margin head). Both are saved with
-``save_pretrained``; training checkpoints with accelerate and resumes where it stopped.
+weighting, EMA), and (b) the identity feature extractor (CNN + CosFace margin head). The recipe
+(``recipes/pretrain_prior.py``) composes the building blocks here: :func:`resolve_prior_split` (the public split,
+refusing a private one), :func:`train_encoder`, :func:`train_generator`, :func:`save_prior` (weights and
+provenance), :func:`evaluate_prior` (sample grid, face detection, self-consistency). Training checkpoints with
+accelerate and resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers.training_utils import EMAModel
 
-from .data import dataset_to_tensors, load_identity_dataset
+from .data import IDENTITY_BUILDERS
 from .data.augmentation import IdentityAugmentation
 from .encoders import IdentityEncoder, IdentityEncoderConfig
 from .generators import IdentityGenerator, build_pixel_dit, default_scheduler
-from .io import atomic_write_json
+from .provenance import DEFAULT_DATASET, DataSplit, resolve_data_split, write_provenance
 from .realism import face_detection_rate
+from .settings import DataSplitSettings, RuntimeSettings, check_settings, require, require_positive
 from .training import run_training_phase, sample_batches, warmup_cosine
 from .visualization import save_image_grid
 
@@ -30,19 +35,50 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_DIR = "generator"
 ENCODER_DIR = "encoder"
+PUBLIC_CONFIG = "public"
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def public_config(dataset_name: str) -> str | None:
+    """The config of ``dataset_name`` that holds only public identities (ORL: ``public``), or None if it has none."""
+    builder = IDENTITY_BUILDERS[dataset_name]
+    names = {config.name for config in getattr(builder, "BUILDER_CONFIGS", ())}
+    return PUBLIC_CONFIG if PUBLIC_CONFIG in names else None
+
+
+def check_public_split(dataset_name: str, dataset_config: str | None) -> None:
+    """The priors never see a target identity: a dataset with a public config must be used through it."""
+    public = public_config(dataset_name)
+    require(
+        public is None or dataset_config == public,
+        "dataset_config",
+        dataset_config,
+        f"{dataset_name} keeps its target identities apart from the public ones, and the priors must never see "
+        f"a target identity: use --dataset_config {public}.",
+    )
 
 
 @dataclass
-class PriorConfig:
-    """Everything the priors recipe needs; each field is a YAML key / CLI flag."""
+class PriorConfig(DataSplitSettings, RuntimeSettings):
+    """The priors recipe's settings; each field is a YAML key / CLI flag.
 
+    The data split comes from :class:`DataSplitSettings` (here defaulting to the public ORL identities, which is
+    the only config of ``orl_faces`` the priors accept) and seed / precision from :class:`RuntimeSettings`.
+    """
+
+    dataset_name: str | None = field(
+        default=DEFAULT_DATASET, metadata={"help": "A registered identity benchmark (orl_faces, ...)."}
+    )
+    dataset_config: str | None = field(
+        default=PUBLIC_CONFIG,
+        metadata={
+            "help": "The config holding the PUBLIC identities (ORL: public, the only one accepted). "
+            "Unset: the dataset's public config."
+        },
+    )
     output_dir: str = field(default="outputs/orl_faces/prior", metadata={"help": "Where models, grids, logs go."})
-    dataset_name: str = field(default="orl_faces", metadata={"help": "Registered identity dataset."})
-    dataset_config: str = field(default="public", metadata={"help": "Config holding the PUBLIC identities."})
-    data_dir: str | None = field(default=None, metadata={"help": "Local copy of the dataset (optional for ORL)."})
     resolution: int = 32
-    channels: int = 1
-    seed: int = 0
+    channels: int = field(default=1, metadata={"help": "1 (grayscale) or 3 (RGB)."})
     # generator
     train_generator: bool = True
     width: int = 128
@@ -60,8 +96,13 @@ class PriorConfig:
     use_lfw_faces: bool = field(
         default=True, metadata={"help": "Add scikit-image's 100 LFW face crops as unconditional (null-class) data."}
     )
-    max_minutes: float | None = field(default=None, metadata={"help": "Stop the generator phase after this time."})
-    mixed_precision: str = field(default="no", metadata={"help": "accelerate mixed precision: no, bf16 or fp16."})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop the generator phase after this many minutes (0: after one step); the summary says so "
+            "and `--resume true` continues. None: the steps decide."
+        },
+    )
     # encoder
     train_encoder: bool = True
     encoder_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -79,6 +120,104 @@ class PriorConfig:
     grid_per_identity: int = 8
     log_with: str | None = field(default=None, metadata={"help": "accelerate tracker (tensorboard, wandb, ...)."})
 
+    def __post_init__(self) -> None:
+        check_settings(self)
+        self.dataset_name = self.dataset_name or DEFAULT_DATASET
+        self.dataset_config = self.dataset_config or public_config(self.dataset_name)
+        check_public_split(self.dataset_name, self.dataset_config)
+        if self.dataset_config == public_config(self.dataset_name):
+            for name in ("shots", "split_seed"):
+                require(
+                    getattr(self, name) is None,
+                    name,
+                    getattr(self, name),
+                    f"the {self.dataset_config} config trains on every image of its identities: leave it unset.",
+                )
+        require_positive(
+            self,
+            "resolution",
+            "width",
+            "depth",
+            "heads",
+            "patch_size",
+            "generator_steps",
+            "generator_batch_size",
+            "generator_lr",
+            "embedding_size",
+            "encoder_steps",
+            "encoder_batch_size",
+            "encoder_lr",
+            "cosface_scale",
+            "checkpoint_every",
+            "grid_inference_steps",
+            "grid_per_identity",
+        )
+        require_positive(self, "min_snr_gamma", allow_none=True)
+        require(self.channels in (1, 3), "channels", self.channels, "must be 1 (grayscale) or 3 (RGB).")
+        require(
+            self.resolution % self.patch_size == 0,
+            "patch_size",
+            self.patch_size,
+            f"must divide --resolution {self.resolution}.",
+        )
+        require(self.width % self.heads == 0, "heads", self.heads, f"must divide --width {self.width}.")
+        require(
+            self.prediction_type in PREDICTION_TYPES,
+            "prediction_type",
+            self.prediction_type,
+            f"must be one of {PREDICTION_TYPES}.",
+        )
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0.")
+        require(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in [0, 1).")
+        require(0 <= self.p_uncond < 1, "p_uncond", self.p_uncond, "must be in [0, 1).")
+        require(
+            self.max_minutes is None or self.max_minutes >= 0,
+            "max_minutes",
+            self.max_minutes,
+            "must be >= 0 (0: stop after one step), or null.",
+        )
+        require(
+            len(self.encoder_widths) > 0 and all(width > 0 for width in self.encoder_widths),
+            "encoder_widths",
+            self.encoder_widths,
+            "must be one or more positive channel counts.",
+        )
+        require(self.cosface_margin >= 0, "cosface_margin", self.cosface_margin, "must be >= 0.")
+        require(self.grid_guidance_scale >= 0, "grid_guidance_scale", self.grid_guidance_scale, "must be >= 0.")
+        require(
+            self.train_generator or self.train_encoder,
+            "train_generator",
+            self.train_generator,
+            "with --train_encoder false there is nothing to train: enable at least one of them.",
+        )
+
+    def tracker_config(self) -> dict[str, Any]:
+        """The config as trackers accept it (scalars only: tensorboard's hparams refuse lists and None)."""
+        return {key: value for key, value in asdict(self).items() if isinstance(value, (int, float, str, bool))}
+
+
+def resolve_prior_split(config: PriorConfig) -> DataSplit:
+    """The public split the priors train on; a private config is refused (again: the config may have been edited
+    after it was parsed). The public config uses every image of its identities, so no shots or split seed."""
+    check_public_split(config.dataset_name or DEFAULT_DATASET, config.dataset_config)
+    split = resolve_data_split(config)
+    if split.dataset_config == public_config(split.dataset_name):
+        split = dataclasses.replace(split, shots=None, split_seed=None)
+    return split
+
+
+@dataclass
+class TrainedPrior:
+    """A trained model and how far its phase got (the generator's ``max_minutes`` can cut it short)."""
+
+    model: IdentityGenerator | IdentityEncoder
+    steps: int
+    max_steps: int
+
+    @property
+    def stopped_by_time_budget(self) -> bool:
+        return self.steps < self.max_steps
+
 
 def lfw_face_crops(resolution: int) -> torch.Tensor:
     """The 100 LFW face crops scikit-image ships (first half of ``lfw_subset``), in ``[-1, 1]`` at ``resolution``."""
@@ -89,8 +228,10 @@ def lfw_face_crops(resolution: int) -> torch.Tensor:
     return (faces * 2 - 1).clamp(-1, 1)
 
 
-def train_generator(config: PriorConfig, accelerator: Accelerator, images, labels, label_names) -> IdentityGenerator:
-    """Phase (a): the pixel DiT prior on public identities (+ LFW crops as null-class data)."""
+def train_generator(
+    config: PriorConfig, accelerator: Accelerator, images: torch.Tensor, labels: torch.Tensor, label_names: list[str]
+) -> TrainedPrior:
+    """Phase (a): the pixel DiT prior on public identities (+ LFW crops as null-class data), EMA weights."""
     if config.use_lfw_faces:
         faces = lfw_face_crops(config.resolution)
         if config.channels == 3:
@@ -122,7 +263,7 @@ def train_generator(config: PriorConfig, accelerator: Accelerator, images, label
         with accelerator.autocast():
             return generator.denoising_loss(x, y, config.p_uncond, config.min_snr_gamma)
 
-    run_training_phase(
+    steps = run_training_phase(
         accelerator,
         "generator",
         transformer,
@@ -136,13 +277,22 @@ def train_generator(config: PriorConfig, accelerator: Accelerator, images, label
         config.max_minutes,
         after_step=lambda: ema.step(accelerator.unwrap_model(transformer).parameters()),
     )
+    if steps < config.generator_steps:
+        logger.warning(
+            "The generator stopped at step %d of %d: the --max_minutes %s budget ran out (--resume true continues).",
+            steps,
+            config.generator_steps,
+            config.max_minutes,
+        )
     final = accelerator.unwrap_model(transformer)
     ema.copy_to(final.parameters())
     generator.transformer = final.eval()
-    return generator
+    return TrainedPrior(generator, steps, config.generator_steps)
 
 
-def train_encoder(config: PriorConfig, accelerator: Accelerator, images, labels, num_classes: int) -> IdentityEncoder:
+def train_encoder(
+    config: PriorConfig, accelerator: Accelerator, images: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> TrainedPrior:
     """Phase (b): the identity feature extractor with a CosFace margin head (pytorch-metric-learning)."""
     from pytorch_metric_learning.losses import CosFaceLoss
 
@@ -168,7 +318,7 @@ def train_encoder(config: PriorConfig, accelerator: Accelerator, images, labels,
         head.train()
         return head(encoder(x), y)
 
-    run_training_phase(
+    steps = run_training_phase(
         accelerator,
         "encoder",
         encoder,
@@ -180,7 +330,15 @@ def train_encoder(config: PriorConfig, accelerator: Accelerator, images, labels,
         config.checkpoint_every,
         config.resume,
     )
-    return accelerator.unwrap_model(encoder).eval()
+    return TrainedPrior(accelerator.unwrap_model(encoder).eval(), steps, config.encoder_steps)
+
+
+def save_prior(trained: TrainedPrior, folder: str | Path, provenance: dict) -> Path:
+    """``save_pretrained`` weights and config, plus the ``provenance.json`` a later stage's chain starts from."""
+    folder = Path(folder)
+    trained.model.save_pretrained(folder)
+    write_provenance(folder, provenance)
+    return folder
 
 
 def sample_grid(
@@ -192,44 +350,27 @@ def sample_grid(
     return images, labels
 
 
-def train_priors(config: PriorConfig) -> dict:
-    """Run the recipe: generator and/or encoder on the public identities, then save, grid and summarise."""
-    torch.set_flush_denormal(True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=config.log_with)
-    accelerator.init_trackers("rlsyn_prior", config=asdict(config))
-    set_seed(config.seed)
-    output = Path(config.output_dir)
-    data = load_identity_dataset(config.dataset_name, config.dataset_config, data_dir=config.data_dir)["train"]
-    label_names = data.features["label"].names
-    images, labels = dataset_to_tensors(data, config.resolution, config.channels)
-    summary: dict = {"config": asdict(config)}
-    encoder = None
-    if config.train_encoder:
-        encoder = train_encoder(config, accelerator, images, labels, len(label_names))
-        if accelerator.is_main_process:
-            encoder.save_pretrained(output / ENCODER_DIR)
-    if config.train_generator:
-        generator = train_generator(config, accelerator, images, labels, label_names)
-        if accelerator.is_main_process:
-            generator.save_pretrained(output / GENERATOR_DIR)
-            grid, grid_labels = sample_grid(
-                generator,
-                config.grid_per_identity,
-                config.grid_guidance_scale,
-                config.grid_inference_steps,
-                config.seed,
-            )
-            save_image_grid(grid, output / "prior_samples.png", nrow=config.grid_per_identity)
-            summary["face_detection_rate"] = face_detection_rate(grid)
-            summary["real_face_detection_rate"] = face_detection_rate(images)
-            if encoder is not None:
-                from .metrics.identity import identity_consistency
+def evaluate_prior(
+    config: PriorConfig,
+    generator: IdentityGenerator,
+    encoder: IdentityEncoder | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> dict[str, float]:
+    """A sample grid (``prior_samples.png``), how often a face detector finds a face in it and in the real images,
+    and, with an encoder, how often a sample's nearest real identity is its own (self-consistency)."""
+    grid, grid_labels = sample_grid(
+        generator, config.grid_per_identity, config.grid_guidance_scale, config.grid_inference_steps, config.seed
+    )
+    save_image_grid(grid, Path(config.output_dir) / "prior_samples.png", nrow=config.grid_per_identity)
+    metrics = {
+        "face_detection_rate": face_detection_rate(grid),
+        "real_face_detection_rate": face_detection_rate(images),
+    }
+    if encoder is not None:
+        from .metrics.identity import identity_consistency
 
-                summary["self_consistency"] = identity_consistency(
-                    encoder.encode_batched(grid), grid_labels, encoder.encode_batched(images), labels
-                )
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(output / "summary.json", summary)
-    accelerator.end_training()
-    return summary
+        metrics["self_consistency"] = identity_consistency(
+            encoder.encode_batched(grid), grid_labels, encoder.encode_batched(images), labels
+        )
+    return metrics

@@ -2,7 +2,7 @@
 
 An artefact (prior, identity adapter, synthetic dataset, recognizer) carries a ``provenance.json``:
 
-- ``stage``: ``cold_start``, ``ddpo``, ``generation`` or ``recognizer``;
+- ``stage``: ``prior``, ``cold_start``, ``ddpo``, ``generation`` or ``recognizer``;
 - ``data``: the real split it was made from (dataset, config, shots, split seed, identities) and a fingerprint of
   every real TRAINING image (a hash of its stored bytes), so a later stage can tell which photos it has seen;
 - the stage's own settings that later stages must agree with (``training`` for the cold start's denoising loss,

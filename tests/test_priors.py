@@ -1,10 +1,20 @@
 import json
+from pathlib import Path
 
+import pytest
 import torch
+from trl import TrlParser
 
 from rlsyn_trl.encoders import IdentityEncoder
 from rlsyn_trl.generators import IdentityGenerator
-from rlsyn_trl.priors import PriorConfig, train_priors
+from rlsyn_trl.priors import PriorConfig
+from rlsyn_trl.provenance import lineage, read_provenance
+from rlsyn_trl.recipes.pretrain_prior import main as train_priors
+from rlsyn_trl.recipes.sft import main as train_cold_start
+from rlsyn_trl.settings import SettingsError
+from rlsyn_trl.trainers import ColdStartConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "orl_faces"
 
 
 def tiny_prior_config(output_dir, **overrides) -> PriorConfig:
@@ -31,25 +41,110 @@ def tiny_prior_config(output_dir, **overrides) -> PriorConfig:
     return PriorConfig(**values)
 
 
-def test_short_prior_run_writes_loadable_models(tmp_path):
+def test_short_prior_run_writes_loadable_models_with_provenance(tmp_path):
     summary = train_priors(tiny_prior_config(tmp_path))
     generator = IdentityGenerator.from_pretrained(tmp_path / "generator")
     encoder = IdentityEncoder.from_pretrained(tmp_path / "encoder")
     assert generator.label_names == [f"s{i}" for i in range(1, 21)] and generator.resolution == 16
     assert encoder.encode_batched(torch.zeros(2, 1, 16, 16)).norm(dim=1).allclose(torch.ones(2), atol=1e-5)
     assert (tmp_path / "prior_samples.png").is_file()
-    assert json.loads((tmp_path / "summary.json").read_text())["real_face_detection_rate"] > 0.3
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["real_face_detection_rate"] > 0.3
+    assert (written["generator_steps_done"], written["generator_steps"]) == (4, 4)
+    assert written["generator_stopped_by_time_budget"] is False
     assert 0 <= summary["self_consistency"] <= 1 and 0 <= summary["face_detection_rate"] <= 1
+
+    records = {model: read_provenance(tmp_path / model) for model in ("generator", "encoder")}
+    for model, record in records.items():
+        assert record["stage"] == "prior" and record["model"] == model and record["parent"] is None
+        data = record["data"]
+        assert (data["dataset_name"], data["dataset_config"]) == ("orl_faces", "public")
+        assert data["identities"] == [f"s{i}" for i in range(1, 21)] and data["num_train_images"] == 200
+        assert len(data["train_images"]) == 200 and data["shots"] is None and data["split_seed"] is None
+    assert records["generator"]["data"] == records["encoder"]["data"] and records["generator"]["steps"] == 4
 
 
 def test_resume_continues_from_checkpoint_and_matches_uninterrupted(tmp_path):
     full = tmp_path / "full"
     train_priors(tiny_prior_config(full, train_encoder=False))
     split = tmp_path / "split"
-    train_priors(tiny_prior_config(split, train_encoder=False, generator_steps=4, max_minutes=0.0))
+    cut = train_priors(tiny_prior_config(split, train_encoder=False, generator_steps=4, max_minutes=0.0))
     checkpoints = sorted(p.name for p in (split / "checkpoints" / "generator").iterdir())
     assert checkpoints == ["step-1"]  # stopped after the first step by the time budget
-    train_priors(tiny_prior_config(split, train_encoder=False, resume=True))
+    assert (cut["generator_steps_done"], cut["generator_steps"], cut["generator_stopped_by_time_budget"]) == (
+        1,
+        4,
+        True,
+    )
+    assert json.loads((split / "summary.json").read_text())["generator_stopped_by_time_budget"] is True
+    resumed = train_priors(tiny_prior_config(split, train_encoder=False, resume=True))
+    assert resumed["generator_steps_done"] == 4 and not resumed["generator_stopped_by_time_budget"]
     a = IdentityGenerator.from_pretrained(full / "generator").transformer.state_dict()
     b = IdentityGenerator.from_pretrained(split / "generator").transformer.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cold_start_on_the_prior_starts_its_chain_there(tmp_path):
+    prior = tmp_path / "prior"
+    train_priors(tiny_prior_config(prior, train_encoder=False, generator_steps=1))
+    sft = tmp_path / "sft"
+    train_cold_start(
+        ColdStartConfig(
+            base_model=str(prior / "generator"),
+            output_dir=str(sft),
+            shots=1,
+            max_steps=1,
+            batch_size=4,
+            warmup_steps=0,
+            num_inference_steps=1,
+            grid_per_identity=1,
+        )
+    )
+    chain = lineage(read_provenance(sft))
+    assert [record["stage"] for record in chain] == ["cold_start", "prior"]
+    assert chain[1]["data"]["dataset_config"] == "public" and chain[1]["model"] == "generator"
+    assert not set(chain[0]["data"]["identities"]) & set(chain[1]["data"]["identities"])
+
+
+def test_private_identities_are_refused_before_any_work(tmp_path):
+    with pytest.raises(SettingsError, match="--dataset_config 'private'.*--dataset_config public"):
+        tiny_prior_config(tmp_path, dataset_config="private")
+    # A config edited after parsing is refused by the recipe before it loads or writes anything.
+    config = tiny_prior_config(tmp_path / "run")
+    config.dataset_config = "private"
+    with pytest.raises(SettingsError, match="--dataset_config 'private'"):
+        train_priors(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unset_dataset_config_means_the_public_one():
+    # orl_faces' builder defaults to its private config: the priors must not fall back to it.
+    assert PriorConfig(dataset_config=None).dataset_config == "public"
+    assert PriorConfig(dataset_name=None, dataset_config=None).dataset_name == "orl_faces"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("generator_steps", 0),
+        ("encoder_batch_size", -1),
+        ("generator_lr", 0.0),
+        ("max_minutes", -1.0),
+        ("shots", 2),
+        ("mixed_precision", "fp64"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_flag(tmp_path, flag, value):
+    with pytest.raises(SettingsError, match=f"--{flag} "):
+        tiny_prior_config(tmp_path, **{flag: value})
+
+
+@pytest.mark.parametrize("recipe", ["prior", "prior_full"])
+def test_prior_yamls_parse_into_the_config(recipe):
+    (config,) = TrlParser((PriorConfig,)).parse_args_and_config(["--config", str(RECIPES / f"{recipe}.yaml")])
+    assert (config.dataset_name, config.dataset_config) == ("orl_faces", "public")
+    assert config.mixed_precision == "auto" and config.shots is None and config.generator_steps > 0
+    with pytest.raises(SettingsError, match="--dataset_config"):
+        TrlParser((PriorConfig,)).parse_args_and_config(
+            ["--config", str(RECIPES / f"{recipe}.yaml"), "--dataset_config", "private"]
+        )

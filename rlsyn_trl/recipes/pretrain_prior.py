@@ -1,12 +1,92 @@
-"""Train the public priors (DiT generator + identity feature extractor).
+"""Stage 0: train the public priors (pixel DiT generator + identity feature extractor).
 
-accelerate launch recipes/pretrain_prior.py --config recipes/orl_faces/prior.yaml
+    accelerate launch recipes/pretrain_prior.py --config recipes/orl_faces/prior.yaml [--max_minutes 80 --resume true]
+
+Reads the PUBLIC identities only (a private/target config is refused when the config is parsed), trains the
+identity encoder and the generator, and writes ``encoder/`` and ``generator/`` under ``output_dir``, each with its
+provenance (the public split and the fingerprints of the images it saw), so a cold start on
+``--base_model <output_dir>/generator`` starts its provenance chain here. Then a sample grid and ``summary.json``
+(which says whether ``max_minutes`` cut the generator short).
 """
 
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from accelerate import Accelerator
 from trl import TrlParser
 
-from rlsyn_trl.priors import PriorConfig, train_priors
+from rlsyn_trl.data import dataset_to_tensors
+from rlsyn_trl.io import atomic_write_json
+from rlsyn_trl.priors import (
+    ENCODER_DIR,
+    GENERATOR_DIR,
+    PriorConfig,
+    evaluate_prior,
+    resolve_prior_split,
+    save_prior,
+    train_encoder,
+    train_generator,
+)
+from rlsyn_trl.provenance import stage_record
+from rlsyn_trl.runtime import setup_runtime
+
+logger = logging.getLogger(__name__)
+
+
+def main(config: PriorConfig) -> dict:
+    # 1. Seed, logging, precision; one accelerator for both phases.
+    runtime = setup_runtime(config.seed, config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=runtime.mixed_precision, log_with=config.log_with)
+    accelerator.init_trackers("rlsyn_prior", config=config.tracker_config())
+    output = Path(config.output_dir)
+
+    # 2. Inputs: the public split (never a target identity) as tensors, and its provenance record.
+    split = resolve_prior_split(config)
+    data = split.load()
+    label_names = data["train"].features["label"].names
+    images, labels = dataset_to_tensors(data["train"], config.resolution, config.channels)
+    data_record = split.record(data)
+    logger.info("Priors on %s: %d identities, %d images", split.describe(), len(label_names), len(images))
+    summary: dict = {"config": asdict(config), "data": split.describe(), "mixed_precision": runtime.mixed_precision}
+
+    # 3. Phase (b), the identity encoder: train, save with provenance.
+    encoder = None
+    if config.train_encoder:
+        encoder = train_encoder(config, accelerator, images, labels, len(label_names))
+        summary["encoder_steps_done"] = encoder.steps
+        if accelerator.is_main_process:
+            save_prior(encoder, output / ENCODER_DIR, stage_record("prior", data_record, model="encoder"))
+
+    # 4. Phase (a), the generator: train (max_minutes may cut it short), save with provenance.
+    generator = None
+    if config.train_generator:
+        generator = train_generator(config, accelerator, images, labels, label_names)
+        summary.update(
+            generator_steps_done=generator.steps,
+            generator_steps=config.generator_steps,
+            generator_stopped_by_time_budget=generator.stopped_by_time_budget,
+        )
+        if accelerator.is_main_process:
+            lfw = "skimage lfw_subset (100 crops)" if config.use_lfw_faces else None
+            provenance = stage_record("prior", data_record, model="generator", steps=generator.steps, null_class=lfw)
+            save_prior(generator, output / GENERATOR_DIR, provenance)
+
+    # 5. Evaluate: sample grid, face detection, self-consistency under the new encoder.
+    if generator is not None and accelerator.is_main_process:
+        encoder_model = encoder.model if encoder is not None else None
+        summary.update(evaluate_prior(config, generator.model, encoder_model, images, labels))
+
+    # 6. Summary.
+    if accelerator.is_main_process:
+        atomic_write_json(output / "summary.json", summary)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
 
 if __name__ == "__main__":
     (config,) = TrlParser((PriorConfig,)).parse_args_and_config()
-    print(train_priors(config))
+    print(main(config))
