@@ -7,7 +7,6 @@ and fixture trees in the releases' layouts: the YAMLs are known to run before an
 """
 
 import json
-import runpy
 import sys
 from pathlib import Path
 
@@ -36,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_smoke  # noqa: E402
 
-ScriptArguments = runpy.run_path(str(REPO / "recipes" / "train_recognizer.py"))["ScriptArguments"]
+from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments as ScriptArguments  # noqa: E402
+
 CONFIGS = {
     "sft": (ColdStartConfig,),
     "ddpo": (RLSynDDPOConfig,),
