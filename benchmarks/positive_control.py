@@ -1,4 +1,4 @@
-"""Positive control of the downstream pipeline (METHOD.md, "Recommended control"): real extra data must help.
+"""Positive control of the downstream pipeline (docs/method.md): real extra data must help.
 
 For each ORL private split (k shots, split seed s), each identity's held-out images are cut in two halves: the
 POOL half plays the "synthetic" set (real private photos that are neither training nor evaluation images), the

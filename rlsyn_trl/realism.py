@@ -2,7 +2,7 @@
 
 scikit-image ships an LBP frontal-face cascade. On real 32x32 ORL faces it fires 64-69% of the time and on
 noise never, so a synthetic set's detection rate read against real images' rate tells whether samples look
-like faces at all (identity scores alone are easy to fool; METHOD.md, second prototype round).
+like faces at all (identity scores alone are easy to fool; docs/method.md).
 """
 
 from __future__ import annotations

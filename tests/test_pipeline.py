@@ -51,7 +51,8 @@ def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
     ddpo = RLSynDDPOConfig(**ddpo_settings(config, tmp_path / "sft", tmp_path / "ddpo"))
     generation = GenerationConfig(**generation_settings(config, tmp_path / "sft", tmp_path / "synthetic"))
     sft_yaml, ddpo_yaml = (yaml.safe_load((recipes / f"{stage}.yaml").read_text()) for stage in ("sft", "ddpo"))
-    assert (sft.shots, sft.split_seed, sft.seed, ddpo.shots, ddpo.split_seed) == (1, 3, 5, 1, 3)
+    assert (sft.shots, sft.split_seed, sft.seed, ddpo.seed) == (1, 3, 5, 5)
+    assert (ddpo.shots, ddpo.split_seed, generation.shots) == (None, None, None)  # read from the adapter
     assert ddpo.adapter == str(tmp_path / "sft") and generation.adapter == str(tmp_path / "sft")
     assert (sft.learning_rate, sft.lora_rank, sft.mixed_precision) == (
         sft_yaml["learning_rate"],

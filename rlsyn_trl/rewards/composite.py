@@ -1,4 +1,4 @@
-"""The Stage-2 composite identity reward (METHOD.md, "Stage 2: reward-guided RL") as one pure function.
+"""The Stage-2 composite identity reward (docs/method.md, "Stage 2: reward-guided RL (DDPO)") as one pure function.
 
 Conventions, fixed here so that logs, tests and the trainer agree:
 

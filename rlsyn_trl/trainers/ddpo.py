@@ -1,6 +1,6 @@
 """Stage 2, reward-guided RL: TRL's ``DDPOTrainer`` subclassed for identity groups and the composite reward.
 
-What changes against the stock trainer, and why (METHOD.md, stage 2 and the prototype lessons):
+What changes against the stock trainer, and why (docs/method.md, stage 2):
 
 - Samples come in identity GROUPS (:mod:`.identity_groups`), because the coverage and expression terms are
   set-level; the composite reward is computed once over the WHOLE epoch, gathered across processes (the stock

@@ -1,4 +1,4 @@
-"""composite_reward against a loop-by-loop numpy reference written straight from METHOD.md, plus its edge cases."""
+"""composite_reward against a loop-by-loop numpy reference written straight from docs/method.md, plus its edge cases."""
 
 from __future__ import annotations
 
