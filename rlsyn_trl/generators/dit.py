@@ -241,6 +241,20 @@ class IdentityGenerator:
         return (error * min_snr_weights(scheduler, timesteps, min_snr_gamma)).mean()
 
     # -- sampling ---------------------------------------------------------------------------------------------
+    def _ddim(self, labels: torch.Tensor, **options):
+        """The shared guided DDIM sampler on this generator: its denoiser, scheduler, null class, shape and dtype."""
+        null = torch.full_like(labels, self.null_label)
+        return ddim_sample(
+            self.model_output,
+            self.scheduler,
+            labels,
+            null,
+            self.latent_shape,
+            device=self.device,
+            dtype=self.dtype,
+            **options,
+        )
+
     def trajectory(
         self,
         labels: torch.Tensor,
@@ -254,18 +268,12 @@ class IdentityGenerator:
     ) -> SampleTrajectory:
         """Run the shared DDIM sampler (``generators.sampling.ddim_sample``) from noise in the model's dtype."""
         labels = labels.to(self.device)
-        result = ddim_sample(
-            self.model_output,
-            self.scheduler,
+        result = self._ddim(
             labels,
-            torch.full_like(labels, self.null_label),
-            self.latent_shape,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             eta=eta,
             generator=generator,
-            device=self.device,
-            dtype=self.dtype,
             return_chain=True,
             return_log_probs=with_log_probs,
             progress=progress,
@@ -300,18 +308,12 @@ class IdentityGenerator:
         outputs = []
         for chunk in labels.split(batch_size):
             chunk = chunk.to(self.device)
-            result = ddim_sample(
-                self.model_output,
-                self.scheduler,
+            result = self._ddim(
                 chunk,
-                torch.full_like(chunk, self.null_label),
-                self.latent_shape,
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 eta=eta,
                 generator=generator,
-                device=self.device,
-                dtype=self.dtype,
                 progress=progress,
             )
             outputs.append(self.decode(result.latents))
