@@ -12,7 +12,7 @@ import torch
 from accelerate.tracking import GeneralTracker
 
 from ..data.preprocessing import to_model_range
-from ..io import atomic_write_text
+from ..io import atomic_write_json, atomic_write_text
 from ..visualization import save_image_grid
 
 
@@ -33,7 +33,7 @@ class JsonlTracker(GeneralTracker):
         return self.path
 
     def store_init_configuration(self, values: dict) -> None:
-        self.path.with_name("config.json").write_text(json.dumps(values, indent=2, default=str))
+        atomic_write_json(self.path.with_name("config.json"), values)
 
     def log(self, values: dict, step: int | None = None, **kwargs) -> None:
         scalars = {

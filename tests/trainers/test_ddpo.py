@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ from rlsyn_trl.data import load_identity_dataset
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, class_embedders, default_scheduler
 from rlsyn_trl.generators.adapter import add_lora, replace_class_embedders, save_adapter
+from rlsyn_trl.provenance import ProvenanceError
 from rlsyn_trl.rewards import MemoryBank, encode_images
 from rlsyn_trl.settings import SettingsError
 from rlsyn_trl.trainers import (
@@ -324,3 +326,18 @@ def test_two_processes_see_the_same_epoch_rewards_as_one(tiny, tmp_path):
     # Each rank trained on its own half of the epoch; synchronised gradients keep their weights identical.
     for name, value in rank0["trainable"].items():
         assert torch.equal(value, rank1["trainable"][name]), name
+
+
+def test_the_recipe_refuses_an_adapter_trained_on_another_split(tiny, tmp_path, datasets_cache):
+    """DDPO reads the split from the adapter's provenance; a contradicting --split_seed stops it before any work."""
+    from rlsyn_trl.provenance import DataSplit, stage_record, write_provenance
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny["adapter"], adapter)
+    split = DataSplit("orl_faces", "private", None, 2, 0)
+    record = stage_record("cold_start", split.record(split.load(cache_dir=datasets_cache)), training={"p_uncond": 0.2})
+    write_provenance(adapter, record)
+    with pytest.raises(ProvenanceError, match=r"--split_seed 1 contradicts the adapter .*split_seed=0"):
+        run_ddpo(tiny_config(tiny, tmp_path / "out", adapter=str(adapter), split_seed=1))
+    assert not (tmp_path / "out").exists()
