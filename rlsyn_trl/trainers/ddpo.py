@@ -18,6 +18,7 @@ What changes against the stock trainer, and why (docs/method.md, stage 2):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -33,6 +34,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from peft.tuners.lora import LoraLayer
+from tqdm.auto import tqdm
 from trl import DDPOTrainer
 
 from ..io import atomic_write_json
@@ -53,6 +55,36 @@ TRAINER_STATE = "trainer_state.json"
 MEMORY_BANK_FILE = "memory_bank.safetensors"
 # Adapters without provenance (made before it was recorded, or by hand): the cold start's own defaults.
 DEFAULT_DENOISING = {"p_uncond": ColdStartConfig.p_uncond, "min_snr_gamma": ColdStartConfig.min_snr_gamma}
+
+
+STOCK_LOGGER = "trl.trainer.ddpo_trainer"
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Raise one library logger to WARNING for the duration of a call."""
+    library_logger = logging.getLogger(name)
+    level = library_logger.level
+    library_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        library_logger.setLevel(level)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
+    parts = [
+        f"epoch {int(record['epoch']) + 1}/{epochs}",
+        "reward sem {:.3f} cov {:+.3f} exp {:+.3f}".format(
+            record["reward/sem_mean"], record["reward/cov_mean"], record["reward/exp_mean"]
+        ),
+        f"approx_kl {record.get('train/approx_kl', 0.0):.2e} clipfrac {record.get('train/clipfrac', 0.0):.2f}",
+    ]
+    if "train/denoise_loss" in record:
+        parts.append(f"denoise {record['train/denoise_loss']:.4f}")
+    parts.append(f"{record['time/epoch_s']:.0f} s")
+    return " | ".join(parts)
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path:
@@ -111,13 +143,14 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             log_with=trackers,
             mixed_precision=resolve_precision(config.mixed_precision),
         )
-        super().__init__(
-            stock_config,
-            self.reward,
-            identity_prompt_fn(generator.label_names, config.samples_per_identity, config.seed),
-            pipeline,
-            hook,
-        )
+        with _quiet(STOCK_LOGGER):  # the stock __init__ logs its whole config (~2,000 characters) at INFO
+            super().__init__(
+                stock_config,
+                self.reward,
+                identity_prompt_fn(generator.label_names, config.samples_per_identity, config.seed),
+                pipeline,
+                hook,
+            )
         # The stock trainer calls the raw module; the prepared one (DDP across processes) keeps gradients in sync.
         self.sd_pipeline.unet = self.trainable_layers
         device = self.accelerator.device
@@ -380,11 +413,21 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         epochs = self.config.num_epochs if epochs is None else epochs
         budget = None if self.config.max_minutes is None else self.config.max_minutes * 60
         started = time.perf_counter()
+        progress = tqdm(
+            total=epochs,
+            initial=self.first_epoch,
+            desc="ddpo",
+            unit="epoch",
+            disable=not self.accelerator.is_local_main_process,
+        )
         for epoch in range(self.first_epoch, epochs):
             epoch_started = time.perf_counter()
             self.global_step = self.step(epoch, self.global_step)
             self.first_epoch = epoch + 1
             now = time.perf_counter()
+            progress.update(1)
+            if self.accelerator.is_main_process:
+                logger.info(epoch_line(self.history[-1], epochs))
             overrun = budget is not None and now - started + (now - epoch_started) > budget
             # Every process must take the same decision, or one would wait for the others forever.
             overrun = bool(self.accelerator.gather(torch.tensor([overrun], device=self.accelerator.device)).any())
@@ -393,6 +436,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                 if (epoch + 1) % self.config.save_freq:
                     self.save_checkpoint(epoch + 1, self.global_step)
                 break
+        progress.close()
         if self.accelerator.is_main_process and self.history:
             self.write_reward_curves()
         return self.history
