@@ -1,19 +1,122 @@
-"""The ``rlsyn-trl`` console script."""
+"""The ``rlsyn-trl`` console script: one subcommand per stage, and ``run-all`` for the whole chain.
+
+A stage subcommand hands its arguments to the stage recipe's ``cli(argv)``, the function behind
+``accelerate launch recipes/<stage>.py``, so ``rlsyn-trl sft --config recipes/orl_faces/sft.yaml --max_steps 10``
+runs exactly what ``accelerate launch recipes/sft.py --config recipes/orl_faces/sft.yaml --max_steps 10`` runs, in
+one process. This module imports nothing heavy until a command runs: ``rlsyn-trl --help`` and a refused
+``run-all`` option answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from dataclasses import dataclass
+
+from . import __version__
+
+PROG = "rlsyn-trl"
+PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
+# ``rlsyn_trl.data.orl.ALLOWED_SHOTS``, repeated here so a bad --shots is refused before datasets is imported
+# (tests/test_cli.py checks that the two agree).
+ORL_PRIVATE_SHOTS = (1, 2, 3, 5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rlsyn-trl", description="Reward-guided synthetic identity data.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    job = commands.add_parser("main", help="Run the whole chain on the embedded ORL default, offline.")
-    job.add_argument("--output-dir", default="outputs/main")
-    job.add_argument("--shots", type=int, default=1)
-    job.add_argument("--split-seed", type=int, default=0)
-    job.add_argument("--seed", type=int, default=0)
+@dataclass(frozen=True)
+class Stage:
+    module: str  # rlsyn_trl.recipes.<module>
+    help: str
+    aliases: tuple[str, ...] = ()
+
+
+STAGES = {
+    "prior": Stage("pretrain_prior", "Train the public priors: identity feature extractor and pixel DiT generator."),
+    "sft": Stage(
+        "sft", "Cold start: adapt the DiT to the target identities (identity embedders + LoRA).", ("cold-start",)
+    ),
+    "ddpo": Stage("ddpo", "Reward-guided RL (DDPO) of a cold-start adapter with the composite identity reward."),
+    "generate": Stage("generate", "Sample a scored, memorisation-audited synthetic dataset from an adapter."),
+    "train-recognizer": Stage(
+        "train_recognizer", "Train and test the downstream recognizer on real (+ synthetic, selected) images."
+    ),
+}
+STAGE_NAMES = {alias: name for name, stage in STAGES.items() for alias in (name, *stage.aliases)}
+STAGE_EPILOG = (
+    "Run '{prog} <stage> --help' for a stage's settings (its TrlParser fields). A stage takes --config with a YAML "
+    "path, or the name of a packaged recipe such as orl_faces/sft, and any field as --<field> <value>."
+)
+
+
+def _orl_shots(text: str) -> int:
+    """--shots as ORL's private split allows it; the message is the one ``check_identity_options`` gives."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in ORL_PRIVATE_SHOTS:
+        allowed = ", ".join(map(str, ORL_PRIVATE_SHOTS))
+        raise argparse.ArgumentTypeError(
+            f"orl_faces/private: shots={text} is not allowed; shots (real training images per private identity) "
+            f"must be one of {allowed}."
+        )
+    return value
+
+
+def _split_seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"orl_faces/private: seed={text} is not allowed; seed (the split seed) must be an integer >= 0."
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Reward-guided synthetic identity data on the Hugging Face stack (TRL, diffusers, accelerate).",
+        epilog=STAGE_EPILOG.format(prog=PROG),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
+    for name, stage in STAGES.items():
+        # Listed for the overview only: main() hands a stage's arguments to the recipe before argparse sees them.
+        commands.add_parser(name, aliases=list(stage.aliases), help=stage.help, add_help=False)
+    job = commands.add_parser(
+        "run-all",
+        aliases=["main"],
+        help="The whole chain on the embedded ORL default, offline: priors (shipped) -> cold start -> DDPO -> "
+        "generation -> recognizer rows, and a results table.",
+        description="Run every stage on the embedded ORL default (private identities s21-s40), offline, with the "
+        "recipes/orl_faces/*.yaml settings, and write results.json / results.md to --output-dir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    job.add_argument("--output-dir", default="outputs/main", help="Folder of the stages' outputs and the results.")
+    job.add_argument(
+        "--shots",
+        type=_orl_shots,
+        default=1,
+        metavar="{" + ",".join(map(str, ORL_PRIVATE_SHOTS)) + "}",
+        help="Real training images per target identity.",
+    )
+    job.add_argument(
+        "--split-seed", type=_split_seed, default=0, help="Seed of the ORL private train/test split (>= 0)."
+    )
+    job.add_argument("--seed", type=int, default=0, help="Seed of every stage (batches, noise, sampling).")
     job.add_argument("--quick", action="store_true", help="Few steps everywhere (about 5 minutes on 2 cores).")
     job.add_argument("--no-reuse", action="store_true", help="Redo stages already finished in --output-dir.")
     job.add_argument("--ablation", action="store_true", help="Add the paper's ablation rows (more DDPO runs).")
@@ -21,33 +124,61 @@ def main(argv: list[str] | None = None) -> int:
         "--recognizer-start",
         choices=["encoder", "scratch"],
         default="encoder",
-        help="Fine-tune the public feature extractor (default) or train the tiny ResNet from scratch.",
+        help="Fine-tune the public feature extractor, or train the tiny ResNet from scratch.",
     )
-    args = parser.parse_args(argv)
-    from .data import check_identity_options  # a few seconds, against the stages' much longer imports
+    job.add_argument(
+        "--threads", type=_positive_int, default=None, help="torch CPU threads (None: torch's own choice)."
+    )
+    job.add_argument(
+        "--mixed-precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="Precision of every stage; auto: bf16 where the device computes it natively, else fp32 (no).",
+    )
+    return parser
 
-    try:
-        check_identity_options("orl_faces", "private", shots=args.shots, seed=args.split_seed)
-    except ValueError as error:
-        job.error(f"{error} (--shots / --split-seed)")  # exits with status 2 and the usage line
 
+def run_stage(name: str, argv: list[str]) -> int:
+    """``rlsyn-trl <name> argv...``: the stage recipe's ``cli(argv)``, with ``rlsyn-trl <name>`` as its prog."""
+    stage = STAGES[STAGE_NAMES[name]]
+    recipe = importlib.import_module(f"rlsyn_trl.recipes.{stage.module}")
+    recipe.cli(argv, prog=f"{PROG} {name}")
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
     from .pipeline import MainJobConfig, results_table, run_main_job
     from .runtime import setup_runtime
 
-    setup_runtime(args.seed, offline=True)
-    results = run_main_job(
-        MainJobConfig(
-            output_dir=args.output_dir,
-            shots=args.shots,
-            split_seed=args.split_seed,
-            seed=args.seed,
-            quick=args.quick,
-            reuse=not args.no_reuse,
-            ablation=args.ablation,
-            recognizer_start=args.recognizer_start,
-        )
+    config = MainJobConfig(
+        output_dir=args.output_dir,
+        shots=args.shots,
+        split_seed=args.split_seed,
+        seed=args.seed,
+        quick=args.quick,
+        reuse=not args.no_reuse,
+        ablation=args.ablation,
+        recognizer_start=args.recognizer_start,
+        mixed_precision=args.mixed_precision,
     )
+    setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
+    results = run_main_job(config)
     print(results_table(results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGE_NAMES:
+        return run_stage(argv[0], argv[1:])
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    if args.command in ("run-all", "main"):
+        return run_all(args)
+    parser.print_help()
     return 0
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
 import yaml
 
 from .data import check_identity_options, dataset_to_tensors
@@ -20,6 +21,7 @@ from .io import atomic_write_json, atomic_write_text
 from .metrics.identity import nearest_neighbour_accuracy
 from .provenance import resolve_data_split
 from .recognizer import TINY_MODEL, RecognizerConfig
+from .runtime import PRECISIONS
 from .trainers import ColdStartConfig, RLSynDDPOConfig
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,13 @@ class MainJobConfig:
         },
     )
     reuse: bool = field(default=True, metadata={"help": "Reuse finished stages found in output_dir."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "Precision of every stage: 'auto' keeps the recipes' own setting (auto: bf16 where native); "
+            "no, bf16 or fp16 replaces it in the cold start, DDPO and the recognizer rows."
+        },
+    )
     ablation: bool = field(
         default=False,
         metadata={
@@ -67,6 +76,8 @@ class MainJobConfig:
     def __post_init__(self) -> None:
         if self.recognizer_start not in RECOGNIZER_STARTS:
             raise ValueError(f"recognizer_start must be one of {RECOGNIZER_STARTS}, got {self.recognizer_start!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         # The job trains on the ORL private split: refuse e.g. --shots 7 now, not after the first stages.
         check_identity_options("orl_faces", "private", shots=self.shots, seed=self.split_seed)
 
@@ -93,10 +104,31 @@ def _job_recipe(stage: str, config: MainJobConfig, output_dir: Path, **updates) 
     return {**embedded_recipe(stage), "seed": config.seed, "output_dir": str(output_dir), **updates}
 
 
+def _precision(config: MainJobConfig) -> dict:
+    """The job's precision as a training stage's setting; empty for 'auto' (the recipe's own setting)."""
+    return {} if config.mixed_precision == "auto" else {"mixed_precision": config.mixed_precision}
+
+
+def recognizer_precision(mixed_precision: str) -> dict:
+    """``TrainingArguments`` overrides of a recognizer row for the job's precision ('auto', 'no': fp32, as before).
+
+    Without CUDA, ``TrainingArguments`` accepts bf16 only with ``use_cpu``.
+    """
+    if mixed_precision not in ("bf16", "fp16"):
+        return {}
+    return {mixed_precision: True, **({} if torch.cuda.is_available() else {"use_cpu": True})}
+
+
 def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
     """``sft.yaml`` for this job's prior, split and (when quick) step count."""
     settings = _job_recipe(
-        "sft", config, output_dir, base_model=config.prior, shots=config.shots, split_seed=config.split_seed
+        "sft",
+        config,
+        output_dir,
+        base_model=config.prior,
+        shots=config.shots,
+        split_seed=config.split_seed,
+        **_precision(config),
     )
     if config.quick:
         settings.update(max_steps=10, warmup_steps=1, num_inference_steps=4, grid_per_identity=2)
@@ -111,6 +143,7 @@ def ddpo_settings(config: MainJobConfig, adapter: Path, output_dir: Path) -> dic
         output_dir,
         adapter=str(adapter),
         encoder=config.encoder,
+        **_precision(config),
     )
     if config.quick:
         settings.update(num_epochs=1, sample_num_steps=4, train_timestep_fraction=0.5, max_minutes=None)
@@ -236,6 +269,7 @@ def run_main_job(config: MainJobConfig) -> dict:
     for method, source, overrides in recognizer_rows(config.ablation):
         logger.info("Recognizer row: %s", method)
         folder = output / "recognizer" / method.split(" (")[0].replace(" ", "_").replace("+", "plus")
+        overrides = {**overrides, **recognizer_precision(config.mixed_precision)}
         if source:
             overrides = {**overrides, "synthetic_dataset": str(synthetic[source][0])}
         metrics = recognizer_recipe.main(

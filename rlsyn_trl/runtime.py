@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .log_filters import silence_torchvision_fallback_notice
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -84,6 +86,7 @@ def setup_runtime(
     ``offline`` sets ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` unless the user set them (the embedded job).
     """
     torch.set_flush_denormal(True)  # first: threads created later inherit it
+    silence_torchvision_fallback_notice()  # already done on `import rlsyn_trl`; idempotent
     if threads:
         torch.set_num_threads(threads)
     if offline:

@@ -28,6 +28,7 @@ from rlsyn_trl.provenance import (
     resolve_data_split,
     stage_record,
 )
+from rlsyn_trl.recipes import with_config_path
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
 from rlsyn_trl.trainers.ddpo_data import (
@@ -40,6 +41,8 @@ from rlsyn_trl.trainers.ddpo_evaluation import evaluate_policies, evaluation_tab
 from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline
 
 logger = logging.getLogger(__name__)
+
+CONFIG_CLASSES = (RLSynDDPOConfig,)
 
 
 def main(config: RLSynDDPOConfig) -> dict:
@@ -120,7 +123,14 @@ def main(config: RLSynDDPOConfig) -> dict:
     return summary
 
 
-if __name__ == "__main__":
-    (config,) = TrlParser((RLSynDDPOConfig,)).parse_args_and_config()
+def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
+    parser = TrlParser(CONFIG_CLASSES, prog=prog)
+    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
     summary = main(config)
     print({key: value for key, value in summary.items() if key != "last_epoch"})
+    return summary
+
+
+if __name__ == "__main__":
+    cli()

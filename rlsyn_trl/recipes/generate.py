@@ -26,10 +26,13 @@ from rlsyn_trl.provenance import (
     resolve_data_split,
     stage_record,
 )
+from rlsyn_trl.recipes import with_config_path
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.settings import REWARD_FIELDS
 
 logger = logging.getLogger(__name__)
+
+CONFIG_CLASSES = (GenerationConfig,)
 
 
 def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.Dataset, dict]:
@@ -69,10 +72,17 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
     return dataset, summary
 
 
-if __name__ == "__main__":
-    (config,) = TrlParser((GenerationConfig,)).parse_args_and_config()
+def cli(argv: list[str] | None = None, prog: str | None = None) -> tuple[datasets.Dataset, dict]:
+    """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
+    parser = TrlParser(CONFIG_CLASSES, prog=prog)
+    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
     dataset, summary = main(config)
     audit = summary["audit"]["memorization"]
     floor = summary["reference"]["memorization"]["rate"] if summary["reference"] else None
     print(f"{len(dataset)} samples in {config.output_dir}; memorisation rate {audit['rate']:.1%}", end="")
     print(f" (held-out real floor {floor:.1%})" if floor is not None else "")
+    return dataset, summary
+
+
+if __name__ == "__main__":
+    cli()

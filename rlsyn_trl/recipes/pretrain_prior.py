@@ -31,9 +31,12 @@ from rlsyn_trl.priors import (
     train_generator,
 )
 from rlsyn_trl.provenance import stage_record
+from rlsyn_trl.recipes import with_config_path
 from rlsyn_trl.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)
+
+CONFIG_CLASSES = (PriorConfig,)
 
 
 def main(config: PriorConfig) -> dict:
@@ -87,6 +90,14 @@ def main(config: PriorConfig) -> dict:
     return summary
 
 
+def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
+    parser = TrlParser(CONFIG_CLASSES, prog=prog)
+    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
+    summary = main(config)
+    print(summary)
+    return summary
+
+
 if __name__ == "__main__":
-    (config,) = TrlParser((PriorConfig,)).parse_args_and_config()
-    print(main(config))
+    cli()

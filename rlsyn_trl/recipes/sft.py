@@ -16,10 +16,13 @@ from trl import TrlParser
 from rlsyn_trl.generators import resolve_pretrained_folder
 from rlsyn_trl.hub import push_adapter
 from rlsyn_trl.provenance import parent_reference, resolve_data_split, stage_record
+from rlsyn_trl.recipes import with_config_path
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import ColdStartConfig, ColdStartTrainer, prepare_identity_generator
 
 logger = logging.getLogger(__name__)
+
+CONFIG_CLASSES = (ColdStartConfig,)
 
 
 def main(config: ColdStartConfig) -> dict:
@@ -58,6 +61,14 @@ def main(config: ColdStartConfig) -> dict:
     return summary
 
 
+def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
+    parser = TrlParser(CONFIG_CLASSES, prog=prog)
+    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
+    summary = main(config)
+    print(summary)
+    return summary
+
+
 if __name__ == "__main__":
-    (config,) = TrlParser((ColdStartConfig,)).parse_args_and_config()
-    print(main(config))
+    cli()

@@ -29,6 +29,7 @@ from rlsyn_trl.provenance import (
     stage_record,
     write_provenance,
 )
+from rlsyn_trl.recipes import with_config_path
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.settings import DataSplitSettings, check_settings
@@ -51,6 +52,9 @@ class RecognizerScriptArguments(DataSplitSettings):
         check_settings(self)
         for name in self.verification_sets:  # a misspelt set fails now, not after the real data is built
             check_identity_options("face_verification", name)
+
+
+CONFIG_CLASSES = (RecognizerScriptArguments, RecognizerConfig)
 
 
 def load_synthetic(path_or_id: str) -> datasets.Dataset:
@@ -98,6 +102,14 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
     return metrics
 
 
+def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the metrics."""
+    parser = TrlParser(CONFIG_CLASSES, prog=prog)
+    script_args, config = parser.parse_args_and_config(with_config_path(parser, argv))
+    metrics = main(script_args, config)
+    print(metrics)
+    return metrics
+
+
 if __name__ == "__main__":
-    script_args, config = TrlParser((RecognizerScriptArguments, RecognizerConfig)).parse_args_and_config()
-    print(main(script_args, config))
+    cli()

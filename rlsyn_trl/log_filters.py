@@ -1,0 +1,34 @@
+"""A targeted filter for one library notice that every run printed, and nothing else.
+
+Without torchvision, transformers' lazy module answers an import of ``CLIPImageProcessor`` or
+``SiglipImageProcessor`` with the PIL variant and logs, once per class, "`CLIPImageProcessor` requires torchvision
+(not installed); falling back to `CLIPImageProcessorPil` ..." (``transformers.utils.import_utils``). diffusers
+imports both classes when its Stable Diffusion pipeline and IP-adapter loaders are imported (TRL's DDPO imports
+them); this package uses neither image processor, so the notice says nothing about a run. The filter drops only
+records of that logger whose message is that notice: every other transformers warning still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+TORCHVISION_FALLBACK_LOGGER = "transformers.utils.import_utils"
+TORCHVISION_FALLBACK_NOTICE = "requires torchvision (not installed); falling back to"
+
+
+class TorchvisionFallbackFilter(logging.Filter):
+    """Drops transformers' "requires torchvision (not installed); falling back to ...Pil" notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return TORCHVISION_FALLBACK_NOTICE not in record.getMessage()
+
+
+def silence_torchvision_fallback_notice() -> None:
+    """Install :class:`TorchvisionFallbackFilter` on transformers' import logger (once; importing nothing).
+
+    ``logging.getLogger`` creates the logger transformers will use, so this works before transformers is imported,
+    which is when it has to run: the notice is logged while diffusers is being imported.
+    """
+    logger = logging.getLogger(TORCHVISION_FALLBACK_LOGGER)
+    if not any(isinstance(existing, TorchvisionFallbackFilter) for existing in logger.filters):
+        logger.addFilter(TorchvisionFallbackFilter())
