@@ -147,7 +147,7 @@ def run_stage(name: str, argv: list[str]) -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from .pipeline import MainJobConfig, results_table, run_main_job
+    from .pipeline import MainJobConfig, job_summary, results_table, run_main_job
     from .runtime import setup_runtime
 
     config = MainJobConfig(
@@ -164,6 +164,8 @@ def run_all(args: argparse.Namespace) -> int:
     setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
     results = run_main_job(config)
     print(results_table(results))
+    print()
+    print(job_summary(results))
     return 0
 
 

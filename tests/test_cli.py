@@ -177,13 +177,14 @@ def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(runtime, "setup_runtime", lambda *args, **kwargs: calls.setdefault("runtime", (args, kwargs)))
     monkeypatch.setattr(pipeline, "run_main_job", lambda config: calls.setdefault("job", config) and {})
     monkeypatch.setattr(pipeline, "results_table", lambda results: "table")
+    monkeypatch.setattr(pipeline, "job_summary", lambda results: "summary")
     argv = ["run-all", "--output-dir", str(tmp_path), "--threads", "2", "--mixed-precision", "bf16", "--shots", "2"]
     assert cli.main(argv) == 0
     args, kwargs = calls["runtime"]
     assert kwargs["threads"] == 2 and kwargs["mixed_precision"] == "bf16" and kwargs["offline"]
     job = calls["job"]
     assert (job.mixed_precision, job.shots, job.output_dir) == ("bf16", 2, str(tmp_path))
-    assert capsys.readouterr().out.strip() == "table"
+    assert capsys.readouterr().out.split() == ["table", "summary"]
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])

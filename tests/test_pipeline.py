@@ -30,7 +30,11 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert results["recognizer_model"] == "embedded:orl_faces/encoder"  # the better real-only start, every row
     assert "public feature extractor" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "ddpo" / "adapter_config.json").is_file()
-    assert "full method" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "full method" in out and str(tmp_path / "results.md") in out and "Time: cold start" in out
+    assert "Time budgets: no stage was cut short" in out and "Reading: the full method reaches" in out
+    assert results["budget_cuts"] == []
+    assert set(results["timings_s"]) == {"cold_start", "ddpo", "generation", "recognizers"}
 
     # The ablation reuses the finished stages and adds DDPO runs with reward terms switched on in turn.
     assert main(["main", "--quick", "--ablation", "--output-dir", str(tmp_path)]) == 0
