@@ -75,3 +75,11 @@ def with_config_path(parser: argparse.ArgumentParser, argv: Sequence[str] | None
         return resolve_config_argument(sys.argv[1:] if argv is None else argv)
     except FileNotFoundError as error:
         parser.error(str(error))
+
+
+def parse_stage(config_classes: tuple, argv: Sequence[str] | None = None, prog: str | None = None) -> tuple:
+    """A stage's configs from ``argv`` (default ``sys.argv[1:]``) and its ``--config`` YAML, parsed by ``TrlParser``."""
+    from trl import TrlParser
+
+    parser = TrlParser(config_classes, prog=prog)
+    return tuple(parser.parse_args_and_config(with_config_path(parser, argv)))

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 
-from trl import TrlParser
-
 from rlsyn_trl.encoders import load_encoder
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
@@ -28,7 +26,7 @@ from rlsyn_trl.provenance import (
     resolve_data_split,
     stage_record,
 )
-from rlsyn_trl.recipes import with_config_path
+from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
 from rlsyn_trl.trainers.ddpo_data import (
@@ -125,8 +123,7 @@ def main(config: RLSynDDPOConfig) -> dict:
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
     """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
-    parser = TrlParser(CONFIG_CLASSES, prog=prog)
-    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
+    (config,) = parse_stage(CONFIG_CLASSES, argv, prog)
     summary = main(config)
     print({key: value for key, value in summary.items() if key != "last_epoch"})
     return summary

@@ -14,7 +14,6 @@ import logging
 
 import datasets
 from huggingface_hub import HfApi
-from trl import TrlParser
 
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
@@ -26,7 +25,7 @@ from rlsyn_trl.provenance import (
     resolve_data_split,
     stage_record,
 )
-from rlsyn_trl.recipes import with_config_path
+from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.settings import REWARD_FIELDS
 
@@ -74,8 +73,7 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> tuple[datasets.Dataset, dict]:
     """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
-    parser = TrlParser(CONFIG_CLASSES, prog=prog)
-    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
+    (config,) = parse_stage(CONFIG_CLASSES, argv, prog)
     dataset, summary = main(config)
     audit = summary["audit"]["memorization"]
     floor = summary["reference"]["memorization"]["rate"] if summary["reference"] else None

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from accelerate import Accelerator
-from trl import TrlParser
 
 from rlsyn_trl.data import dataset_to_tensors
 from rlsyn_trl.io import atomic_write_json
@@ -31,7 +30,7 @@ from rlsyn_trl.priors import (
     train_generator,
 )
 from rlsyn_trl.provenance import stage_record
-from rlsyn_trl.recipes import with_config_path
+from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)
@@ -92,8 +91,7 @@ def main(config: PriorConfig) -> dict:
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
     """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
-    parser = TrlParser(CONFIG_CLASSES, prog=prog)
-    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
+    (config,) = parse_stage(CONFIG_CLASSES, argv, prog)
     summary = main(config)
     print(summary)
     return summary

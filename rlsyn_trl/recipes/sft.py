@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from trl import TrlParser
-
 from rlsyn_trl.generators import resolve_pretrained_folder
 from rlsyn_trl.hub import push_adapter
 from rlsyn_trl.provenance import parent_reference, resolve_data_split, stage_record
-from rlsyn_trl.recipes import with_config_path
+from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import ColdStartConfig, ColdStartTrainer, prepare_identity_generator
 
@@ -63,8 +61,7 @@ def main(config: ColdStartConfig) -> dict:
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
     """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the summary."""
-    parser = TrlParser(CONFIG_CLASSES, prog=prog)
-    (config,) = parser.parse_args_and_config(with_config_path(parser, argv))
+    (config,) = parse_stage(CONFIG_CLASSES, argv, prog)
     summary = main(config)
     print(summary)
     return summary

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from trl import TrlParser
 
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.hub import load_synthetic_dataset
@@ -29,7 +28,7 @@ from rlsyn_trl.provenance import (
     stage_record,
     write_provenance,
 )
-from rlsyn_trl.recipes import with_config_path
+from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.settings import DataSplitSettings, check_settings
@@ -104,8 +103,7 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
     """The command line of this stage (``argv``: default ``sys.argv[1:]``): parse, run, print the metrics."""
-    parser = TrlParser(CONFIG_CLASSES, prog=prog)
-    script_args, config = parser.parse_args_and_config(with_config_path(parser, argv))
+    script_args, config = parse_stage(CONFIG_CLASSES, argv, prog)
     metrics = main(script_args, config)
     print(metrics)
     return metrics
