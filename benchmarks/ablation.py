@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 
-from rlsyn_trl.pipeline import MainJobConfig, run_main_job, set_offline_defaults
+from rlsyn_trl.pipeline import MainJobConfig, run_main_job
+from rlsyn_trl.runtime import setup_runtime
 
 
 def ablation_table(runs: dict[int, list[dict]]) -> str:
@@ -49,8 +49,7 @@ def main() -> None:
         "--report-only", action="store_true", help="Tabulate the runs already finished in --output-dir; train nothing."
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    set_offline_defaults()
+    setup_runtime(offline=True)  # the stages seed themselves from each job's seed
     output = Path(args.output_dir)
     runs: dict[int, list[dict]] = {}
     for shots in args.shots:

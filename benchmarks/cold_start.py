@@ -1,4 +1,4 @@
-"""Identity consistency of cold-start samples on the private ORL identities (issue: cold start).
+"""Identity consistency of cold-start samples on the private ORL identities.
 
     python benchmarks/cold_start.py --shots 2 --seeds 0 1 2
 
@@ -10,7 +10,6 @@ assignment (chance is 1/20), and the real held-out test photos. The face-detecti
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,9 @@ from rlsyn_trl.encoders import load_encoder
 from rlsyn_trl.generators import IdentityGenerator
 from rlsyn_trl.metrics.identity import identity_consistency
 from rlsyn_trl.realism import face_detection_rate
-from rlsyn_trl.trainers import ColdStartConfig, train_cold_start
+from rlsyn_trl.recipes import sft
+from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.trainers import ColdStartConfig
 from rlsyn_trl.visualization import save_image_grid
 
 
@@ -36,8 +37,7 @@ def main() -> None:
     parser.add_argument("--inference-steps", type=int, default=25)
     parser.add_argument("--output-dir", default="outputs/benchmarks/cold_start")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    setup_runtime(offline=True)  # the SFT recipe seeds each run with its split seed
     encoder = load_encoder(args.encoder)
     settings = yaml.safe_load(Path(args.config).read_text())
     results = {"cold_start": [], "prior_random_assignment": [], "real_held_out": [], "realism_cold_start": []}
@@ -57,7 +57,7 @@ def main() -> None:
                 "num_inference_steps": args.inference_steps,
             }
         )
-        generator, _ = train_cold_start(config)
+        generator = IdentityGenerator.from_pretrained(sft.main(config)["adapter"])
         labels = torch.arange(generator.num_classes).repeat_interleave(args.per_identity)
         samples = generator.sample(labels, seed=seed, num_inference_steps=args.inference_steps)
         save_image_grid(samples, f"{args.output_dir}/seed{seed}/grid.png", nrow=args.per_identity)

@@ -1,16 +1,17 @@
-"""Cold-start vs DDPO policy on private ORL (2 shots): reward terms and realism on fresh samples, same seeds.
+"""Cold-start vs DDPO policy on private ORL: reward terms and realism on fresh samples, same seeds.
 
     nice -n 5 python benchmarks/ddpo_rewards.py --config recipes/orl_faces/ddpo.yaml \
         [--cold-start outputs/orl_faces/sft] [--ddpo outputs/orl_faces/ddpo] [--seeds 0 1 2]
 
 Both policies sample every private identity ``eval_samples_per_identity`` times per seed with the training sampler
-of the YAML (steps, guidance, eta); the reward is the training reward (same encoder, same memory bank). R_exp is
+of the YAML (steps, guidance, eta); the reward is the training reward (the encoder and constants recorded in the
+DDPO adapter's provenance, the memory bank of the split the adapters were trained on, read from it too). R_exp is
 shown both as the mean leave-one-out share and at the group level, E(G_y): with the unbiased spread S the share of
 a group averages to Var_i(S(G without g_i)) / tau^2 >= 0, so a collapsed group gets share 0 rather than a penalty,
 while E(G_y) falls with any gap to the target spread. The total uses z-scores over both policies' samples (a
 per-policy z-score would centre each total at 0). Realism is the LBP face-detection rate (rlsyn_trl.realism);
 real held-out images give its reference.
-Requirements (issue 4): R_cov and R_exp rise, R_sem falls by at most 0.02, the face-detection rate does not fall.
+Requirements: R_cov and R_exp rise, R_sem falls by at most 0.02, the face-detection rate does not fall.
 """
 
 from __future__ import annotations
@@ -22,19 +23,32 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import torch  # noqa: E402
 from trl import TrlParser  # noqa: E402
 
-from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset  # noqa: E402
-from rlsyn_trl.generators import IdentityGenerator  # noqa: E402
+from rlsyn_trl.encoders import load_encoder  # noqa: E402
+from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder  # noqa: E402
 from rlsyn_trl.metrics.identity import identity_consistency  # noqa: E402
+from rlsyn_trl.provenance import (  # noqa: E402
+    DataSplit,
+    check_same_train_images,
+    inherit_settings,
+    input_provenance,
+    resolve_data_split,
+)
 from rlsyn_trl.realism import face_detection_rate  # noqa: E402
+from rlsyn_trl.runtime import setup_runtime  # noqa: E402
+from rlsyn_trl.settings import REWARD_FIELDS  # noqa: E402
 from rlsyn_trl.trainers import RLSynDDPOConfig, evaluate_policies, evaluation_table  # noqa: E402
-from rlsyn_trl.trainers.ddpo_data import build_identity_reward, real_training_images  # noqa: E402
+from rlsyn_trl.trainers.ddpo_data import (  # noqa: E402
+    build_identity_reward,
+    check_same_identities,
+    identity_tensors,
+    needs_public_spread,
+)
 
 
 def checks(evaluation: dict, cold: str, rl: str) -> list[tuple[str, float, bool]]:
-    """(requirement, change, met) for each requirement of the issue."""
+    """(requirement, change, met) for each requirement in the module docstring."""
     delta = {
         key: evaluation[rl][key] - evaluation[cold][key] for key in ("sem", "cov", "exp", "group_exp", "face_rate")
     }
@@ -55,15 +69,33 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)
     (config,) = TrlParser((RLSynDDPOConfig,)).parse_args_and_config(args=["--config", args.config])
+    setup_runtime(config.seed, config.mixed_precision)
     cold_path, ddpo_path = args.cold_start or config.adapter, args.ddpo or config.output_dir
 
-    cold_start = IdentityGenerator.from_pretrained(cold_path, config.adapter_revision)
-    ddpo = IdentityGenerator.from_pretrained(ddpo_path)
-    channels = cold_start.transformer.config.in_channels if cold_start.vae is None else 3
-    images, labels, names = real_training_images(config, cold_start.resolution, channels)
-    reward = build_identity_reward(config, images, labels, names)
+    # The split and the reward as the DDPO recipe trained with them (its provenance), checked against the cold start.
+    cold_folder = resolve_pretrained_folder(cold_path, config.adapter_revision)
+    ddpo_folder = resolve_pretrained_folder(ddpo_path)
+    policy = input_provenance(ddpo_folder)
+    source = f"the adapter {ddpo_path}"
+    split = resolve_data_split(config, policy["data"], source)
+    data = split.load()
+    data_record = split.record(data)
+    check_same_train_images(policy["data"] or {}, data_record, source)
+    check_same_train_images(input_provenance(cold_folder)["data"] or {}, data_record, f"the adapter {cold_path}")
+    trained = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
+    encoder = load_encoder(trained.pop("encoder"))
+
+    cold_start = IdentityGenerator.from_pretrained(cold_folder)
+    ddpo = IdentityGenerator.from_pretrained(ddpo_folder)
+    check_same_identities(cold_start, data["train"], f"the adapter {cold_path}")
+    images, labels = identity_tensors(data["train"], cold_start)
+    names = cold_start.label_names
+    public = None
+    if needs_public_spread(labels) and config.public_dataset_config:
+        public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
+        public = identity_tensors(public_split.load()["train"], cold_start)
+    reward = build_identity_reward(encoder, images, labels, names, trained, public)
     policies = {f"cold start ({cold_path})": cold_start, f"DDPO ({ddpo_path})": ddpo}
     evaluation = evaluate_policies(
         policies,
@@ -74,17 +106,14 @@ def main() -> None:
         config.sample_guidance_scale,
         config.sample_eta,
     )
-    test = load_identity_dataset(
-        config.dataset_name, config.dataset_config, data_dir=config.data_dir, shots=config.shots, seed=config.split_seed
-    )["test"]
-    test_images, test_labels = dataset_to_tensors(test, cold_start.resolution, channels)
+    test_images, test_labels = identity_tensors(data["test"], cold_start)
     real_rate = face_detection_rate(test_images)
     real_consistency = identity_consistency(
         reward.encode(test_images), test_labels, reward.bank.features, reward.bank.labels
     )
 
     print(
-        f"\nPrivate {config.dataset_name} ({config.shots} shots, split seed {config.split_seed}); "
+        f"\nPrivate {split.dataset_name} ({split.shots} shots, split seed {split.split_seed}); "
         f"{config.eval_samples_per_identity} samples x {len(names)} identities per policy and seed; "
         f"seeds {args.seeds}; "
         f"sampler: {config.sample_num_steps} DDIM steps, eta {config.sample_eta:g}, guidance "

@@ -9,7 +9,7 @@ Epochs of the trainers alternate (order flipped every round) so background load 
 reported, per wall-clock second and per CPU second of this process (one torch thread): on a shared machine the wall
 clock also measures the neighbours, the CPU clock only the trainer's own work. A third row adds our anchors (KL +
 denoising), which cost extra passes by design and are not part of the comparison.
-Pass criteria (issue 4): samples/s ratio ours/stock >= 0.95, reward time <= 5% of the epoch.
+Pass criteria: samples/s ratio ours/stock >= 0.95, reward time <= 5% of the epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from trl import DDPOConfig, DDPOTrainer  # noqa: E402
 from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset  # noqa: E402
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, default_scheduler  # noqa: E402
+from rlsyn_trl.runtime import setup_runtime  # noqa: E402
 from rlsyn_trl.trainers import (  # noqa: E402
     IdentityDDPOPipeline,
     IdentityReward,
@@ -72,8 +73,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="timed epochs per trainer (after one warm-up epoch)")
     parser.add_argument("--steps", type=int, default=4, help="DDIM steps per sample")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)  # first: threads created later inherit it
-    torch.set_num_threads(1)
+    setup_runtime(mixed_precision="no", threads=1)  # the trainers below run fp32 on the CPU
     PartialState(cpu=True)
 
     data = load_identity_dataset("orl_faces", "private", shots=2, seed=0)["train"]

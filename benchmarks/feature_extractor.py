@@ -6,14 +6,13 @@ The encoder never saw a private identity; the gallery is the k train shots, the 
 """
 
 import argparse
-import os
 
 import numpy as np
-import torch
 
 from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset
 from rlsyn_trl.encoders import load_encoder
 from rlsyn_trl.metrics.identity import nearest_neighbour_accuracy
+from rlsyn_trl.runtime import setup_runtime
 
 
 def main() -> None:
@@ -22,8 +21,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
-    torch.set_flush_denormal(True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    setup_runtime(offline=True)
     encoder = load_encoder(args.encoder)
     resolution = encoder.config.image_size
     rows = {"raw 32x32 pixels (Euclidean)": [], f"encoder {args.encoder} (cosine)": []}

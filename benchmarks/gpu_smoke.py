@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Before huggingface_hub and datasets are imported: they read these once, at import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -51,6 +52,7 @@ from transformers import ResNetConfig, ResNetForImageClassification  # noqa: E40
 
 from rlsyn_trl.data.face_verification import VERIFICATION_SETS  # noqa: E402
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
+from rlsyn_trl.runtime import setup_runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("casia_webface", "market1501")
@@ -245,10 +247,20 @@ def command_line(values: dict) -> list[str]:
     return argv
 
 
+def fresh_launch() -> None:
+    """Forget accelerate's process state, as a new ``accelerate launch`` starts without one.
+
+    Only this smoke test needs it: it runs several launches in one process, and the YAMLs' stages differ in
+    precision (``sft.yaml`` auto, which is bf16 on a GPU; ``ddpo.yaml`` "no"), which one shared ``AcceleratorState``
+    refuses. The recipes and the main job run one precision per process and never reset it.
+    """
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @contextlib.contextmanager
 def smoke_environment(workdir: Path) -> Iterator[None]:
     """Run in ``workdir`` (the YAMLs' relative paths land there) with the Hub and datasets caches inside it; leave
-    the process as it was, accelerate's state included."""
+    the process as it was, accelerate's state included (none: the last stage's launch is forgotten)."""
     saved = (Path.cwd(), huggingface_hub.constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE, sys.argv)
     os.chdir(workdir)
     huggingface_hub.constants.HF_HUB_CACHE = str(workdir / "hf_cache")
@@ -258,7 +270,7 @@ def smoke_environment(workdir: Path) -> Iterator[None]:
     finally:
         os.chdir(saved[0])
         huggingface_hub.constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE, sys.argv = saved[1:]
-        AcceleratorState._reset_state(reset_partial_state=True)
+        fresh_launch()
 
 
 def samples_per_second(stage: str, values: dict, seconds_per_step: float | None, wall: float) -> float | None:
@@ -279,7 +291,7 @@ def run_stage(benchmark: str, stage: str, scale: Scale, steps: int) -> dict:
     changed = overrides(benchmark, stage, scale, steps)
     script = REPO / "recipes" / RECIPES[stage]
     sys.argv = [str(script), "--config", str(REPO / "recipes" / benchmark / f"{stage}.yaml"), *command_line(changed)]
-    AcceleratorState._reset_state(reset_partial_state=True)  # each stage sets up accelerate as a fresh launch does
+    fresh_launch()  # each stage sets up accelerate at its YAML's precision, as a separate launch does
     stamps: list[float] = []
 
     def record_step(*_) -> None:
@@ -348,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output_dir and args.output_dir.exists() and any(args.output_dir.iterdir()):
         parser.error(f"--output-dir {args.output_dir} is not empty: the stages would resume or mix earlier runs.")
-    torch.set_flush_denormal(True)
+    setup_runtime()  # each recipe then sets up its own stage (seed, precision) as its launch would
     scale = TINY if args.tiny else PAPER
     with contextlib.ExitStack() as stack:
         workdir = args.output_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_smoke_")))

@@ -31,11 +31,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from rlsyn_trl.data import load_identity_dataset  # noqa: E402
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer  # noqa: E402
+from rlsyn_trl.runtime import setup_runtime  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,7 @@ def main() -> None:
     parser.add_argument("--wrong_labels", type=float, default=0.5, help="Mislabelled fraction of the noisy pool.")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads (1 is fastest on busy shared cores).")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)  # denormals made CPU training about 50x slower on the project's machines
-    torch.set_num_threads(args.threads)
+    setup_runtime(threads=args.threads)
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     settings = {"max_steps": args.max_steps, "loss": args.loss, "model": args.model}

@@ -2,7 +2,7 @@
 
     python benchmarks/recognizer_start.py [--shots 1 2] [--seeds 0 1 2] [--steps 300] [--starts scratch encoder]
 
-The issue asks for whichever start gives the better real-only result, used in every row. For each start and split
+The main job uses whichever start gives the better real-only result, in every row. For each start and split
 seed this trains the main job's recognizer rows without synthetic data: real only (no augmentation) and real +
 standard augmentation, training seed = split seed as in ``benchmarks/ablation.py``.
 """
@@ -15,7 +15,6 @@ import io
 import time
 
 import numpy as np
-import torch
 from transformers.utils import logging as hf_logging
 
 from rlsyn_trl.data import load_identity_dataset
@@ -24,10 +23,9 @@ from rlsyn_trl.pipeline import (
     RECOGNIZER_STARTS,
     MainJobConfig,
     recognizer_config,
-    set_offline_defaults,
 )
 from rlsyn_trl.recognizer import train_recognizer
-from rlsyn_trl.training import fresh_accelerator_state
+from rlsyn_trl.runtime import setup_runtime
 
 ROWS = {"real only": NO_AUGMENTATION, "real + standard augmentation": {}}
 
@@ -40,8 +38,7 @@ def main() -> None:
     parser.add_argument("--starts", nargs="+", choices=RECOGNIZER_STARTS, default=list(RECOGNIZER_STARTS))
     parser.add_argument("--output-dir", default="outputs/benchmarks/recognizer_start")
     args = parser.parse_args()
-    set_offline_defaults()
-    torch.set_flush_denormal(True)
+    setup_runtime(offline=True)  # every run seeds itself (training seed = split seed)
     hf_logging.set_verbosity_error()
     starts = {start: MainJobConfig(recognizer_start=start).recognizer_model for start in args.starts}
     lines = [
@@ -57,7 +54,6 @@ def main() -> None:
                 accuracies, started = [], time.time()
                 for seed in args.seeds:
                     real = load_identity_dataset("orl_faces", "private", shots=shots, seed=seed)
-                    fresh_accelerator_state()
                     folder = f"{args.output_dir}/{start}_{shots}shot_{seed}"
                     config = recognizer_config(folder, model, args.steps, seed, **overrides)
                     with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every log line

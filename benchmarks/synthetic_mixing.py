@@ -20,12 +20,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import torch
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.pipeline import NO_AUGMENTATION, recognizer_config, set_offline_defaults
+from rlsyn_trl.pipeline import NO_AUGMENTATION, recognizer_config
 from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
-from rlsyn_trl.training import fresh_accelerator_state
+from rlsyn_trl.runtime import setup_runtime
 
 FULL = {"selection": True}
 VARIANTS = [
@@ -50,9 +49,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="recognizer start (default: each main job's recognizer_model)")
     parser.add_argument("--tag", default="", help="suffix of the mixing output folders")
     args = parser.parse_args()
-    set_offline_defaults()
-    torch.set_flush_denormal(True)  # before set_num_threads: it reaches only threads created after it
-    torch.set_num_threads(args.threads)
+    setup_runtime(threads=args.threads, offline=True)  # every run seeds itself
     jobs = []
     for run in map(Path, args.run):
         results = json.loads((run / "results.json").read_text())
@@ -71,7 +68,6 @@ def main() -> None:
         accuracies = []
         for run, real, synthetic, model, seeds in jobs:
             for seed in seeds:
-                fresh_accelerator_state()
                 folder = run / f"mixing{args.tag}" / f"{name.replace(' ', '_').replace('/', '-')}_{seed}"
                 config = recognizer_config(folder, model, args.steps, seed, **overrides)
                 metrics = train_recognizer(config, real, synthetic[source] if source else None)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset
 from rlsyn_trl.encoders import load_encoder
-from rlsyn_trl.pipeline import set_offline_defaults
+from rlsyn_trl.runtime import setup_runtime
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--run", nargs="+", default=["outputs/main"], help="finished main-job output folders")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     args = parser.parse_args()
-    set_offline_defaults()
+    setup_runtime(offline=True)
     print("| run | class means from | all samples | face-detected samples only |\n|---|---|---|---|")
     for run in map(Path, args.run):
         job = json.loads((run / "results.json").read_text())["config"]

@@ -3,7 +3,7 @@
     python benchmarks/synthetic_quality.py [--shots 1 2] [--samples-per-identity 50] [--seed 0]
 
 For each number of shots: a cold-start adapter (``recipes/orl_faces/sft.yaml`` with that many shots) and an RL
-adapter on top of it (``recipes/orl_faces/ddpo.yaml``); then ``generate_synthetic_dataset`` draws the samples,
+adapter on top of it (``recipes/orl_faces/ddpo.yaml``); then the generation recipe draws the samples,
 scores and audits them. Every adapter is sampled with the same sampler (DDPO's, unless --no-rl: the policy was
 optimised for it). The real held-out row is the audit and
 checks applied to the private test images. Adapters and datasets are reused when their folders already hold them.
@@ -15,16 +15,15 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
-import torch
-
-from rlsyn_trl.generation import AUDIT_FILE, GenerationConfig, generate_synthetic_dataset
+from rlsyn_trl.generation import AUDIT_FILE, GenerationConfig
 from rlsyn_trl.pipeline import embedded_recipe
-from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig, train_cold_start, train_ddpo
-from rlsyn_trl.training import fresh_accelerator_state
+from rlsyn_trl.recipes import ddpo, sft
+from rlsyn_trl.recipes import generate as generation
+from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
 logger = logging.getLogger("synthetic_quality")
 
@@ -43,8 +42,7 @@ def cold_start_adapter(shots: int, output: Path) -> Path:
     config = recipe(ColdStartConfig, "sft", shots=shots, output_dir=str(output), max_minutes=None)
     summary = output / "summary.json"
     if not (summary.is_file() and json.loads(summary.read_text())["config"] == dataclasses.asdict(config)):
-        fresh_accelerator_state()
-        train_cold_start(config)
+        sft.main(config)
     return output
 
 
@@ -65,8 +63,7 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path, dict]:
     marker = output / "benchmark_recipe.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
         shutil.rmtree(output, ignore_errors=True)  # an earlier recipe's adapter: never mix its checkpoints in
-        fresh_accelerator_state()  # the cold start ran in bf16 in this process
-        train_ddpo(config)
+        ddpo.main(config)
         marker.write_text(json.dumps(stamp))
     sampler = {
         "num_inference_steps": config.sample_num_steps,
@@ -79,11 +76,11 @@ def rl_adapter(cold_start: Path, shots: int, output: Path) -> tuple[Path, dict]:
 def generate(config: GenerationConfig) -> dict:
     """The generation summary; a folder this benchmark filled earlier with other adapters or settings is redone."""
     try:
-        return generate_synthetic_dataset(config)[1]
+        return generation.main(config)[1]
     except FileExistsError:
         logger.info("Regenerating %s: it holds an earlier run with other adapters or settings", config.output_dir)
         shutil.rmtree(config.output_dir)
-        return generate_synthetic_dataset(config)[1]
+        return generation.main(config)[1]
 
 
 def percent(value: float) -> str:
@@ -118,10 +115,7 @@ def main() -> None:
     parser.add_argument("--output-dir", default="outputs/benchmarks/synthetic_quality")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_flush_denormal(True)  # first: threads created later inherit it
-    torch.set_num_threads(args.threads)
+    setup_runtime(threads=args.threads, offline=True)  # one precision (the recipes' auto) for every stage
     output = Path(args.output_dir)
 
     adapters: dict[int, list[tuple[str, Path]]] = {}
