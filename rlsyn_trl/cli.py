@@ -147,8 +147,11 @@ def run_stage(name: str, argv: list[str]) -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from .pipeline import MainJobConfig, job_summary, results_table, run_main_job
     from .runtime import setup_runtime
+
+    # First: the offline defaults must be in the environment before huggingface_hub and datasets are imported.
+    setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
+    from .pipeline import MainJobConfig, job_summary, results_table, run_main_job
 
     config = MainJobConfig(
         output_dir=args.output_dir,
@@ -161,7 +164,6 @@ def run_all(args: argparse.Namespace) -> int:
         recognizer_start=args.recognizer_start,
         mixed_precision=args.mixed_precision,
     )
-    setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
     results = run_main_job(config)
     print(results_table(results))
     print()

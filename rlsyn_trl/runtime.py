@@ -83,7 +83,8 @@ def setup_runtime(
 ) -> Runtime:
     """Prepare this process for a stage: denormals, threads, logging, seed; returns the resolved precision.
 
-    ``offline`` sets ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` unless the user set them (the embedded job).
+    ``offline`` sets ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` unless the user set them (the embedded job); both
+    libraries read them when first imported, so call this before importing them.
     """
     torch.set_flush_denormal(True)  # first: threads created later inherit it
     silence_torchvision_fallback_notice()  # already done on `import rlsyn_trl`; idempotent
