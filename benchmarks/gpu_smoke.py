@@ -1,7 +1,7 @@
 """Smoke run of the paper-scale recipes: every stage of recipes/casia_webface and recipes/market1501 (cold start,
 DDPO, generation, recognizer) runs a few steps from its YAML through the recipe script itself, and prints timings.
 
-    python benchmarks/gpu_smoke.py                 # paper scale: DiT-XL/2 + SD VAE, ResNet-50 (on a lent GPU)
+    python benchmarks/gpu_smoke.py                 # paper scale: DiT-XL/2 + SD VAE, ResNet-50 (on a GPU)
     python benchmarks/gpu_smoke.py --tiny          # same families at tiny sizes, on a CPU (tests/test_paper_recipes.py)
 
 Only sizes and step counts are overridden (``OVERRIDES``). Everything else comes from the YAMLs, whose relative paths
