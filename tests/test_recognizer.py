@@ -149,3 +149,10 @@ def test_synthetic_set_with_another_label_space_is_refused(orl_one_shot, tmp_pat
     plain_ints = datasets.Dataset.from_dict({"image": [image], "label": [1]})
     with pytest.raises(ValueError, match="label space does not match"):
         train_recognizer(tiny_config(tmp_path), orl_one_shot, plain_ints)
+
+
+def test_hub_repos_are_private_unless_the_user_says_otherwise(tmp_path):
+    from rlsyn_trl.recognizer import RecognizerConfig
+
+    assert RecognizerConfig(output_dir=str(tmp_path)).hub_private_repo is True
+    assert RecognizerConfig(output_dir=str(tmp_path), hub_private_repo=False).hub_private_repo is False

@@ -107,6 +107,9 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     )
     logging_steps: float = field(default=50, metadata={"help": "Log every this many steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing strategy."})
+    hub_private_repo: bool | None = field(
+        default=True, metadata={"help": "Hub repos are private unless set to false (transformers' default: public)."}
+    )
     dataloader_pin_memory: bool = field(default=False, metadata={"help": "Pin batches (tiny in-memory tensors)."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, sampling and augmentation."})
 
