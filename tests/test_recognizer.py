@@ -1,5 +1,7 @@
 """The downstream recognizer: a tiny ORL run learns, bad synthetic sets are refused, the metric counts right."""
 
+import logging
+
 import datasets
 import pytest
 import torch
@@ -114,10 +116,14 @@ def test_synthetic_images_can_be_kept_off_the_backbone(tmp_path, trains_backbone
         tiny_config(tmp_path, synthetic_trains_backbone=False, loss="cross_entropy")
 
 
-def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path):
-    metrics = train_recognizer(tiny_config(tmp_path), orl_one_shot)
+def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="rlsyn_trl.recognizer.trainer"):
+        metrics = train_recognizer(tiny_config(tmp_path, logging_steps=20), orl_one_shot)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["test_accuracy"] > 3 * CHANCE
+    # Quiet mode: readable log lines, no printed dicts.
+    assert "{'" not in capsys.readouterr().out
+    assert "recognizer step 20/40: loss" in caplog.text and "test_accuracy" in caplog.text
 
 
 def test_selection_run_scores_every_synthetic_image(orl_one_shot, tmp_path):

@@ -3,12 +3,14 @@ builds it, adds dynamic selection and evaluates the result as the data allows.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import datasets
 import torch
 from torch import nn
-from transformers import EvalPrediction, Trainer, set_seed
+from transformers import EvalPrediction, Trainer, TrainerCallback, set_seed
+from transformers.trainer_callback import PrinterCallback
 
 from ..data import dataset_to_tensors
 from ..evaluation import evaluate_recognizer
@@ -17,6 +19,26 @@ from ..selection import DynamicSampleSelectionCallback
 from .config import TINY_MODEL, RecognizerConfig
 from .model import build_augmentation, build_recognizer, imprint_centres
 from .sampling import MixedBatchSampler, MixedIdentityDataset, synthetic_blocks
+
+logger = logging.getLogger(__name__)
+
+
+class LogLineCallback(TrainerCallback):
+    """One readable log line per ``Trainer.log`` call instead of ``PrinterCallback``'s raw dict.
+
+    Training and evaluation lines go to INFO; the selection rounds (every ``round_every`` steps) go to DEBUG.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_local_process_zero or not logs:
+            return
+        values = ", ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in logs.items()
+            if key != "epoch"
+        )
+        level = logging.DEBUG if all(key.startswith("selection/") or key == "epoch" for key in logs) else logging.INFO
+        logger.log(level, "recognizer step %d/%d: %s", state.global_step, state.max_steps, values)
 
 
 class RecognizerTrainer(Trainer):
@@ -32,6 +54,9 @@ class RecognizerTrainer(Trainer):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if self.args.disable_tqdm:  # the quiet mode: readable log lines, not printed dicts
+            self.remove_callback(PrinterCallback)
+            self.add_callback(LogLineCallback())
         self.augmentation, self.synthetic_ratio = augmentation, synthetic_ratio
         self.identities_per_batch, self.synthetic_blocks = identities_per_batch, synthetic_blocks
 
