@@ -1,8 +1,8 @@
-"""Positive control of the downstream pipeline (docs/method.md): real extra data must help.
+"""Positive control of the downstream pipeline: real extra data must help, or the recognizer or mixing is at fault.
 
 For each ORL private split (k shots, split seed s), each identity's held-out images are cut in two halves: the
 POOL half plays the "synthetic" set (real private photos that are neither training nor evaluation images), the
-EVAL half is the only one evaluated. Rows: real only (also on all held-out images, to compare with the prototype),
+EVAL half is the only one evaluated. Rows: real only (also on all held-out images, to compare with the other tables),
 real + pool mixed uniformly, with half/half batches, and with half/half batches + dynamic selection. If mixing or
 selection does not gain here, the recognizer or the mixing is at fault, not the generator.
 

@@ -18,8 +18,8 @@ Combination (``criterion``): ``"either"`` (the default) flags a sample under ANY
 space misses copies the other catches and a privacy audit should err towards flagging. ``"both"`` (under both
 thresholds), ``"pixel"`` and ``"feature"`` are available for readers who want a narrower test.
 
-Floor: fresh real photos of a person are not copies, yet fall under such a threshold some of the time (5-12% on ORL,
-docs/method.md), since the nearest of several training images is taken and two spaces are tested. The same rule applied
+Floor: fresh real photos of a person are not copies, yet fall under such a threshold some of the time (5-12% on ORL),
+since the nearest of several training images is taken and two spaces are tested. The same rule applied
 to held-out real images gives that floor; a synthetic rate is read against it, not against zero.
 """
 

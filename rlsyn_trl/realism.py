@@ -2,7 +2,8 @@
 
 scikit-image ships an LBP frontal-face cascade. On real 32x32 ORL faces it fires 64-69% of the time and on
 noise never, so a synthetic set's detection rate read against real images' rate tells whether samples look
-like faces at all (identity scores alone are easy to fool; docs/method.md).
+like faces at all (identity scores alone are easy to fool: the reward's encoder calls samples consistent in
+which the detector rarely finds a face).
 """
 
 from __future__ import annotations
