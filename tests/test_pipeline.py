@@ -72,6 +72,12 @@ def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
         assert sft.max_steps < sft_yaml["max_steps"] and ddpo.num_epochs == 1
     else:
         assert (sft.max_steps, ddpo.num_epochs) == (sft_yaml["max_steps"], ddpo_yaml["num_epochs"])
+        # The synthetic datasets are drawn with the chain the RL policy was trained on.
+        assert (generation.num_inference_steps, generation.eta, generation.guidance_scale) == (
+            ddpo_yaml["sample_num_steps"],
+            ddpo_yaml["sample_eta"],
+            ddpo_yaml["sample_guidance_scale"],
+        )
 
 
 def test_recognizer_start_is_checked_and_matches_the_recipe():
