@@ -363,7 +363,8 @@ def results_table(results: dict) -> str:
         f"ORL private, {results['config']['shots']} shot(s), split seed {results['config']['split_seed']}; "
         f"recognizer {results['recognizer_start']}",
         "",
-        "| method | test accuracy | synthetic identity consistency (reward's encoder) | synthetic face detection | memorised |",
+        "| method | test accuracy | synthetic identity consistency (reward's encoder) | synthetic face detection "
+        "| memorised |",
         "|---|---|---|---|---|",
     ]
     for row in results["rows"]:
@@ -378,5 +379,3 @@ def results_table(results: dict) -> str:
             f"{percent(reference['face_detection_rate'])} | {percent(reference['memorization']['rate'])} |"
         )
     return "\n".join(lines)
-
-
