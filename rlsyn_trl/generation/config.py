@@ -31,7 +31,7 @@ class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, Datas
     adapter_revision: str | None = None
     encoder: str = field(
         default="embedded:orl_faces/encoder",
-        metadata={"help": "Identity feature extractor phi (any kind load_feature_extractor takes; a DDPO policy's own)."},
+        metadata={"help": "phi: any kind load_feature_extractor takes (a DDPO policy's own by default)."},
     )
     encoder_revision: str | None = None
     public_dataset_config: str | None = field(
