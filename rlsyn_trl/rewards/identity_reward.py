@@ -20,12 +20,12 @@ REWARD_TERMS = ("sem", "cov", "exp")
 
 
 @torch.no_grad()
-def encode_images(encoder: IdentityFeatureExtractor, images: torch.Tensor) -> torch.Tensor:
+def encode_images(encoder: IdentityFeatureExtractor | IdentityEncoder, images: torch.Tensor) -> torch.Tensor:
     """L2-normalised features of images in ``[-1, 1]``; phi resizes and normalises them to its own input.
 
     Images arrive in the sampler's dtype (bf16 under mixed precision); phi's preprocessing runs in float32.
     """
-    return encoder.encode_batched(images.float())
+    return as_feature_extractor(encoder).encode_batched(images.float())
 
 
 class IdentityReward:
