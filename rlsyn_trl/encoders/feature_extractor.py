@@ -102,10 +102,6 @@ class IdentityFeatureExtractor(nn.Module):
         self.train(was_training)
         return features
 
-    def describe(self) -> dict:
-        """The provenance entry of this phi."""
-        return {"reference": self.reference, "kind": self.kind, "input_size": list(self.input_size)}
-
 
 class ProjectEncoderExtractor(IdentityFeatureExtractor):
     """The project's :class:`IdentityEncoder` (the embedded ORL encoder and those ``pretrain_prior`` trains)."""

@@ -66,12 +66,8 @@ class OnnxArcFaceExtractor(IdentityFeatureExtractor):
         order = (channel_order or metadata.get(CHANNEL_ORDER_KEY) or "RGB").upper()
         super().__init__(str(path), input_size, channels, *NO_NORMALISATION, channel_order=order)
         self.input_name = model_input.name
-        self.revision = file_revision(path)
 
     def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
         array = inputs.detach().float().cpu().contiguous().numpy()
         features = self.session.run(None, {self.input_name: array})[0]  # the first output: the embedding
         return torch.from_numpy(features).to(inputs.device).flatten(1)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "channel_order": self.channel_order}
