@@ -85,3 +85,9 @@ def test_resume_with_selection_is_refused(orl_private, tmp_path):
     config = tiny_settings(tmp_path, resume_from_checkpoint=str(tmp_path / "checkpoint-3"), selection=True)
     with pytest.raises(ValueError, match="selection state"):
         train_recognizer(config, orl_private)
+
+
+def test_a_push_without_a_repo_is_refused_before_training(tmp_path):
+    script_args = RecognizerScriptArguments(dataset_name="orl_faces", dataset_config="private", shots=1, split_seed=0)
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        main(script_args, tiny_settings(tmp_path, push_to_hub=True))
