@@ -112,8 +112,11 @@ def recognizer_card(
         model_name=name,
         eval_results=recognizer_eval_results(metrics, dataset, dataset_config) or None,
     )
+    timings = RESULT_METRIC_SKIPPED[1:]  # the table keeps the loss, the model-index does not
     rows = [
-        f"| {key.removeprefix('test_')} | {value:.4f} |" for key, value in metrics.items() if key.startswith("test_")
+        f"| {key.removeprefix('test_')} | {value:.4f} |"
+        for key, value in metrics.items()
+        if key.startswith("test_") and not key.endswith(timings) and isinstance(value, (int, float))
     ]
     return render_model_card(
         "recognizer.md",
