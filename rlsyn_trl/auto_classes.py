@@ -39,6 +39,12 @@ class _LoaderWithHook(importlib.abc.Loader):
         self.loader.exec_module(module)
         _register(self.name)
 
+    def __getattr__(self, name: str):
+        """Everything else (``get_source``, ``is_package``, ...) is the module's own loader's."""
+        if name == "loader":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
 
 class AutoClassFinder(importlib.abc.MetaPathFinder):
     """Finds nothing itself: it lets the other finders find the two Auto modules and wraps their loaders."""
