@@ -16,7 +16,8 @@ Entry points:
   ``import rlsyn_trl`` stays light): :class:`IdentityGenerator`, :func:`load_identity_dataset`,
   :class:`ColdStartConfig` / :class:`ColdStartTrainer`, :class:`RLSynDDPOConfig` / :class:`RLSynDDPOTrainer`,
   :class:`GenerationConfig` / :func:`write_synthetic_dataset`, :class:`RecognizerConfig` / :func:`train_recognizer`,
-  :class:`PriorConfig`, :func:`load_encoder`, :class:`MainJobConfig` / :func:`run_main_job`, :func:`setup_runtime`.
+  :class:`PriorConfig`, :func:`load_encoder`, :func:`load_feature_extractor`, :class:`MainJobConfig` /
+  :func:`run_main_job`, :func:`setup_runtime`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
+from .auto_classes import install as _install_auto_classes
 from .log_filters import silence_torchvision_fallback_notice
 
 try:
@@ -33,6 +35,8 @@ except PackageNotFoundError:  # a source checkout that was never installed
 
 # The notice is logged while diffusers is imported, i.e. before any entry point's own set-up runs.
 silence_torchvision_fallback_notice()
+# ``AutoModel.from_pretrained`` loads a saved recognizer once the package is imported (transformers stays unimported).
+_install_auto_classes()
 
 _LAZY = {
     "IdentityGenerator": "generators",
@@ -48,6 +52,7 @@ _LAZY = {
     "train_recognizer": "recognizer",
     "PriorConfig": "priors",
     "load_encoder": "encoders",
+    "load_feature_extractor": "encoders",
     "MainJobConfig": "pipeline",
     "run_main_job": "pipeline",
     "setup_runtime": "runtime",

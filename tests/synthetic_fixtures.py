@@ -60,3 +60,31 @@ def tiny_config(models: dict, datasets_cache: str, output_dir: Path, **overrides
         "dataset_cache_dir": datasets_cache,
     }
     return GenerationConfig(**{**values, **overrides})
+
+
+def build_tiny_phis(root: Path) -> dict[str, str]:
+    """One tiny stand-in of every kind of phi the loader takes, each at another input size or channel count than
+    the 16 px grayscale samples: the project's encoder, a saved recognizer, a transformers ViT and an ONNX embedder."""
+    from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
+
+    from rlsyn_trl.recognizer import RecognizerConfig, RecognizerModel, build_recognizer
+
+    torch.manual_seed(0)
+    settings = RecognizerConfig(output_dir=str(root), resolution=[24], embedding_size=8, hidden_sizes=[8, 16])
+    recognizer = build_recognizer(settings, PRIVATE_NAMES)
+    RecognizerModel.wrap(recognizer, settings, PRIVATE_NAMES).eval().save_pretrained(root / "recognizer")
+    vit = ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32)  # fmt: skip
+    ViTModel(vit).eval().save_pretrained(root / "vit")
+    ViTImageProcessorPil(size={"height": 24, "width": 24}).save_pretrained(root / "vit")
+    embedder = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    torch.onnx.export(embedder.eval(), (torch.zeros(1, 3, 20, 20),), str(root / "embedder.onnx"),
+                      input_names=["input"], dynamic_axes={"input": {0: "batch"}}, dynamo=False)  # fmt: skip
+    return {
+        "rlsyn_encoder": str(build_tiny_encoder(root / "encoder")),
+        "rlsyn_recognizer": str(root / "recognizer"),
+        "transformers": str(root / "vit"),
+        "onnx_arcface": str(root / "embedder.onnx"),
+    }

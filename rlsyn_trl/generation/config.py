@@ -29,7 +29,10 @@ class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, Datas
         default="outputs/orl_faces/sft", metadata={"help": "Identity adapter: a local folder or a Hub id (owner/name)."}
     )
     adapter_revision: str | None = None
-    encoder: str = field(default="embedded:orl_faces/encoder", metadata={"help": "Identity encoder (phi)."})
+    encoder: str = field(
+        default="embedded:orl_faces/encoder",
+        metadata={"help": "phi: any kind load_feature_extractor takes (a DDPO policy's own by default)."},
+    )
     encoder_revision: str | None = None
     public_dataset_config: str | None = field(
         default="public",

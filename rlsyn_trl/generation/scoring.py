@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..audit import audit_images, calibrate_thresholds, memorization_rates
 from ..data import load_identity_dataset, preprocess_images
-from ..encoders import IdentityEncoder, load_encoder
+from ..encoders import load_feature_extractor
 from ..metrics.identity import identity_consistency, nearest_prototype
 from ..realism import detect_faces
 from ..rewards import MemoryBank
@@ -23,24 +23,19 @@ from .config import GenerationConfig
 
 @dataclass
 class _Images:
-    """One image set seen twice: in the audit's pixel space and as the encoder's input."""
+    """One image set in the audit's pixel space (the samples' size and channels, in ``[-1, 1]``); phi brings
+    these pixels to its own input size and normalisation itself."""
 
     pixels: torch.Tensor
-    encoder_inputs: torch.Tensor
     labels: torch.Tensor
 
     @classmethod
-    def from_pil(
-        cls, images: list[Image.Image], labels: torch.Tensor, resolution: int, channels: int, encoder: IdentityEncoder
-    ) -> _Images:
-        size, encoder_channels = encoder.config.image_size, encoder.config.num_channels
-        pixels = preprocess_images(images, resolution, channels)
-        same = (size, encoder_channels) == (resolution, channels)
-        return cls(pixels, pixels if same else preprocess_images(images, size, encoder_channels), labels)
+    def from_pil(cls, images: list[Image.Image], labels: torch.Tensor, resolution: int, channels: int) -> _Images:
+        return cls(preprocess_images(images, resolution, channels), labels)
 
     @classmethod
-    def from_split(cls, split: datasets.Dataset, resolution: int, channels: int, encoder: IdentityEncoder) -> _Images:
-        return cls.from_pil(list(split["image"]), torch.tensor(split["label"]), resolution, channels, encoder)
+    def from_split(cls, split: datasets.Dataset, resolution: int, channels: int) -> _Images:
+        return cls.from_pil(list(split["image"]), torch.tensor(split["label"]), resolution, channels)
 
 
 def _per_identity(values: dict[str, torch.Tensor], labels: torch.Tensor, label_names: list[str]) -> dict:
@@ -61,25 +56,25 @@ def _score(
     label_names = label_feature.names
     pil_images = [datasets.Image().decode_example(image) for image in rows["image"]]
     resolution, channels = pil_images[0].width, len(pil_images[0].getbands())
-    encoder = load_encoder(reward["encoder"], config.encoder_revision)
+    encoder = load_feature_extractor(reward["encoder"], config.encoder_revision)
     labels = torch.tensor([label_names.index(name) for name in rows["identity"]])
-    samples = _Images.from_pil(pil_images, labels, resolution, channels, encoder)
-    train = _Images.from_split(data["train"], resolution, channels, encoder)
+    samples = _Images.from_pil(pil_images, labels, resolution, channels)
+    train = _Images.from_split(data["train"], resolution, channels)
     public = public_features = None
     if config.public_dataset_config:
         load = {"data_dir": config.data_dir, "cache_dir": config.dataset_cache_dir}
         public_split = load_identity_dataset(config.dataset_name, config.public_dataset_config, **load)["train"]
-        public = _Images.from_split(public_split, resolution, channels, encoder)
-        public_features = encoder.encode_batched(public.encoder_inputs)
+        public = _Images.from_split(public_split, resolution, channels)
+        public_features = encoder.encode_batched(public.pixels)
     bank = MemoryBank.build(
-        train.encoder_inputs,
+        train.pixels,
         train.labels,
         encoder,
         label_names,
-        public.encoder_inputs if public else None,
+        public.pixels if public else None,
         public.labels if public else None,
     )
-    features = encoder.encode_batched(samples.encoder_inputs)
+    features = encoder.encode_batched(samples.pixels)
     options = {key: value for key, value in reward.items() if key != "encoder"}
     rewards = bank.reward(features, labels, **options)
     thresholds = calibrate_thresholds(
@@ -99,8 +94,8 @@ def _score(
 
     reference = None
     if "test" in data and len(data["test"]):
-        test = _Images.from_split(data["test"], resolution, channels, encoder)
-        test_features = encoder.encode_batched(test.encoder_inputs)
+        test = _Images.from_split(data["test"], resolution, channels)
+        test_features = encoder.encode_batched(test.pixels)
         test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds)
         reference = {
             "num_images": len(test.labels),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from rlsyn_trl.encoders import load_encoder
+from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extractor
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
@@ -64,9 +64,8 @@ def main(config: RLSynDDPOConfig) -> dict:
     if needs_public_spread(labels) and config.public_dataset_config:
         public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
         public = identity_tensors(public_split.load()["train"], pipeline.generator)
-    reward = build_identity_reward(
-        load_encoder(config.encoder), images, labels, pipeline.generator.label_names, config.reward_options(), public
-    )
+    phi = load_feature_extractor(config.encoder)
+    reward = build_identity_reward(phi, images, labels, pipeline.generator.label_names, config.reward_options(), public)
     logger.info("DDPO on %s from %s: %d real images in the memory bank", split.describe(), config.adapter, len(images))
 
     # 3. Trainer: the pipeline, the reward and the real images; the anchor uses the cold start's own settings.
@@ -82,6 +81,7 @@ def main(config: RLSynDDPOConfig) -> dict:
         parent=parent_reference(config.adapter, adapter),
         training=trainer.denoising,
         reward={"encoder": config.encoder, **config.reward_options()},
+        phi=describe_feature_extractor(config.encoder),
         sampler={
             "num_inference_steps": config.sample_num_steps,
             "guidance_scale": config.sample_guidance_scale,

@@ -15,6 +15,7 @@ import logging
 import datasets
 from huggingface_hub import HfApi
 
+from rlsyn_trl.encoders import describe_feature_extractor
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.provenance import (
@@ -59,6 +60,7 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
         data_record,
         parent=parent_reference(config.adapter, adapter),
         reward=reward,
+        phi=describe_feature_extractor(reward["encoder"], config.encoder_revision),
         sampler=config.sampler_options(),
         samples_per_identity=config.samples_per_identity,
         seed=config.seed,

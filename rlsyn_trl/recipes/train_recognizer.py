@@ -6,21 +6,30 @@ images (ORL), mAP/CMC (Market-1501, CUHK03-NP), 10-fold verification accuracy (f
     accelerate launch recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml \
         --synthetic_dataset outputs/orl_faces/synthetic/dataset --selection true
 
+The trained recognizer is saved in `output_dir` (model.safetensors, config.json, a model card with the test metrics
+in its model-index, provenance.json): `AutoModel.from_pretrained(output_dir)` loads it after `import rlsyn_trl`, and
+`--encoder output_dir` makes it the reward's and the audit's feature extractor. `--save_strategy steps --save_steps N`
+writes checkpoints there and `--resume_from_checkpoint output_dir/checkpoint-N` continues from one;
+`--push_to_hub true --hub_model_id owner/name` uploads the folder to a private repo (`--hub_private_repo false`:
+public).
+
 A synthetic dataset is accepted only when its provenance shows that its generator never saw one of this split's
 evaluation images (a 2-shot adapter's second photo is a test photo of a 1-shot recognizer on the same seed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
+from rlsyn_trl.cards import recognizer_card
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
-from rlsyn_trl.hub import load_synthetic_dataset
-from rlsyn_trl.io import atomic_write_json
+from rlsyn_trl.hub import load_synthetic_dataset, push_model_folder
+from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
     check_no_leak,
     read_dataset_provenance,
@@ -29,7 +38,7 @@ from rlsyn_trl.provenance import (
     write_provenance,
 )
 from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
+from rlsyn_trl.recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.settings import DataSplitSettings, check_settings
 
@@ -67,7 +76,9 @@ def load_synthetic(path_or_id: str) -> datasets.Dataset:
 
 
 def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> dict:
-    # 1. Seed, logging.
+    # 1. Seed, logging; a push needs its repo before hours of training.
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("--push_to_hub true needs the repo to push to: set --hub_model_id owner/name.")
     setup_runtime(config.seed)
 
     # 2. Inputs: the real split, the synthetic set (checked against the split's evaluation images), test pair sets.
@@ -92,12 +103,30 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
     # 3.-4. Build the recognizer (and the selection callback) and train; evaluate on the held-out real images.
     metrics = train_recognizer(config, real, synthetic, verification=verification)
 
-    # 5. Save the results with their provenance.
+    # 5. Save the results, the card and the provenance beside the saved model; 6. push (private by default).
     if config.process_index == 0:
         output = Path(config.output_dir)
         atomic_write_json(output / "test_results.json", metrics)
         parent = {"id": config.synthetic_dataset, "provenance": synthetic_provenance} if synthetic is not None else None
-        write_provenance(output, stage_record("recognizer", split.record(real), parent=parent, metrics=metrics))
+        data_record = split.record(real)
+        backbone = json.loads((output / "config.json").read_text())["backbone"].get("model_type", "unknown")
+        write_provenance(
+            output,
+            stage_record(
+                "recognizer",
+                data_record,
+                parent=parent,
+                model={"start": config.model, "backbone": backbone},
+                metrics=metrics,
+            ),
+        )
+        pretrained = config.model != TINY_MODEL and not config.from_scratch
+        card = recognizer_card(config, data_record, metrics, config.synthetic_dataset, backbone, pretrained)
+        atomic_write_text(output / "README.md", card)
+        if config.push_to_hub:
+            metrics["hub_url"] = push_model_folder(
+                output, config.hub_model_id, private=config.hub_private_repo is not False
+            )
     return metrics
 
 

@@ -11,6 +11,7 @@ identity batches, random erasing and Adam with L2 weight decay. Evaluation follo
 
 from .config import LOSSES, TINY_MODEL, RecognizerConfig
 from .model import IdentityRecognizer, build_augmentation, build_backbone, build_recognizer, imprint_centres
+from .pretrained import RecognizerModel, RecognizerModelConfig
 from .sampling import MixedBatchSampler, MixedIdentityDataset, synthetic_blocks
 from .trainer import RecognizerTrainer, check_synthetic_dataset, l2_adam, train_recognizer
 
@@ -21,6 +22,8 @@ __all__ = [
     "MixedBatchSampler",
     "MixedIdentityDataset",
     "RecognizerConfig",
+    "RecognizerModel",
+    "RecognizerModelConfig",
     "RecognizerTrainer",
     "build_augmentation",
     "build_backbone",

@@ -18,6 +18,7 @@ from ..metrics import load_metric
 from ..selection import DynamicSampleSelectionCallback
 from .config import TINY_MODEL, RecognizerConfig
 from .model import build_augmentation, build_recognizer, imprint_centres
+from .pretrained import RecognizerModel
 from .sampling import MixedBatchSampler, MixedIdentityDataset, synthetic_blocks
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,15 @@ def train_recognizer(
     ``verification`` pair set (``test_<name>_accuracy``, ...).
 
     With ``config.selection`` the synthetic images are reweighted during training and the scored synthetic dataset
-    is saved to ``config.scored_dataset_path`` when that is set.
+    is saved to ``config.scored_dataset_path`` when that is set. The trained model is saved to ``config.output_dir``
+    (a :class:`RecognizerModel`: ``AutoModel.from_pretrained`` reloads it); ``config.resume_from_checkpoint``
+    continues from a checkpoint that ``save_strategy="steps"`` wrote there.
     """
+    if config.resume_from_checkpoint and config.selection:
+        raise ValueError(
+            "resume_from_checkpoint with selection=True would restart the synthetic weights from 1 (checkpoints hold "
+            "the model, optimizer and data order, not the selection state); rerun without resume_from_checkpoint."
+        )
     if synthetic is None and config.synthetic_dataset:
         synthetic = datasets.load_from_disk(config.synthetic_dataset)
     if synthetic is not None:
@@ -129,9 +137,12 @@ def train_recognizer(
     real_train = tensors(real["train"])
     synthetic_train = tensors(synthetic) if synthetic is not None else (None, None)
     train_dataset = MixedIdentityDataset(*real_train, *synthetic_train)
-    model = build_recognizer(config, real["train"].features["label"].names)
-    if config.imprint_centres and model.cosface is not None and config.model != TINY_MODEL and not config.from_scratch:
-        imprint_centres(model, *real_train)
+    label_names = real["train"].features["label"].names
+    recognizer = build_recognizer(config, label_names)
+    pretrained = config.model != TINY_MODEL and not config.from_scratch
+    if config.imprint_centres and recognizer.cosface is not None and pretrained:
+        imprint_centres(recognizer, *real_train)
+    model = RecognizerModel.wrap(recognizer, config, label_names)
     metric = load_metric("identification_accuracy")
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
@@ -161,6 +172,7 @@ def train_recognizer(
                 weights=train_dataset.synthetic_weights,
             )
         )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    trainer.save_model()  # model.safetensors + config.json in output_dir: AutoModel.from_pretrained loads it
     metrics = trainer.evaluate(metric_key_prefix="test") if "test" in real else {}
     return {**metrics, **evaluate_recognizer(model, config, real, verification)}

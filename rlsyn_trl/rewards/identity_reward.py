@@ -10,10 +10,9 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 from ..data.preprocessing import to_model_range
-from ..encoders import IdentityEncoder
+from ..encoders import IdentityEncoder, IdentityFeatureExtractor, as_feature_extractor
 from .composite import DEFAULT_REWARD, composite_reward, median_heuristic_sigma
 from .memory_bank import MemoryBank
 
@@ -21,16 +20,12 @@ REWARD_TERMS = ("sem", "cov", "exp")
 
 
 @torch.no_grad()
-def encode_images(encoder: IdentityEncoder, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised features of images in ``[-1, 1]``, resized to the encoder's input size when they differ.
+def encode_images(encoder: IdentityFeatureExtractor | IdentityEncoder, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised features of images in ``[-1, 1]``; phi resizes and normalises them to its own input.
 
-    Images arrive in the sampler's dtype (bf16 under mixed precision); the encoder and the resize run in float32.
+    Images arrive in the sampler's dtype (bf16 under mixed precision); phi's preprocessing runs in float32.
     """
-    size = encoder.config.image_size
-    images = images.float()
-    if images.shape[-1] != size or images.shape[-2] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return encoder.encode_batched(images)
+    return as_feature_extractor(encoder).encode_batched(images.float())
 
 
 class IdentityReward:
@@ -38,12 +33,13 @@ class IdentityReward:
 
     A stock DDPO reward function when called (one batch at a time), and split into :meth:`features` and
     :meth:`score` so :class:`RLSynDDPOTrainer` encodes each process's samples locally and scores the gathered
-    epoch once. Images the encoder was not trained at the size of are resized to its input size.
+    epoch once. ``encoder`` is any :class:`~rlsyn_trl.encoders.IdentityFeatureExtractor` (a bare project
+    ``IdentityEncoder`` is wrapped as one); it brings the images to its own input size and normalisation.
     """
 
     def __init__(
         self,
-        encoder: IdentityEncoder,
+        encoder: IdentityFeatureExtractor | IdentityEncoder,
         bank: MemoryBank,
         *,
         weights: Sequence[float] = DEFAULT_REWARD.weights,
@@ -52,14 +48,14 @@ class IdentityReward:
         eps: float = DEFAULT_REWARD.eps,
         tau: float | None = DEFAULT_REWARD.tau,
     ):
-        self.encoder = encoder.eval().requires_grad_(False)
+        self.encoder = as_feature_extractor(encoder).eval().requires_grad_(False)
         self.bank = bank
         self.options = {"weights": tuple(weights), "alpha": alpha, "sigma": sigma, "eps": eps, "tau": tau}
 
     @classmethod
     def build(
         cls,
-        encoder: IdentityEncoder,
+        encoder: IdentityFeatureExtractor | IdentityEncoder,
         images: torch.Tensor,
         labels: torch.Tensor,
         label_names: Sequence[str],
@@ -67,7 +63,7 @@ class IdentityReward:
         **options,
     ) -> IdentityReward:
         """Encode the real training images (``[-1, 1]``) into the bank; ``public`` adds the 1-shot fallback spread."""
-        encoder = encoder.eval().requires_grad_(False)
+        encoder = as_feature_extractor(encoder).eval().requires_grad_(False)
         public_images, public_labels = public if public is not None else (None, None)
         bank = MemoryBank.build(
             images, labels, partial(encode_images, encoder), label_names, public_images, public_labels

@@ -37,7 +37,12 @@ class RLSynDDPOConfig(DDPOConfig, DataSplitSettings, RewardSettings, LoraSetting
     )
     adapter_revision: str | None = None
     encoder: str = field(
-        default="embedded:orl_faces/encoder", metadata={"help": "Identity feature extractor phi (folder/Hub id)."}
+        default="embedded:orl_faces/encoder",
+        metadata={
+            "help": "Identity feature extractor phi: the project's encoder or a recognizer saved by train_recognizer "
+            "(folder/Hub id), a transformers vision model with a pooled output (folder/Hub id), or an ArcFace .onnx "
+            "file (rlsyn_trl.encoders.load_feature_extractor)."
+        },
     )
     public_dataset_config: str | None = field(
         default="public",

@@ -13,7 +13,7 @@ import datasets
 import torch
 
 from ..data import dataset_to_tensors
-from ..encoders import IdentityEncoder
+from ..encoders import IdentityEncoder, IdentityFeatureExtractor
 from ..generators import IdentityGenerator
 from ..rewards.identity_reward import IdentityReward
 
@@ -40,7 +40,7 @@ def needs_public_spread(labels: torch.Tensor) -> bool:
 
 
 def build_identity_reward(
-    encoder: IdentityEncoder,
+    encoder: IdentityFeatureExtractor | IdentityEncoder,
     images: torch.Tensor,
     labels: torch.Tensor,
     label_names: Sequence[str],

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from rlsyn_trl.encoders import load_encoder  # noqa: E402
+from rlsyn_trl.encoders import load_feature_extractor  # noqa: E402
 from rlsyn_trl.provenance import input_provenance, resolve_data_split  # noqa: E402
 from rlsyn_trl.trainers import IdentityDDPOPipeline, RLSynDDPOConfig, RLSynDDPOTrainer  # noqa: E402
 from rlsyn_trl.trainers.ddpo_data import build_identity_reward, identity_tensors  # noqa: E402
@@ -26,7 +26,8 @@ def build_trainer(config: RLSynDDPOConfig, trainer_class=RLSynDDPOTrainer, **kwa
     pipeline = IdentityDDPOPipeline.from_pretrained(config.adapter, lora_config=config.lora_config())
     images, labels = identity_tensors(data["train"], pipeline.generator)
     names = pipeline.generator.label_names
-    reward = build_identity_reward(load_encoder(config.encoder), images, labels, names, config.reward_options())
+    phi = load_feature_extractor(config.encoder)
+    reward = build_identity_reward(phi, images, labels, names, config.reward_options())
     return trainer_class(config, pipeline, reward, (images, labels), **kwargs)
 
 
