@@ -1,5 +1,6 @@
 """Smoke run of the paper-scale recipes: every stage of recipes/casia_webface, recipes/market1501 and the two
-CUHK03-NP ones, recipes/cuhk03_labeled and recipes/cuhk03_detected (cold start, DDPO, generation, recognizer) runs a few steps from its YAML through the recipe script itself, and prints timings.
+CUHK03-NP ones, recipes/cuhk03_labeled and recipes/cuhk03_detected (cold start, DDPO, generation, recognizer) runs a
+few steps from its YAML through the recipe script itself, and prints timings.
 
     python benchmarks/gpu_smoke.py                 # paper scale: DiT-XL/2 + SD VAE, ResNet-50 (on a GPU)
     python benchmarks/gpu_smoke.py --tiny          # same families at tiny sizes, on a CPU (tests/test_paper_recipes.py)

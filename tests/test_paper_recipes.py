@@ -109,7 +109,10 @@ def test_every_stage_of_the_paper_recipes_runs_on_small_stand_ins(benchmark, tmp
     assert all(0 <= value <= 1 for key, value in results.items() if "accuracy" in key or "rank" in key)
 
 
-@pytest.mark.parametrize("recipe", ["cuhk03_labeled/recognizer", "cuhk03_detected/recognizer", "market1501/recognizer_vit"])
+REID_RECOGNIZERS = ["cuhk03_labeled/recognizer", "cuhk03_detected/recognizer", "market1501/recognizer_vit"]
+
+
+@pytest.mark.parametrize("recipe", REID_RECOGNIZERS)
 def test_reid_recognizer_yamls_train_and_test_on_small_stand_ins(tmp_path, recipe):
     """Real-only runs of the ReID recognizer YAMLs not in the chain above: CUHK03-NP's BoT ResNet-50 and Market-1501's
     ViT-B/16 (a tiny ViT with a square 224-like grid served as its Hub id, interpolated to the 32x16 input)."""
