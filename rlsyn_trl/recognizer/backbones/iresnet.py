@@ -128,7 +128,9 @@ class IResNetModel(IResNetPreTrainedModel):
         self.features.weight.requires_grad_(False)  # arcface_torch keeps the embedding BN's scale at 1
 
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
-        hidden = self.head_norm(self.stages(self.stem(pixel_values)))
+        # Batches decoded from HWC arrays arrive with permuted strides; with those, the backward of this network
+        # corrupted memory on CPU (torch 2.13, "double free or corruption"), and contiguous input does not.
+        hidden = self.head_norm(self.stages(self.stem(pixel_values.contiguous())))
         embedding = self.features(self.fc(self.dropout(hidden).flatten(1)))
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=embedding)
 
