@@ -362,3 +362,5 @@ def results_table(results: dict) -> str:
             f"{percent(reference['face_detection_rate'])} | {percent(reference['memorization']['rate'])} |"
         )
     return "\n".join(lines)
+
+
