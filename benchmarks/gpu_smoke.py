@@ -1,5 +1,6 @@
-"""Smoke run of the paper-scale recipes: every stage of recipes/casia_webface and recipes/market1501 (cold start,
-DDPO, generation, recognizer) runs a few steps from its YAML through the recipe script itself, and prints timings.
+"""Smoke run of the paper-scale recipes: every stage of recipes/casia_webface, recipes/market1501 and the two
+CUHK03-NP ones, recipes/cuhk03_labeled and recipes/cuhk03_detected (cold start, DDPO, generation, recognizer) runs a
+few steps from its YAML through the recipe script itself, and prints timings.
 
     python benchmarks/gpu_smoke.py                 # paper scale: DiT-XL/2 + SD VAE, ResNet-50 (on a GPU)
     python benchmarks/gpu_smoke.py --tiny          # same families at tiny sizes, on a CPU (tests/test_paper_recipes.py)
@@ -52,10 +53,12 @@ from transformers import ResNetConfig, ResNetForImageClassification  # noqa: E40
 
 from rlsyn_trl.data.face_verification import VERIFICATION_SETS  # noqa: E402
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
+from rlsyn_trl.recognizer.backbones import IResNetConfig  # noqa: E402
 from rlsyn_trl.runtime import setup_runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("casia_webface", "market1501")
+BENCHMARKS = ("casia_webface", "market1501", "cuhk03_labeled", "cuhk03_detected")
+REID_BENCHMARKS = BENCHMARKS[1:]
 RECIPES = {"sft": "sft.py", "ddpo": "ddpo.py", "generate": "generate.py", "recognizer": "train_recognizer.py"}
 DIT_ID, RESNET_ID = "facebook/DiT-XL-2-256", "microsoft/resnet-50"
 CASIA_IDENTITIES = 1000  # the subset_1k config draws all of them
@@ -93,6 +96,7 @@ class Scale:
     vae: dict
     resnet: dict
     encoder: dict
+    iresnet: dict | None  # a folder ``iresnet_tiny`` of this IResNet config stands in for iresnet-50
     face_side: int
     person_box: tuple[int, int]  # width, height
     overrides: dict[str, dict] = field(default_factory=dict)
@@ -103,6 +107,7 @@ PAPER = Scale(
     vae=SD_VAE,
     resnet={},  # ResNetConfig's defaults are ResNet-50
     encoder={"image_size": 112, "widths": [32, 64, 128], "embedding_size": 128},
+    iresnet=None,  # the YAML's iresnet-50 itself
     face_side=112,  # insightface's aligned faces
     person_box=(64, 128),  # Market-1501's boxes
 )
@@ -111,11 +116,15 @@ TINY = Scale(
     vae={**SD_VAE, "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4},
     resnet={"embedding_size": 8, "hidden_sizes": [16, 32], "depths": [1, 1]},
     encoder={"image_size": 16, "widths": [4, 8], "embedding_size": 8},
+    iresnet={"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 16], "embedding_size": 16},
     face_side=16,
     person_box=(8, 16),
     overrides={
         "sft": {"batch_size": 4, "resolution": 32},
-        "recognizer": {"resolution": {"casia_webface": [32], "market1501": [32, 16]}},
+        "recognizer": {
+            "resolution": {"casia_webface": [32], **{name: [32, 16] for name in REID_BENCHMARKS}},
+            "model": {"casia_webface": "iresnet_tiny", **{name: RESNET_ID for name in REID_BENCHMARKS}},
+        },
     },
 )
 
@@ -160,6 +169,19 @@ def write_verification_bins(folder: Path, side: int, rng: np.random.Generator, p
             images.append(buffer.getvalue())
         issame = [index % 2 == 0 for index in range(pairs)]
         (folder / f"{name}.bin").write_bytes(pickle.dumps((images, issame), protocol=2))
+
+
+def write_cuhk03(root: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
+    """cuhk03-np: ``detected/`` and ``labeled/``, each split like Market-1501, boxes named ``PPPP_cC_N.png``."""
+    for config in ("detected", "labeled"):
+        folder = root / config
+        for person in range(1, MARKET_TRAIN_IDS + 1):
+            for number in range(1, 5):
+                save_image(folder / "bounding_box_train" / f"{person:04d}_c{1 + number % 2}_{number}.png", size, rng)
+        for person in range(MARKET_TRAIN_IDS + 1, MARKET_TRAIN_IDS + MARKET_TEST_IDS + 1):
+            save_image(folder / "query" / f"{person:04d}_c1_1.png", size, rng)
+            for number in (2, 3):
+                save_image(folder / "bounding_box_test" / f"{person:04d}_c2_{number}.png", size, rng)
 
 
 def write_market(root: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
@@ -223,13 +245,17 @@ def prepare(workdir: Path, scale: Scale, tiny: bool, benchmarks: list[str]) -> N
     if tiny or not link_cached(RESNET_ID, cache):
         ResNetForImageClassification(ResNetConfig(**scale.resnet)).save_pretrained(workdir / "resnet")
         serve_from_cache(workdir / "resnet", RESNET_ID, cache)
+    if scale.iresnet is not None:
+        IResNetConfig(**scale.iresnet).save_pretrained(workdir / "iresnet_tiny")
     for benchmark in benchmarks:
         config = recipe_config(benchmark, "recognizer")
         if benchmark == "casia_webface":
             write_casia(workdir / config["data_dir"], CASIA_IDENTITIES, 2, scale.face_side, rng)
             write_verification_bins(workdir / config["verification_data_dir"], scale.face_side, rng)
-        else:
+        elif benchmark == "market1501":
             write_market(workdir / config["data_dir"], scale.person_box, rng)
+        elif not (workdir / config["data_dir"]).exists():  # the two CUHK03-NP benchmarks share one copy
+            write_cuhk03(workdir / config["data_dir"], scale.person_box, rng)
         encoder = IdentityEncoder(IdentityEncoderConfig(num_channels=3, **scale.encoder))
         encoder.eval().save_pretrained(workdir / recipe_config(benchmark, "ddpo")["encoder"])
 

@@ -32,6 +32,9 @@ class Stage:
 
 STAGES = {
     "prior": Stage("pretrain_prior", "Train the public priors: identity feature extractor and pixel DiT generator."),
+    "pretrain-encoder": Stage(
+        "pretrain_encoder", "Train the identity feature extractor phi on public identities disjoint from the target."
+    ),
     "sft": Stage(
         "sft", "Cold start: adapt the DiT to the target identities (identity embedders + LoRA).", ("cold-start",)
     ),

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from .data.preprocessing import Resolution, preprocess_images
 from .metrics import load_metric
 
+RFW_PREFIX = "rfw_"  # verification sets named rfw_<race> are RFW's races, summarised on their own
+
 if TYPE_CHECKING:
     from .recognizer import IdentityRecognizer, RecognizerConfig
 
@@ -92,7 +94,8 @@ def evaluate_recognizer(
 ) -> dict[str, float]:
     """The protocols the data supports, as ``test_``-prefixed metrics: ReID retrieval when ``real`` has ``query``
     and ``gallery`` splits, verification on every pair set of ``verification`` (plus their mean accuracy, the
-    paper's headline face number). Identification on a ``test`` split is the Trainer's own evaluation."""
+    paper's headline face number; RFW's races, named ``rfw_<race>``, are averaged apart, with their spread).
+    Identification on a ``test`` split is the Trainer's own evaluation."""
     settings = (config.resolution, config.channels, config.per_device_eval_batch_size)
     metrics = {}
     if "query" in real and "gallery" in real:
@@ -100,6 +103,11 @@ def evaluate_recognizer(
     for name, pairs in (verification or {}).items():
         result = verification_evaluation(model, pairs, *settings)
         metrics.update({f"{name}_{key}": value for key, value in result.items()})
-    if verification:
-        metrics["verification_mean_accuracy"] = float(np.mean([metrics[f"{name}_accuracy"] for name in verification]))
+    races = [name for name in verification or {} if name.startswith(RFW_PREFIX)]
+    benchmarks = [name for name in verification or {} if name not in races]
+    if benchmarks:
+        metrics["verification_mean_accuracy"] = float(np.mean([metrics[f"{name}_accuracy"] for name in benchmarks]))
+    if races:  # RFW's summary: the mean over races and their spread (the bias measure)
+        accuracies = [metrics[f"{name}_accuracy"] for name in races]
+        metrics.update(rfw_mean_accuracy=float(np.mean(accuracies)), rfw_std_accuracy=float(np.std(accuracies)))
     return {f"test_{key}": value for key, value in metrics.items()}

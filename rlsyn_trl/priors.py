@@ -27,8 +27,15 @@ from .encoders import IdentityEncoder, IdentityEncoderConfig
 from .generators import IdentityGenerator, build_pixel_dit, default_scheduler
 from .provenance import DEFAULT_DATASET, DataSplit, resolve_data_split, write_provenance
 from .realism import face_detection_rate
-from .settings import DataSplitSettings, RuntimeSettings, check_settings, require, require_positive
-from .training import run_training_phase, sample_batches, warmup_cosine
+from .settings import (
+    DataSplitSettings,
+    EncoderTrainingSettings,
+    RuntimeSettings,
+    check_settings,
+    require,
+    require_positive,
+)
+from .training import Batches, run_training_phase, sample_batches, warmup_cosine
 from .visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
@@ -59,11 +66,12 @@ def check_public_split(dataset_name: str, dataset_config: str | None) -> None:
 
 
 @dataclass
-class PriorConfig(DataSplitSettings, RuntimeSettings):
+class PriorConfig(DataSplitSettings, RuntimeSettings, EncoderTrainingSettings):
     """The priors recipe's settings; each field is a YAML key / CLI flag.
 
     The data split comes from :class:`DataSplitSettings` (here defaulting to the public ORL identities, which is
-    the only config of ``orl_faces`` the priors accept) and seed / precision from :class:`RuntimeSettings`.
+    the only config of ``orl_faces`` the priors accept), seed / precision from :class:`RuntimeSettings` and the
+    encoder's architecture and training from :class:`EncoderTrainingSettings`.
     """
 
     dataset_name: str | None = field(
@@ -103,15 +111,8 @@ class PriorConfig(DataSplitSettings, RuntimeSettings):
             "and `--resume true` continues. None: the steps decide."
         },
     )
-    # encoder
+    # encoder (its architecture and training: EncoderTrainingSettings)
     train_encoder: bool = True
-    encoder_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    embedding_size: int = 128
-    encoder_steps: int = 1500
-    encoder_batch_size: int = 64
-    encoder_lr: float = 2e-3
-    cosface_margin: float = 0.25
-    cosface_scale: float = 16.0
     # bookkeeping
     checkpoint_every: int = 500
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
@@ -143,11 +144,6 @@ class PriorConfig(DataSplitSettings, RuntimeSettings):
             "generator_steps",
             "generator_batch_size",
             "generator_lr",
-            "embedding_size",
-            "encoder_steps",
-            "encoder_batch_size",
-            "encoder_lr",
-            "cosface_scale",
             "checkpoint_every",
             "grid_inference_steps",
             "grid_per_identity",
@@ -176,13 +172,6 @@ class PriorConfig(DataSplitSettings, RuntimeSettings):
             self.max_minutes,
             "must be >= 0 (0: stop after one step), or null.",
         )
-        require(
-            len(self.encoder_widths) > 0 and all(width > 0 for width in self.encoder_widths),
-            "encoder_widths",
-            self.encoder_widths,
-            "must be one or more positive channel counts.",
-        )
-        require(self.cosface_margin >= 0, "cosface_margin", self.cosface_margin, "must be >= 0.")
         require(self.grid_guidance_scale >= 0, "grid_guidance_scale", self.grid_guidance_scale, "must be >= 0.")
         require(
             self.train_generator or self.train_encoder,
@@ -293,7 +282,17 @@ def train_generator(
 def train_encoder(
     config: PriorConfig, accelerator: Accelerator, images: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> TrainedPrior:
-    """Phase (b): the identity feature extractor with a CosFace margin head (pytorch-metric-learning)."""
+    """Phase (b): the identity feature extractor with a CosFace margin head, on images held as tensors."""
+    batches = sample_batches(images, labels, config.encoder_batch_size, config.seed + 1)
+    return train_encoder_on_batches(config, accelerator, batches, num_classes)
+
+
+def train_encoder_on_batches(
+    config: EncoderTrainingSettings, accelerator: Accelerator, batches: Batches, num_classes: int
+) -> TrainedPrior:
+    """The identity feature extractor with a CosFace margin head (pytorch-metric-learning), trained on
+    ``batches(step)``; ``config`` also gives ``channels``, ``resolution``, ``seed``, ``output_dir`` (its
+    checkpoints go to ``checkpoints/encoder``), ``checkpoint_every`` and ``resume``."""
     from pytorch_metric_learning.losses import CosFaceLoss
 
     encoder = IdentityEncoder(
@@ -310,11 +309,10 @@ def train_encoder(
     lr_scheduler = warmup_cosine(optimizer, min(100, config.encoder_steps // 10), config.encoder_steps)
     encoder, head, optimizer, lr_scheduler = accelerator.prepare(encoder, head, optimizer, lr_scheduler)
     augment = IdentityAugmentation()
-    batches = sample_batches(images, labels, config.encoder_batch_size, config.seed + 1)
 
     def loss_fn(step: int) -> torch.Tensor:
         x, y = batches(step)
-        x, y = augment(x).to(accelerator.device), y.to(accelerator.device)
+        x, y = augment(x.to(accelerator.device)), y.to(accelerator.device)
         head.train()
         return head(encoder(x), y)
 

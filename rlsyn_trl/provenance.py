@@ -47,11 +47,12 @@ def image_fingerprints(split: datasets.Dataset, column: str = "image") -> list[s
     """A short hash of each image's stored bytes (undecoded): the same photo gives the same fingerprint."""
     raw = split.cast_column(column, datasets.Image(decode=False))
     fingerprints = []
-    for image in raw[column]:
-        data = image.get("bytes")
-        if data is None:
-            data = Path(image["path"]).read_bytes()
-        fingerprints.append(hashlib.sha256(data).hexdigest()[:20])
+    for start in range(0, len(raw), 1000):  # in chunks: a large training set never sits in memory whole
+        for image in raw[start : start + 1000][column]:
+            data = image.get("bytes")
+            if data is None:
+                data = Path(image["path"]).read_bytes()
+            fingerprints.append(hashlib.sha256(data).hexdigest()[:20])
     return fingerprints
 
 
@@ -288,9 +289,7 @@ def read_dataset_provenance(path_or_id: str | os.PathLike, revision: str | None 
     return read_provenance(Path(path).parent)
 
 
-def check_no_leak(
-    synthetic: Mapping | None, real: datasets.DatasetDict, real_split: DataSplit, source: str
-) -> None:
+def check_no_leak(synthetic: Mapping | None, real: datasets.DatasetDict, real_split: DataSplit, source: str) -> None:
     """Refuse synthetic data whose generator saw any evaluation image (every split of ``real`` but ``train``):
     the test would measure memorisation, not recognition.
 

@@ -12,6 +12,8 @@ validation, in every stage:
 - :class:`SamplerSettings`: the DDIM sampler of generation and sample grids.
 - :class:`HubSettings`: publishing, private unless the user says otherwise.
 - :class:`RuntimeSettings`: seed and precision (``auto``: bf16 only where the device computes it natively).
+- :class:`EncoderTrainingSettings`: the identity feature extractor phi and its CosFace training (the priors and the
+  encoder pre-training recipe).
 
 Each group checks its own values through :func:`check_settings`, which a stage config calls from its
 ``__post_init__``, so a bad value fails when the YAML and flags are parsed, with the flag and the fix named.
@@ -259,3 +261,28 @@ class RuntimeSettings(SettingsGroup):
         require(
             self.mixed_precision in PRECISIONS, "mixed_precision", self.mixed_precision, f"must be one of {PRECISIONS}."
         )
+
+
+@dataclass
+class EncoderTrainingSettings(SettingsGroup):
+    """The identity feature extractor phi (a CNN, ``rlsyn_trl.encoders.IdentityEncoder``) and its CosFace training."""
+
+    encoder_widths: list[int] = field(
+        default_factory=lambda: [32, 64, 128], metadata={"help": "Channels of the conv blocks, each halving the size."}
+    )
+    embedding_size: int = field(default=128, metadata={"help": "Width of the identity feature."})
+    encoder_steps: int = field(default=1500, metadata={"help": "Training steps."})
+    encoder_batch_size: int = field(default=64, metadata={"help": "Images per step."})
+    encoder_lr: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
+    cosface_margin: float = field(default=0.25, metadata={"help": "CosFace additive cosine margin m."})
+    cosface_scale: float = field(default=16.0, metadata={"help": "CosFace scale s."})
+
+    def check(self) -> None:
+        require_positive(self, "embedding_size", "encoder_steps", "encoder_batch_size", "encoder_lr", "cosface_scale")
+        require(
+            len(self.encoder_widths) > 0 and all(width > 0 for width in self.encoder_widths),
+            "encoder_widths",
+            self.encoder_widths,
+            "must be one or more positive channel counts.",
+        )
+        require(self.cosface_margin >= 0, "cosface_margin", self.cosface_margin, "must be >= 0.")

@@ -86,24 +86,35 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def sample_batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int
-) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """A reproducible mini-batch schedule: ``batch(step)`` depends only on (seed, step).
+Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # step -> (images, labels)
+
+
+def batch_indices(num_items: int, batch_size: int, seed: int) -> Callable[[int], torch.Tensor]:
+    """A reproducible mini-batch schedule of item indices: ``indices(step)`` depends only on (seed, step).
 
     So a resumed run sees exactly the batches an uninterrupted one would. Each pass is a permutation of the
-    data; with fewer images than ``batch_size`` (few-shot splits) several permutations fill one batch.
+    items; with fewer items than ``batch_size`` (few-shot splits) several permutations fill one batch.
     """
-    if len(images) == 0:
+    if num_items == 0:
         raise ValueError("Cannot draw batches from an empty training set.")
-    passes = -(-batch_size // len(images))
-    per_epoch = passes * len(images) // batch_size
+    passes = -(-batch_size // num_items)
+    per_epoch = passes * num_items // batch_size
 
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def indices(step: int) -> torch.Tensor:
         epoch, position = divmod(step, per_epoch)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(passes)])
-        index = order[position * batch_size : (position + 1) * batch_size]
+        order = torch.cat([torch.randperm(num_items, generator=generator) for _ in range(passes)])
+        return order[position * batch_size : (position + 1) * batch_size]
+
+    return indices
+
+
+def sample_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Batches:
+    """``batch(step)``: the images and labels of :func:`batch_indices`' step ``step``, from tensors in memory."""
+    indices = batch_indices(len(images), batch_size, seed)
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = indices(step)
         return images[index], labels[index]
 
     return batch

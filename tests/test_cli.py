@@ -20,6 +20,7 @@ from rlsyn_trl.recipes import RECIPES_DIR, packaged_configs
 REPO = Path(__file__).resolve().parents[1]
 STAGE_FLAGS = {
     "prior": ["--generator_steps", "--train_encoder", "--use_lfw_faces"],
+    "pretrain-encoder": ["--target_dataset_name", "--exclude_target_identities", "--encoder_steps"],
     "sft": ["--base_model", "--max_steps", "--lora_rank", "--shots"],
     "cold-start": ["--base_model", "--max_steps"],
     "ddpo": ["--adapter", "--num_epochs", "--reward_weights", "--sample_num_steps"],
@@ -42,7 +43,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_plain_command_lists_the_subcommands(capsys):
     assert cli.main([]) == 0
     out = capsys.readouterr().out
-    for name in ("prior", "sft (cold-start)", "ddpo", "generate", "train-recognizer", "run-all (main)"):
+    stages = ("prior", "pretrain-encoder", "sft (cold-start)", "ddpo", "generate", "train-recognizer", "run-all (main)")
+    for name in stages:
         assert name in out
     assert "rlsyn-trl <stage> --help" in out
 
@@ -116,7 +118,7 @@ def test_lazy_api_resolves():
         rlsyn_trl.NoSuchThing  # noqa: B018
 
 
-@pytest.mark.parametrize("stage", ["prior", "sft", "ddpo", "generate", "train-recognizer"])
+@pytest.mark.parametrize("stage", ["prior", "pretrain-encoder", "sft", "ddpo", "generate", "train-recognizer"])
 def test_every_recipe_has_one_command_line(stage):
     """``accelerate launch recipes/<stage>.py`` and ``rlsyn-trl <stage>`` both call the recipe's ``cli``."""
     recipe = importlib.import_module(f"rlsyn_trl.recipes.{cli.STAGES[stage].module}")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import ViTConfig, ViTModel
 from trl import TrlParser
 
 from rlsyn_trl.data import load_identity_dataset, preprocess_images
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_smoke  # noqa: E402
 
 from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments as ScriptArguments  # noqa: E402
+from rlsyn_trl.recipes.train_recognizer import cli as train_recognizer_cli  # noqa: E402
 
 CONFIGS = {
     "sft": (ColdStartConfig,),
@@ -48,7 +50,7 @@ CONFIGS = {
 def parse(benchmark: str, stage: str, *args: str) -> tuple:
     """A paper-scale YAML read the way its recipe reads it."""
     yaml = REPO / "recipes" / benchmark / f"{stage}.yaml"
-    return TrlParser(CONFIGS[stage]).parse_args_and_config(["--config", str(yaml), *args])
+    return TrlParser(CONFIGS[stage.split("_")[0]]).parse_args_and_config(["--config", str(yaml), *args])
 
 
 @pytest.mark.parametrize("benchmark", gpu_smoke.BENCHMARKS)
@@ -58,16 +60,19 @@ def test_yamls_hold_the_paper_settings(benchmark):
     assert sft.base_model == gpu_smoke.DIT_ID and sft.learning_rate == 1e-5 and sft.lora_rank == 0
     assert ddpo.train_learning_rate == 1e-5 and ddpo.adapter == sft.output_dir and generate.adapter == ddpo.output_dir
     assert recognizer.synthetic_dataset == f"{generate.output_dir}/dataset" and recognizer.selection
-    assert recognizer.model == gpu_smoke.RESNET_ID and recognizer.weight_decay == 5e-4 and recognizer.channels == 3
+    assert recognizer.weight_decay == 5e-4 and recognizer.channels == 3
     if benchmark == "casia_webface":
         assert sft.resolution == 128 and sft.dataset_config == "subset_1k"
-        assert recognizer.from_scratch and recognizer.loss == "cosface"
+        assert recognizer.model == "iresnet-50" and recognizer.from_scratch and recognizer.loss == "cosface"
+        assert (recognizer.cosface_scale, recognizer.cosface_margin) == (64.0, 0.35)
         assert recognizer.per_device_train_batch_size == 128
         assert recognizer.optim == "sgd" and recognizer.optim_args == "momentum=0.9"
         assert script.verification_sets == ["lfw", "agedb_30", "cfp_fp", "calfw", "cplfw"]
     else:
         assert sft.resolution == 256 and sft.shots is None and ddpo.shots is None and script.shots is None
+        assert recognizer.model == gpu_smoke.RESNET_ID and recognizer.reid_neck and recognizer.last_stride == 1
         assert recognizer.resolution == [256, 128] and recognizer.loss == "cross_entropy"
+        assert recognizer.label_smoothing == 0.1
         assert recognizer.triplet_weight > 0 and recognizer.identities_per_batch == 16
         assert recognizer.per_device_train_batch_size == 64 and recognizer.l2_adam
         assert recognizer.flip and recognizer.crop_padding > 0
@@ -76,7 +81,9 @@ def test_yamls_hold_the_paper_settings(benchmark):
 @pytest.mark.parametrize(
     "benchmark",
     # CASIA takes about 80 s on 2 CPU cores (its subset_1k config has 1,000 identities to generate and audit)
-    [pytest.param("casia_webface", marks=pytest.mark.slow), "market1501"],
+    # CUHK03-NP's run the same code as Market-1501's (only their YAMLs' data differ; those are run below, fast)
+    [pytest.param(name, marks=pytest.mark.slow) for name in ("casia_webface", "cuhk03_labeled", "cuhk03_detected")]
+    + ["market1501"],
 )
 def test_every_stage_of_the_paper_recipes_runs_on_small_stand_ins(benchmark, tmp_path):
     assert gpu_smoke.main(["--tiny", "--benchmarks", benchmark, "--output-dir", str(tmp_path)]) == 0
@@ -94,12 +101,36 @@ def test_every_stage_of_the_paper_recipes_runs_on_small_stand_ins(benchmark, tmp
     scored = datasets.load_from_disk(str(outputs / "synthetic_scored"))
     assert {"utility", "selection_weight"} <= set(scored.column_names)
     results = json.loads((outputs / "recognizer" / "test_results.json").read_text())
-    if benchmark == "market1501":
+    if benchmark != "casia_webface":
         assert {"test_mAP", "test_rank1", "test_rank5", "test_rank10"} <= set(results)
     else:
         names = ["lfw", "agedb_30", "cfp_fp", "calfw", "cplfw"]
         assert {f"test_{name}_accuracy" for name in names} | {"test_verification_mean_accuracy"} <= set(results)
     assert all(0 <= value <= 1 for key, value in results.items() if "accuracy" in key or "rank" in key)
+
+
+REID_RECOGNIZERS = ["cuhk03_labeled/recognizer", "cuhk03_detected/recognizer", "market1501/recognizer_vit"]
+
+
+@pytest.mark.parametrize("recipe", REID_RECOGNIZERS)
+def test_reid_recognizer_yamls_train_and_test_on_small_stand_ins(tmp_path, recipe):
+    """Real-only runs of the ReID recognizer YAMLs not in the chain above: CUHK03-NP's BoT ResNet-50 and Market-1501's
+    ViT-B/16 (a tiny ViT with a square 224-like grid served as its Hub id, interpolated to the 32x16 input)."""
+    benchmark, stage = recipe.split("/")
+    gpu_smoke.prepare(tmp_path, gpu_smoke.TINY, True, [benchmark])
+    vit = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32)  # fmt: skip
+    ViTModel(vit).save_pretrained(tmp_path / "vit")
+    gpu_smoke.serve_from_cache(tmp_path / "vit", "google/vit-base-patch16-224", tmp_path / "hf_cache")
+    (script, config) = parse(benchmark, stage)
+    assert config.reid_neck and config.identities_per_batch == 16 and config.resolution == [256, 128]
+    argv = ["--config", str(REPO / "recipes" / f"{recipe}.yaml"), "--synthetic_dataset", "", "--selection", "false",
+            "--max_steps", "1", "--resolution", "32", "16", "--per_device_eval_batch_size", "8"]  # fmt: skip
+    with gpu_smoke.smoke_environment(tmp_path):
+        metrics = train_recognizer_cli(argv)
+    assert {"test_mAP", "test_rank1", "test_rank5", "test_rank10"} <= set(metrics)
+    assert all(0 <= metrics[key] <= 1 for key in ("test_mAP", "test_rank1"))
+    assert (tmp_path / config.output_dir / "test_results.json").is_file()
 
 
 def test_stage_split_options_reach_every_builder(tmp_path):

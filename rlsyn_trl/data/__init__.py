@@ -56,6 +56,16 @@ def load_identity_dataset(
     return builder.as_dataset()
 
 
+def identity_names(
+    name: str, config_name: str | None = None, *, data_dir: str | None = None, cache_dir: str | None = None, **options
+) -> list[str]:
+    """The identities (``label`` names) of a benchmark's training split, from the builder's info alone: folders
+    and file names are listed, no image is read and nothing is built, so a check on them runs in seconds."""
+    builder_class, options = _checked_options(name, config_name, options)
+    builder = builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
+    return list(builder.info.features["label"].names)
+
+
 def check_identity_options(name: str, config_name: str | None = None, **options) -> None:
     """Refuse an unknown dataset or config, or a bad split option, at once: nothing is listed, read or built.
 
@@ -97,6 +107,7 @@ __all__ = [
     "Market1501",
     "OrlFaces",
     "Rfw",
+    "identity_names",
     "check_identity_options",
     "dataset_to_tensors",
     "find_orl_root",

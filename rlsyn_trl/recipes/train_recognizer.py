@@ -1,6 +1,7 @@
 """Train the downstream identity recognizer on a real identity split, optionally with a synthetic set that dynamic
 sample selection reweights, and report the benchmark's test metrics: identification accuracy on held-out real
-images (ORL), mAP/CMC (Market-1501, CUHK03-NP), 10-fold verification accuracy (faces, `verification_sets`).
+images (ORL), mAP/CMC (Market-1501, CUHK03-NP), 10-fold verification accuracy (faces, `verification_sets`; RFW's
+races, `rfw_races`, with their mean and spread).
 
     accelerate launch recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml
     accelerate launch recipes/train_recognizer.py --config recipes/orl_faces/recognizer.yaml \
@@ -28,6 +29,8 @@ import datasets
 
 from rlsyn_trl.cards import recognizer_card
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
+from rlsyn_trl.data.face_verification import RFW_RACES
+from rlsyn_trl.evaluation import RFW_PREFIX
 from rlsyn_trl.hub import load_synthetic_dataset, push_model_folder
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
@@ -40,9 +43,10 @@ from rlsyn_trl.provenance import (
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
 from rlsyn_trl.runtime import setup_runtime
-from rlsyn_trl.settings import DataSplitSettings, check_settings
+from rlsyn_trl.settings import DataSplitSettings, check_settings, require
 
 logger = logging.getLogger(__name__)
+RFW_CONFIGS = tuple(race.lower() for race in RFW_RACES)
 
 
 @dataclass
@@ -56,10 +60,37 @@ class RecognizerScriptArguments(DataSplitSettings):
         default=None, metadata={"help": "Folder holding the verification sets' .bin pair files."}
     )
 
+    rfw_races: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"RFW races to test on ({', '.join(RFW_CONFIGS)}; all: the four), each 10-fold, apart."},
+    )
+    rfw_data_dir: str | None = field(default=None, metadata={"help": "Folder holding RFW's test/ folder."})
+
     def __post_init__(self) -> None:
         check_settings(self)
         for name in self.verification_sets:  # a misspelt set fails now, not after the real data is built
             check_identity_options("face_verification", name)
+        self.rfw_races = [race.lower() for race in self.rfw_races]
+        if "all" in self.rfw_races:
+            self.rfw_races = list(RFW_CONFIGS)
+        for race in self.rfw_races:
+            require(race in RFW_CONFIGS, "rfw_races", race, f"must be one of {', '.join(RFW_CONFIGS)} or all.")
+        require(
+            not self.rfw_races or self.rfw_data_dir is not None,
+            "rfw_data_dir",
+            self.rfw_data_dir,
+            "RFW cannot be downloaded: pass the folder holding its test/ folder.",
+        )
+
+    def test_pair_sets(self) -> dict[str, datasets.Dataset]:
+        """The face verification pair sets to test on: the insightface sets, then RFW's races (``rfw_<race>``)."""
+        sets = {
+            name: load_identity_dataset("face_verification", name, data_dir=self.verification_data_dir)["test"]
+            for name in self.verification_sets
+        }
+        for race in self.rfw_races:
+            sets[f"{RFW_PREFIX}{race}"] = load_identity_dataset("rfw", race, data_dir=self.rfw_data_dir)["test"]
+        return sets
 
 
 CONFIG_CLASSES = (RecognizerScriptArguments, RecognizerConfig)
@@ -89,10 +120,7 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
         synthetic_provenance = read_dataset_provenance(config.synthetic_dataset)
         check_no_leak(synthetic_provenance, real, split, f"The synthetic dataset {config.synthetic_dataset}")
         synthetic = load_synthetic(config.synthetic_dataset)
-    verification = {
-        name: load_identity_dataset("face_verification", name, data_dir=script_args.verification_data_dir)["test"]
-        for name in script_args.verification_sets
-    }
+    verification = script_args.test_pair_sets()
     logger.info(
         "Recognizer on %s: %d real training images%s",
         split.describe(),

@@ -8,6 +8,7 @@ from transformers import TrainingArguments
 
 from ..data.preprocessing import image_size
 from ..selection import SelectionConfig
+from .backbones import IRESNET_LAYERS
 
 TINY_MODEL = "resnet-tiny"
 LOSSES = ("cross_entropy", "cosface")
@@ -26,8 +27,9 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     model: str = field(
         default=TINY_MODEL,
         metadata={
-            "help": f"'{TINY_MODEL}' (small ResNet from scratch), an AutoModelForImageClassification id/path, or an "
-            "identity encoder (e.g. 'embedded:orl_faces/encoder', the public feature extractor) to fine-tune."
+            "help": f"'{TINY_MODEL}' (small ResNet from scratch), an IResNet by name ({', '.join(IRESNET_LAYERS)}; "
+            "from scratch, at `resolution`), an AutoModelForImageClassification id/path, or an identity encoder "
+            "(e.g. 'embedded:orl_faces/encoder', the public feature extractor) to fine-tune."
         },
     )
     imprint_centres: bool = field(
@@ -40,7 +42,21 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     from_scratch: bool = field(
         default=False, metadata={"help": "Random weights in the architecture of `model` (face recognizers train so)."}
     )
+    reid_neck: bool = field(
+        default=False,
+        metadata={
+            "help": "The ReID strong baseline's head on `model`'s backbone (a ResNet or a ViT AutoModel): BNNeck and a "
+            "bias-free classifier, triplet on the pooled feature, retrieval on its normalised form. Needs "
+            "loss='cross_entropy'."
+        },
+    )
+    last_stride: int = field(
+        default=1, metadata={"help": "With reid_neck and a ResNet: the last stage's stride (1: a 16x8 map at 256x128)."}
+    )
     loss: str = field(default="cosface", metadata={"help": f"Identity loss, one of {LOSSES}."})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Label smoothing of the cross-entropy loss (the ReID baseline: 0.1)."}
+    )
     cosface_scale: float = field(default=16.0, metadata={"help": "CosFace scale s."})
     cosface_margin: float = field(default=0.1, metadata={"help": "CosFace additive cosine margin m."})
     triplet_weight: float = field(
@@ -118,6 +134,14 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
         SelectionConfig.__post_init__(self)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.reid_neck and self.loss != "cross_entropy":
+            raise ValueError(
+                f"reid_neck needs loss='cross_entropy' (BNNeck feeds its own classifier), got loss={self.loss!r}."
+            )
+        if self.last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.synthetic_ratio is not None and not 0 <= self.synthetic_ratio <= 1:
             raise ValueError(f"synthetic_ratio must be in [0, 1] or None (uniform mixing), got {self.synthetic_ratio}")
         if not self.synthetic_trains_backbone and self.loss != "cosface" and not self.triplet_weight:

@@ -20,6 +20,13 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..encoders import IdentityEncoder, IdentityEncoderConfig
 from ..model_sources import EMBEDDED_MODELS, resolve_pretrained_folder
+from .backbones import (
+    IRESNET_LAYERS,
+    BNNeckForImageClassification,
+    IResNetConfig,
+    IResNetForImageClassification,
+    iresnet_config,
+)
 from .config import TINY_MODEL, RecognizerConfig
 
 
@@ -45,8 +52,10 @@ class IdentityRecognizer(nn.Module):
         triplet_weight: float = 0.0,
         triplet_margin: float = 0.3,
         synthetic_trains_backbone: bool = True,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        self.label_smoothing = label_smoothing
         self.backbone, self.cosface, self.flip_test = backbone, cosface, flip_test
         self.synthetic_trains_backbone = synthetic_trains_backbone
         self.triplet_weight = triplet_weight
@@ -57,6 +66,8 @@ class IdentityRecognizer(nn.Module):
         """The backbone's pooled embedding, ``[N, D]``."""
         if isinstance(self.backbone, IdentityEncoder):
             return self.backbone(pixel_values)
+        if isinstance(self.backbone, BNNeckForImageClassification):  # f_t in training, BN(f_t) in evaluation
+            return self.backbone.embed(pixel_values)
         pooled = getattr(self.backbone.base_model(pixel_values=pixel_values), "pooler_output", None)
         if pooled is None:
             raise ValueError(
@@ -77,7 +88,8 @@ class IdentityRecognizer(nn.Module):
             embeddings = torch.where(detach[:, None], embeddings.detach(), embeddings)
         if self.cosface is not None:
             return self.cosface.get_cosine(embeddings), embeddings
-        return self.backbone.classifier(embeddings), embeddings
+        classify = getattr(self.backbone, "classify", self.backbone.classifier)  # a BNNeck normalises first
+        return classify(embeddings), embeddings
 
     def forward(
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, synthetic: torch.Tensor | None = None
@@ -94,7 +106,7 @@ class IdentityRecognizer(nn.Module):
     def per_sample_loss(self, outputs: ImageClassifierOutput, labels: torch.Tensor) -> torch.Tensor:
         """Identity loss of each sample (the l of the selection utility), from the model's outputs."""
         if self.cosface is None:
-            return F.cross_entropy(outputs.logits, labels, reduction="none")
+            return F.cross_entropy(outputs.logits, labels, reduction="none", label_smoothing=self.label_smoothing)
         margins = self.cosface.margin * F.one_hot(labels, outputs.logits.shape[1]).to(outputs.logits.dtype)
         return F.cross_entropy(self.cosface.scale_logits(outputs.logits - margins), labels, reduction="none")
 
@@ -116,8 +128,17 @@ def build_backbone(config: RecognizerConfig, label_names: list[str]) -> PreTrain
                 label2id=label2id,
             )
         )
+    if config.model in IRESNET_LAYERS:  # the face baselines' backbone, always from scratch
+        size = {"num_channels": config.channels, "image_size": list(config.resolution)}
+        return IResNetForImageClassification(iresnet_config(config.model, **size, id2label=id2label, label2id=label2id))
     source = str(resolve_pretrained_folder(config.model)) if config.model in EMBEDDED_MODELS else config.model
+    if config.reid_neck:
+        return BNNeckForImageClassification.from_backbone(
+            source, config.last_stride, config.from_scratch, config.resolution, id2label=id2label, label2id=label2id
+        )
     architecture = AutoConfig.from_pretrained(source, id2label=id2label, label2id=label2id)
+    if isinstance(architecture, IResNetConfig):  # its head's input follows the image size
+        architecture.image_size = list(config.resolution)
     if isinstance(architecture, IdentityEncoderConfig):
         if config.loss != "cosface":
             raise ValueError(f"{config.model} is an identity encoder without a classifier; use loss='cosface'.")
@@ -156,6 +177,7 @@ def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> Identi
         triplet_weight=config.triplet_weight,
         triplet_margin=config.triplet_margin,
         synthetic_trains_backbone=config.synthetic_trains_backbone,
+        label_smoothing=config.label_smoothing,
     )
 
 
