@@ -28,7 +28,8 @@ from .generators import IdentityGenerator, build_pixel_dit, default_scheduler
 from .provenance import DEFAULT_DATASET, DataSplit, resolve_data_split, write_provenance
 from .realism import face_detection_rate
 from .settings import DataSplitSettings, RuntimeSettings, check_settings, require, require_positive
-from .training import run_training_phase, sample_batches, warmup_cosine
+from .tracking import scalar_config
+from .training import local_batch_size, run_training_phase, sample_batches, warmup_cosine
 from .visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,12 @@ class PriorConfig(DataSplitSettings, RuntimeSettings):
 
     def tracker_config(self) -> dict[str, Any]:
         """The config as trackers accept it (scalars only: tensorboard's hparams refuse lists and None)."""
-        return {key: value for key, value in asdict(self).items() if isinstance(value, (int, float, str, bool))}
+        return scalar_config(asdict(self))
+
+    def check_processes(self, num_processes: int) -> None:
+        """Both global batches must split evenly over the processes: checked before the first phase trains."""
+        local_batch_size(self.generator_batch_size, num_processes, "generator_batch_size")
+        local_batch_size(self.encoder_batch_size, num_processes, "encoder_batch_size")
 
 
 def resolve_prior_split(config: PriorConfig) -> DataSplit:
@@ -248,18 +254,27 @@ def train_generator(
         config.patch_size,
     )
     generator = IdentityGenerator(transformer, default_scheduler(config.prediction_type), label_names)
-    ema = EMAModel(transformer.parameters(), decay=config.ema_decay)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=config.generator_lr, weight_decay=0.0)
     lr_scheduler = warmup_cosine(optimizer, config.warmup_steps, config.generator_steps)
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    # After prepare: DDP has broadcast process 0's initial weights, so every process's average starts from them.
+    ema = EMAModel(accelerator.unwrap_model(transformer).parameters(), decay=config.ema_decay)
     accelerator.register_for_checkpointing(ema)
     generator.transformer = transformer
     augment = IdentityAugmentation()
-    batches = sample_batches(images, labels, config.generator_batch_size, config.seed)
+    batches = sample_batches(
+        images,
+        labels,
+        config.generator_batch_size,
+        config.seed,
+        accelerator.process_index,
+        accelerator.num_processes,
+        "generator_batch_size",
+    )
 
     def loss_fn(step: int) -> torch.Tensor:
         x, y = batches(step)
-        x, y = augment(x).to(accelerator.device), y.to(accelerator.device)
+        x, y = augment(x.to(accelerator.device)), y.to(accelerator.device)
         with accelerator.autocast():
             return generator.denoising_loss(x, y, config.p_uncond, config.min_snr_gamma)
 
@@ -276,6 +291,7 @@ def train_generator(
         config.resume,
         config.max_minutes,
         after_step=lambda: ema.step(accelerator.unwrap_model(transformer).parameters()),
+        seed=config.seed,
     )
     if steps < config.generator_steps:
         logger.warning(
@@ -310,11 +326,19 @@ def train_encoder(
     lr_scheduler = warmup_cosine(optimizer, min(100, config.encoder_steps // 10), config.encoder_steps)
     encoder, head, optimizer, lr_scheduler = accelerator.prepare(encoder, head, optimizer, lr_scheduler)
     augment = IdentityAugmentation()
-    batches = sample_batches(images, labels, config.encoder_batch_size, config.seed + 1)
+    batches = sample_batches(
+        images,
+        labels,
+        config.encoder_batch_size,
+        config.seed + 1,
+        accelerator.process_index,
+        accelerator.num_processes,
+        "encoder_batch_size",
+    )
 
     def loss_fn(step: int) -> torch.Tensor:
         x, y = batches(step)
-        x, y = augment(x).to(accelerator.device), y.to(accelerator.device)
+        x, y = augment(x.to(accelerator.device)), y.to(accelerator.device)
         head.train()
         return head(encoder(x), y)
 
@@ -329,6 +353,7 @@ def train_encoder(
         Path(config.output_dir) / "checkpoints" / ENCODER_DIR,
         config.checkpoint_every,
         config.resume,
+        seed=config.seed + 1,
     )
     return TrainedPrior(accelerator.unwrap_model(encoder).eval(), steps, config.encoder_steps)
 

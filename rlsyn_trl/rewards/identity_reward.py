@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder
-from .composite import DEFAULT_REWARD, composite_reward, median_heuristic_sigma
+from .composite import DEFAULT_REWARD, composite_reward
 from .memory_bank import MemoryBank
 
 REWARD_TERMS = ("sem", "cov", "exp")
@@ -24,10 +24,11 @@ REWARD_TERMS = ("sem", "cov", "exp")
 def encode_images(encoder: IdentityEncoder, images: torch.Tensor) -> torch.Tensor:
     """L2-normalised features of images in ``[-1, 1]``, resized to the encoder's input size when they differ.
 
-    Images arrive in the sampler's dtype (bf16 under mixed precision); the encoder and the resize run in float32.
+    Images arrive in the sampler's dtype (bf16 under mixed precision); the encoder and the resize run in float32,
+    on the encoder's device (the features stay there).
     """
     size = encoder.config.image_size
-    images = images.float()
+    images = images.to(encoder.device, torch.float32)
     if images.shape[-1] != size or images.shape[-2] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return encoder.encode_batched(images)
@@ -93,7 +94,7 @@ class IdentityReward:
             return self.bank.reward(features, labels, **self.options)
         options = dict(self.options)
         if options["sigma"] is None:
-            options["sigma"] = median_heuristic_sigma(self.bank.features.double()).item()
+            options["sigma"] = self.bank.median_sigma()
         num = len(self.bank.label_names)
         return composite_reward(
             features,
