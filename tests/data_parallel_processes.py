@@ -97,7 +97,7 @@ def run_prior(output: str) -> dict[str, torch.Tensor]:
     return {"encoder": trainable(encoder.model), "generator": trainable(generator.model.transformer)}
 
 
-def run_recognizer(output: str) -> None:
+def run_recognizer(output: str) -> int:
     from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
 
     original = datasets.Dataset.save_to_disk
@@ -109,11 +109,12 @@ def run_recognizer(output: str) -> None:
     datasets.Dataset.save_to_disk = save_to_disk
     real = datasets.DatasetDict(train=tiny_split(2), test=tiny_split(1))
     config = RecognizerConfig(
-        output_dir=output, max_steps=4, per_device_train_batch_size=4, selection=True, round_every=2,
+        output_dir=output, max_steps=4, global_batch_size=8, selection=True, round_every=2,
         candidates_per_round=4, real_per_round=4, scored_dataset_path=os.path.join(output, "scored"),
         resolution=[16], report_to="none", disable_tqdm=True, logging_steps=1000, use_cpu=True,
     )  # fmt: skip
     train_recognizer(config, real, tiny_split(2))
+    return config.per_device_train_batch_size
 
 
 def main(output: str) -> None:
@@ -131,7 +132,7 @@ def main(output: str) -> None:
     budget = run_cold_start(os.path.join(output, "budget"), rank, max_steps=50, max_minutes=1e-9 if rank else 1e3)
     prior_weights = run_prior(os.path.join(output, "prior"))
     batches.update({key: value for key, value in BATCHES.items() if key.startswith("prior")})
-    run_recognizer(os.path.join(output, "recognizer"))
+    recognizer_batch = run_recognizer(os.path.join(output, "recognizer"))
     torch.save(
         {
             "num_processes": PartialState().num_processes,
@@ -141,6 +142,7 @@ def main(output: str) -> None:
             "prior": prior_weights,
             "budget_steps": budget.steps_done,
             "writes": WRITES,
+            "recognizer_batch": recognizer_batch,
         },
         os.path.join(output, f"rank{rank}.pt"),
     )

@@ -114,6 +114,12 @@ def test_a_time_budget_running_out_on_one_process_stops_both(ranks):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
+def test_the_recognizer_splits_its_global_batch_over_the_processes(ranks):
+    assert [rank["recognizer_batch"] for rank in ranks] == [4, 4]  # global_batch_size 8 on 2 processes
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_the_recognizer_with_selection_writes_its_scored_dataset_once(ranks):
     import datasets
 

@@ -341,3 +341,18 @@ def test_the_recipe_refuses_an_adapter_trained_on_another_split(tiny, tmp_path, 
     with pytest.raises(ProvenanceError, match=r"--split_seed 1 contradicts the adapter .*split_seed=0"):
         run_ddpo(tiny_config(tiny, tmp_path / "out", adapter=str(adapter), split_seed=1))
     assert not (tmp_path / "out").exists()
+
+
+def test_ddpo_logs_reward_terms_and_anchors_to_tensorboard(tiny, tmp_path):
+    """The stock trainer hands trackers its config nested under one key: tensorboard gets it flattened."""
+    pytest.importorskip("tensorboard")
+    from conftest import read_events
+
+    trainer = build_trainer(tiny_config(tiny, tmp_path, num_epochs=1, log_with="tensorboard"))
+    trainer.train()
+    trainer.accelerator.end_training()
+    scalars, hparams = read_events(tmp_path / "logs")
+    terms = {f"reward/{term}_mean" for term in ("sem", "cov", "exp", "total")}
+    anchors = {f"train/{name}" for name in ("policy_loss", "approx_kl", "clipfrac", "kl_ref", "denoise_loss")}
+    assert terms | anchors <= scalars
+    assert hparams["ddpo_trainer_config/kl_coef"] == 0.1 and "ddpo_trainer_config/lora_target_modules" in hparams
