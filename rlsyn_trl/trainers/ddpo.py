@@ -45,7 +45,7 @@ from ..training import check_data_parallel
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout
-from .ddpo_logging import JsonlTracker, SampleGridWriter, epoch_line
+from .ddpo_logging import JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
 from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
 from .ddpo_publishing import AdapterPublishingMixin
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
@@ -302,7 +302,9 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             metadata = [{"label": int(label)} for label in labels[local.start : local.stop]]
             tracker = self.accelerator.trackers[0] if self.accelerator.trackers else None
             entry = [images, names, metadata, result["total"][local.start : local.stop], result]
-            self.image_samples_callback([entry], global_step, tracker)
+            grid = self.image_samples_callback([entry], global_step, tracker)
+            if isinstance(grid, Path):  # the default hook's PNG: also shown in the trackers that take images
+                log_grid_image(self.accelerator.trackers, grid, global_step)
         global_step = self._train_epoch(samples, epoch, global_step)
         trained = time.perf_counter()
         record = {

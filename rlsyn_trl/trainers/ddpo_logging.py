@@ -78,6 +78,17 @@ class SampleGridWriter:
         )
 
 
+def log_grid_image(trackers: list, path: str | os.PathLike, step: int, name: str = "samples") -> None:
+    """The saved sample grid as an image in every tracker that takes images (tensorboard, wandb, trackio...):
+    one ``[1, 3, H, W]`` array in ``[0, 1]``, the layout tensorboard's ``add_images`` expects by default."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+    for tracker in trackers:
+        if not isinstance(tracker, JsonlTracker) and hasattr(tracker, "log_images"):
+            tracker.log_images({name: image}, step=step)
+
+
 def epoch_line(record: dict, epochs: int) -> str:
     """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
     parts = [
