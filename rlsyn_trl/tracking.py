@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, filter_trackers
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker, filter_trackers, get_available_trackers
 
 
 def scalar_config(values: Mapping[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
@@ -68,13 +68,21 @@ def build_trackers(
 ) -> list[GeneralTracker]:
     """The trackers ``log_with`` names (``tensorboard``, ``trackio``, ``wandb``, ``all``...) wrapped in
     :class:`ScalarConfigTracker`, for ``Accelerator(log_with=...)``; tracker instances pass through unchanged.
-    Trackers whose package is missing are skipped (accelerate logs it); ``logging_dir`` holds the local ones.
+    A tracker whose package is missing is refused with the fix; ``logging_dir`` holds the local ones.
     Nothing starts until ``init_trackers``, which runs on the main process only."""
     if log_with is None:
         return []
     names = [log_with] if isinstance(log_with, str) else list(log_with)
     trackers = [tracker for tracker in names if isinstance(tracker, GeneralTracker)]
     named = [tracker for tracker in names if not isinstance(tracker, GeneralTracker)]
+    available = {str(kind) for kind in get_available_trackers()}
+    missing = [str(name) for name in named if str(name) != "all" and str(name) not in available]
+    if missing:  # accelerate would drop them silently, and the run would log nowhere
+        raise ValueError(
+            f"--log_with {', '.join(missing)}: not installed here (or not a tracker accelerate knows). Install it, "
+            f"e.g. `pip install 'rlsyn-trl[{missing[0]}]'` for tensorboard or trackio, or leave --log_with unset "
+            "(metrics.jsonl and the PNG grids are written regardless)."
+        )
     for kind in filter_trackers(named, str(logging_dir)):
         tracker_class = LOGGER_TYPE_TO_CLASS[str(kind)]
         if tracker_class.requires_logging_directory:

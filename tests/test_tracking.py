@@ -18,6 +18,14 @@ def test_scalar_config_flattens_what_tensorboard_refuses():
                     "nested/inner/rank": 4, "nested/widths": "(8, 16)"}  # fmt: skip
 
 
+def test_a_tracker_that_is_not_installed_is_refused_with_the_fix(tmp_path):
+    from rlsyn_trl.tracking import build_trackers
+
+    with pytest.raises(ValueError, match=r"--log_with no_such_tracker: not installed.*pip install"):
+        build_trackers(["no_such_tracker"], "run", tmp_path)
+    assert build_trackers(None, "run", tmp_path) == []
+
+
 def test_cold_start_logs_to_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
     rng = np.random.default_rng(0)
