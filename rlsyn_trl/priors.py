@@ -88,7 +88,7 @@ class PriorConfig(DataSplitSettings, RuntimeSettings):
     patch_size: int = 2
     prediction_type: str = field(default="v_prediction", metadata={"help": "epsilon, v_prediction or sample."})
     generator_steps: int = 3000
-    generator_batch_size: int = 64
+    generator_batch_size: int = field(default=64, metadata={"help": "Over ALL processes (each trains on its share)."})
     generator_lr: float = 1e-3
     warmup_steps: int = 200
     ema_decay: float = 0.999
@@ -109,7 +109,7 @@ class PriorConfig(DataSplitSettings, RuntimeSettings):
     encoder_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     embedding_size: int = 128
     encoder_steps: int = 1500
-    encoder_batch_size: int = 64
+    encoder_batch_size: int = field(default=64, metadata={"help": "Over ALL processes (each trains on its share)."})
     encoder_lr: float = 2e-3
     cosface_margin: float = 0.25
     cosface_scale: float = 16.0

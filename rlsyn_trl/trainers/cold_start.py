@@ -59,7 +59,9 @@ class ColdStartConfig(DataSplitSettings, LoraSettings, SamplerSettings, ModelHub
     )
     learning_rate: float = field(default=1e-5, metadata={"help": "Embedders' learning rate (paper: 1e-5)."})
     max_steps: int = field(default=200, metadata={"help": "Optimizer steps: the training budget."})
-    batch_size: int = 32
+    batch_size: int = field(
+        default=32, metadata={"help": "Images per optimizer step over ALL processes (each trains on its share)."}
+    )
     warmup_steps: int = 20
     p_uncond: float = field(default=0.1, metadata={"help": "Share of labels dropped to the null class (CFG)."})
     min_snr_gamma: float | None = field(default=5.0, metadata={"help": "Min-SNR loss weighting; None: off."})
