@@ -308,7 +308,10 @@ def samples_per_second(stage: str, values: dict, seconds_per_step: float | None,
         return values["identities_per_epoch"] * values["samples_per_identity"] / statistics.median(sampling)
     if stage == "generate":
         return len(datasets.load_from_disk(str(Path(values["output_dir"]) / "dataset"))) / wall
-    batch = values["batch_size" if stage == "sft" else "per_device_train_batch_size"]
+    if stage == "sft":
+        batch = values["batch_size"]
+    else:  # the recognizer YAMLs give the global batch; one process runs here
+        batch = values.get("global_batch_size") or values["per_device_train_batch_size"]
     return batch / seconds_per_step if seconds_per_step else None
 
 

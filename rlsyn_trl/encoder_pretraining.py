@@ -211,14 +211,19 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
 
 
 def streamed_batches(
-    train: datasets.Dataset, relabel: torch.Tensor, config: EncoderPretrainConfig, seed: int
+    train: datasets.Dataset,
+    relabel: torch.Tensor,
+    config: EncoderPretrainConfig,
+    seed: int,
+    process_index: int = 0,
+    num_processes: int = 1,
 ) -> Batches:
     """``batch(step)`` for the encoder loop, decoding only the step's images (the schedule of
     :func:`rlsyn_trl.training.batch_indices`, so a resumed run draws the batches an uninterrupted one would).
 
     The images go through ``with_transform`` (decode, resize to ``resolution``, ``[-1, 1]``; labels renumbered by
     ``relabel``) inside DataLoader workers that prefetch the coming steps; a step asked out of order restarts the
-    loader there.
+    loader there. ``encoder_batch_size`` is global: each of ``num_processes`` processes decodes its own share.
     """
 
     def transform(batch: dict) -> dict:
@@ -226,7 +231,9 @@ def streamed_batches(
         return {"pixel_values": pixels, "labels": relabel[torch.tensor(batch["label"])]}
 
     streamed = train.with_transform(transform, columns=["image", "label"])
-    indices = batch_indices(len(streamed), config.encoder_batch_size, seed)
+    indices = batch_indices(
+        len(streamed), config.encoder_batch_size, seed, process_index, num_processes, "encoder_batch_size"
+    )
     state: dict = {"next": None, "iterator": None}
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:

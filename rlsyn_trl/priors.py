@@ -35,7 +35,8 @@ from .settings import (
     require,
     require_positive,
 )
-from .training import Batches, run_training_phase, sample_batches, warmup_cosine
+from .tracking import scalar_config
+from .training import Batches, local_batch_size, run_training_phase, sample_batches, warmup_cosine
 from .visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class PriorConfig(DataSplitSettings, RuntimeSettings, EncoderTrainingSettings):
     patch_size: int = 2
     prediction_type: str = field(default="v_prediction", metadata={"help": "epsilon, v_prediction or sample."})
     generator_steps: int = 3000
-    generator_batch_size: int = 64
+    generator_batch_size: int = field(default=64, metadata={"help": "Over ALL processes (each trains on its share)."})
     generator_lr: float = 1e-3
     warmup_steps: int = 200
     ema_decay: float = 0.999
@@ -182,7 +183,12 @@ class PriorConfig(DataSplitSettings, RuntimeSettings, EncoderTrainingSettings):
 
     def tracker_config(self) -> dict[str, Any]:
         """The config as trackers accept it (scalars only: tensorboard's hparams refuse lists and None)."""
-        return {key: value for key, value in asdict(self).items() if isinstance(value, (int, float, str, bool))}
+        return scalar_config(asdict(self))
+
+    def check_processes(self, num_processes: int) -> None:
+        """Both global batches must split evenly over the processes: checked before the first phase trains."""
+        local_batch_size(self.generator_batch_size, num_processes, "generator_batch_size")
+        local_batch_size(self.encoder_batch_size, num_processes, "encoder_batch_size")
 
 
 def resolve_prior_split(config: PriorConfig) -> DataSplit:
@@ -237,18 +243,27 @@ def train_generator(
         config.patch_size,
     )
     generator = IdentityGenerator(transformer, default_scheduler(config.prediction_type), label_names)
-    ema = EMAModel(transformer.parameters(), decay=config.ema_decay)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=config.generator_lr, weight_decay=0.0)
     lr_scheduler = warmup_cosine(optimizer, config.warmup_steps, config.generator_steps)
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    # After prepare: DDP has broadcast process 0's initial weights, so every process's average starts from them.
+    ema = EMAModel(accelerator.unwrap_model(transformer).parameters(), decay=config.ema_decay)
     accelerator.register_for_checkpointing(ema)
     generator.transformer = transformer
     augment = IdentityAugmentation()
-    batches = sample_batches(images, labels, config.generator_batch_size, config.seed)
+    batches = sample_batches(
+        images,
+        labels,
+        config.generator_batch_size,
+        config.seed,
+        accelerator.process_index,
+        accelerator.num_processes,
+        "generator_batch_size",
+    )
 
     def loss_fn(step: int) -> torch.Tensor:
         x, y = batches(step)
-        x, y = augment(x).to(accelerator.device), y.to(accelerator.device)
+        x, y = augment(x.to(accelerator.device)), y.to(accelerator.device)
         with accelerator.autocast():
             return generator.denoising_loss(x, y, config.p_uncond, config.min_snr_gamma)
 
@@ -265,6 +280,7 @@ def train_generator(
         config.resume,
         config.max_minutes,
         after_step=lambda: ema.step(accelerator.unwrap_model(transformer).parameters()),
+        seed=config.seed,
     )
     if steps < config.generator_steps:
         logger.warning(
@@ -283,7 +299,15 @@ def train_encoder(
     config: PriorConfig, accelerator: Accelerator, images: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> TrainedPrior:
     """Phase (b): the identity feature extractor with a CosFace margin head, on images held as tensors."""
-    batches = sample_batches(images, labels, config.encoder_batch_size, config.seed + 1)
+    batches = sample_batches(
+        images,
+        labels,
+        config.encoder_batch_size,
+        config.seed + 1,
+        accelerator.process_index,
+        accelerator.num_processes,
+        "encoder_batch_size",
+    )
     return train_encoder_on_batches(config, accelerator, batches, num_classes)
 
 
@@ -327,6 +351,7 @@ def train_encoder_on_batches(
         Path(config.output_dir) / "checkpoints" / ENCODER_DIR,
         config.checkpoint_every,
         config.resume,
+        seed=config.seed + 1,
     )
     return TrainedPrior(accelerator.unwrap_model(encoder).eval(), steps, config.encoder_steps)
 

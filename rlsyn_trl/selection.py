@@ -106,12 +106,20 @@ def virtual_step_utilities(
     buffers = dict(model.named_buffers())
     trainable = [name for name, p in params.items() if p.requires_grad]
 
+    device = inputs.device
+    devices = [] if device.type == "cpu" else [device]
+
     def per_sample_losses(parameters: dict[str, torch.Tensor]) -> torch.Tensor:
-        torch.manual_seed(0)  # identical dropout masks at w and w'
+        # Identical dropout masks at w and w': reseed the CPU stream and this device's (torch.manual_seed would
+        # reseed every visible GPU).
+        torch.random.default_generator.manual_seed(0)
+        if devices:
+            torch.get_device_module(device).manual_seed(0)
         state = {**parameters, **{name: b.clone() for name, b in buffers.items()}}
         return loss_fn(functional_call(model, state, (inputs,)), labels)
 
-    with torch.random.fork_rng():
+    # Fork only this model's device's stream: without `devices`, every process would touch every visible GPU.
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
         before = per_sample_losses(params)
         objective = before.mean() if step_on_candidates else before[: len(batch_labels)].mean()
         grads = torch.autograd.grad(objective, [params[name] for name in trainable], allow_unused=True)
@@ -217,9 +225,10 @@ class DynamicSampleSelectionCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
+        """Every process keeps the scored dataset (the weights are the same everywhere); only one writes it."""
         if self.synthetic_dataset is not None:
             self.scored_dataset = with_scores(self.synthetic_dataset, self.utilities, self.weights)
-            if self.config.scored_dataset_path:
+            if self.config.scored_dataset_path and state.is_world_process_zero:
                 self.scored_dataset.save_to_disk(self.config.scored_dataset_path)
         return control
 

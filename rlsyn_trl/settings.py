@@ -272,7 +272,9 @@ class EncoderTrainingSettings(SettingsGroup):
     )
     embedding_size: int = field(default=128, metadata={"help": "Width of the identity feature."})
     encoder_steps: int = field(default=1500, metadata={"help": "Training steps."})
-    encoder_batch_size: int = field(default=64, metadata={"help": "Images per step."})
+    encoder_batch_size: int = field(
+        default=64, metadata={"help": "Images per step over ALL processes (each trains on its share)."}
+    )
     encoder_lr: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
     cosface_margin: float = field(default=0.25, metadata={"help": "CosFace additive cosine margin m."})
     cosface_scale: float = field(default=16.0, metadata={"help": "CosFace scale s."})

@@ -1,4 +1,11 @@
-"""The one optimisation loop every stage shares: progress bar, tracker logging, checkpoints, resume."""
+"""The one optimisation loop every stage shares: progress bar, tracker logging, checkpoints, resume.
+
+Under data parallelism (``accelerate launch`` on N processes) the loop is real data parallelism: each process
+draws its own share of the global batch (:func:`sample_batches`), its own noise, timesteps and augmentation (a
+per-process seed derived from the run seed, :func:`process_seed`), gradients are averaged by DDP so every process
+ends with the same weights, and the time budget is decided together (one process stopping alone would leave the
+others waiting in the next all-reduce forever).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -19,6 +27,58 @@ logger = logging.getLogger(__name__)
 def _latest_checkpoint(folder: Path) -> Path | None:
     checkpoints = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return checkpoints[-1] if checkpoints else None
+
+
+SHARDED_SETUPS = {
+    "DeepSpeed": (DistributedType.DEEPSPEED, "ACCELERATE_USE_DEEPSPEED"),
+    "FSDP": (DistributedType.FSDP, "ACCELERATE_USE_FSDP"),
+}
+
+
+def check_data_parallel(state=None) -> None:
+    """Refuse DeepSpeed and FSDP launches, before any work: the generator stages run plain DDP.
+
+    They train only identity embedders and LoRA weights on a frozen DiT: a DiT-XL/2 (675M parameters) in bf16 plus
+    fp32 optimizer state for a few million trainable weights fits on one GPU, so sharding saves nothing there, while
+    it would break what these stages rely on (whole weights for LoRA merging and the deep-copied KL reference,
+    accelerate's ``prepare`` without a dataloader).
+    """
+    kind = getattr(state, "distributed_type", None)
+    for name, (distributed_type, flag) in SHARDED_SETUPS.items():
+        if kind == distributed_type or parse_flag_from_env(flag):
+            raise ValueError(
+                f"This stage runs data parallel (DDP) only, not {name}: the frozen DiT and its few trainable weights "
+                "fit on one GPU, so sharding saves nothing. Launch with "
+                "`accelerate launch --config_file recipes/accelerate_configs/ddp.yaml` (or --multi_gpu)."
+            )
+
+
+def process_seed(seed: int, process_index: int) -> int:
+    """This process's random seed: the run seed itself on process 0 (a 1-process run is unchanged), a distinct one on
+    every other process, so that processes draw different noise, timesteps, label drops and augmentations."""
+    return (seed + 1_000_003 * process_index) % 2**32
+
+
+def local_batch_size(batch_size: int, num_processes: int, setting: str = "batch_size") -> int:
+    """Each process's share of a global batch; a clear error when the processes cannot share it evenly."""
+    if batch_size % num_processes:
+        lower = max(num_processes, batch_size - batch_size % num_processes)
+        raise ValueError(
+            f"--{setting} {batch_size} is the global batch, shared by {num_processes} processes, and must be a "
+            f"multiple of their number: use --{setting} {lower} or {lower + num_processes}, or another process count."
+        )
+    return batch_size // num_processes
+
+
+def budget_spent(accelerator: Accelerator, started: float, max_minutes: float | None) -> bool:
+    """Whether ``max_minutes`` since ``started`` have passed on ANY process (every process gets the same answer)."""
+    if max_minutes is None:
+        return False
+    spent = time.time() - started > max_minutes * 60
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([spent], dtype=torch.float32, device=accelerator.device)
+        spent = bool(accelerator.reduce(flag, "sum").item() > 0)
+    return spent
 
 
 def run_training_phase(
@@ -34,11 +94,16 @@ def run_training_phase(
     resume: bool,
     max_minutes: float | None = None,
     after_step: Callable[[], None] | None = None,
+    seed: int | None = None,
 ) -> int:
     """A plain optimisation loop with a progress bar, tracker logging, periodic checkpoints and resume.
 
-    Returns the number of steps done. ``loss_fn(step)`` draws its own batch and returns a scalar loss.
+    Returns the number of steps done. ``loss_fn(step)`` draws its own batch and returns a scalar loss. With ``seed``
+    each process reseeds its random streams with :func:`process_seed` first (a resumed run then restores the
+    checkpoint's per-process streams). ``max_minutes`` is checked on every process and acted on by all together.
     """
+    if seed is not None:
+        set_seed(process_seed(seed, accelerator.process_index))
     start_step = 0
     latest = _latest_checkpoint(checkpoint_dir) if resume else None
     if latest is not None:
@@ -63,11 +128,13 @@ def run_training_phase(
         progress.set_postfix(loss=f"{loss.item():.4f}")
         accelerator.log({f"{name}/loss": loss.item(), f"{name}/lr": lr_scheduler.get_last_lr()[0]}, step=step)
         done = step + 1
-        timed_out = max_minutes is not None and time.time() - started > max_minutes * 60
+        timed_out = budget_spent(accelerator, started, max_minutes)
         if done % checkpoint_every == 0 or done == steps or timed_out:
             accelerator.save_state(str(checkpoint_dir / f"step-{done}"))
-            for old in sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
-                shutil.rmtree(old, ignore_errors=True)
+            if accelerator.is_main_process:
+                for old in sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
+                    shutil.rmtree(old, ignore_errors=True)
+            accelerator.wait_for_everyone()
         if timed_out:
             logger.warning("%s stopped by its time budget (%.1f min) at step %d of %d", name, max_minutes, done, steps)
             return done
@@ -89,14 +156,25 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # step -> (images, labels)
 
 
-def batch_indices(num_items: int, batch_size: int, seed: int) -> Callable[[int], torch.Tensor]:
-    """A reproducible mini-batch schedule of item indices: ``indices(step)`` depends only on (seed, step).
+def batch_indices(
+    num_items: int,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    num_processes: int = 1,
+    setting: str = "batch_size",
+) -> Callable[[int], torch.Tensor]:
+    """A reproducible mini-batch schedule of item indices: ``indices(step)`` depends only on (seed, step, process).
 
     So a resumed run sees exactly the batches an uninterrupted one would. Each pass is a permutation of the
     items; with fewer items than ``batch_size`` (few-shot splits) several permutations fill one batch.
+    ``batch_size`` is the GLOBAL batch: process ``p`` of ``N`` gets the p-th of its N equal slices, so the processes
+    see different items and together exactly the batch one process would see (``setting`` names the option in the
+    error raised when N does not divide it).
     """
     if num_items == 0:
         raise ValueError("Cannot draw batches from an empty training set.")
+    local = local_batch_size(batch_size, num_processes, setting)
     passes = -(-batch_size // num_items)
     per_epoch = passes * num_items // batch_size
 
@@ -104,14 +182,23 @@ def batch_indices(num_items: int, batch_size: int, seed: int) -> Callable[[int],
         epoch, position = divmod(step, per_epoch)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.cat([torch.randperm(num_items, generator=generator) for _ in range(passes)])
-        return order[position * batch_size : (position + 1) * batch_size]
+        index = order[position * batch_size : (position + 1) * batch_size]
+        return index[process_index * local : (process_index + 1) * local]
 
     return indices
 
 
-def sample_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> Batches:
-    """``batch(step)``: the images and labels of :func:`batch_indices`' step ``step``, from tensors in memory."""
-    indices = batch_indices(len(images), batch_size, seed)
+def sample_batches(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    num_processes: int = 1,
+    setting: str = "batch_size",
+) -> Batches:
+    """``batch(step)``: this process's images and labels of :func:`batch_indices`' step ``step``, from tensors."""
+    indices = batch_indices(len(images), batch_size, seed, process_index, num_processes, setting)
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = indices(step)

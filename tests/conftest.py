@@ -64,3 +64,19 @@ def put_in_hf_cache(folder, repo_id: str, cache_dir, repo_type: str = "model", r
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(revision)
     return root
+
+
+def read_events(folder) -> tuple[set[str], dict]:
+    """Scalar (and ``image:``-prefixed image) tags of the tensorboard event files under ``folder``, and the hparams
+    accelerate stored there."""
+    import yaml
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(folder))
+    multiplexer.Reload()
+    scalars = set()
+    for tags in multiplexer.Runs().values():
+        scalars.update(tags["scalars"])
+        scalars.update(f"image:{tag}" for tag in tags["images"])
+    (hparams,) = folder.rglob("hparams.yml")
+    return scalars, yaml.safe_load(hparams.read_text())

@@ -67,9 +67,15 @@ def set_trainable_embedders(generator: IdentityGenerator) -> None:
 
 
 def freeze_backbone(generator: IdentityGenerator) -> None:
-    """Freeze every base weight; only identity embedders (and LoRA weights, if injected) keep training."""
+    """Freeze every base weight, the VAE's included; only identity embedders (and LoRA weights) keep training.
+
+    The denoising loss encodes real images through the VAE: a trainable VAE would collect gradients there that no
+    optimizer ever clears.
+    """
     for name, parameter in generator.transformer.named_parameters():
         parameter.requires_grad_("lora_" in name)
+    if generator.vae is not None:
+        generator.vae.requires_grad_(False).eval()
     set_trainable_embedders(generator)
 
 

@@ -151,7 +151,8 @@ class IdentityGenerator:
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the transformer's input layer: the dtype latents must have when they enter it."""
-        return self.transformer.pos_embed.proj.weight.dtype
+        transformer = getattr(self.transformer, "module", self.transformer)  # DDP-wrapped while training
+        return transformer.pos_embed.proj.weight.dtype
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -183,7 +184,7 @@ class IdentityGenerator:
         """Images in [-1, 1] -> model space (identity in pixel space, scaled VAE latents otherwise)."""
         if self.vae is None:
             return images
-        return self.vae.encode(images).latent_dist.sample() * self.vae.config.scaling_factor
+        return self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model space -> images in [-1, 1]."""

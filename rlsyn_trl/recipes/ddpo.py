@@ -29,6 +29,7 @@ from rlsyn_trl.provenance import (
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
+from rlsyn_trl.trainers.ddpo import process_state
 from rlsyn_trl.trainers.ddpo_data import (
     build_identity_reward,
     check_same_identities,
@@ -64,7 +65,7 @@ def main(config: RLSynDDPOConfig) -> dict:
     if needs_public_spread(labels) and config.public_dataset_config:
         public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
         public = identity_tensors(public_split.load()["train"], pipeline.generator)
-    phi = load_feature_extractor(config.encoder)
+    phi = load_feature_extractor(config.encoder).to(process_state(config).device)  # the bank is encoded there, once
     reward = build_identity_reward(phi, images, labels, pipeline.generator.label_names, config.reward_options(), public)
     logger.info("DDPO on %s from %s: %d real images in the memory bank", split.describe(), config.adapter, len(images))
 

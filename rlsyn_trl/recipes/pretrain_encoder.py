@@ -60,7 +60,9 @@ def main(config: EncoderPretrainConfig) -> dict:
         identities.target.describe(),
         f"; {len(identities.excluded)} of its identities dropped" if identities.excluded else "",
     )
-    batches = streamed_batches(train, relabel, config, config.seed + 1)
+    batches = streamed_batches(
+        train, relabel, config, config.seed + 1, accelerator.process_index, accelerator.num_processes
+    )
 
     # 4. Train (the priors' encoder loop: CosFace head, checkpoints, resume).
     trained: TrainedPrior = train_encoder_on_batches(config, accelerator, batches, len(identities.kept))

@@ -32,6 +32,8 @@ from rlsyn_trl.priors import (
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.tracking import build_trackers
+from rlsyn_trl.training import check_data_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,11 @@ CONFIG_CLASSES = (PriorConfig,)
 def main(config: PriorConfig) -> dict:
     # 1. Seed, logging, precision; one accelerator for both phases.
     runtime = setup_runtime(config.seed, config.mixed_precision)
-    accelerator = Accelerator(mixed_precision=runtime.mixed_precision, log_with=config.log_with)
+    check_data_parallel()
+    trackers = build_trackers(config.log_with, "rlsyn_prior", Path(config.output_dir) / "logs")
+    accelerator = Accelerator(mixed_precision=runtime.mixed_precision, log_with=trackers or None)
+    check_data_parallel(accelerator.state)
+    config.check_processes(accelerator.num_processes)
     accelerator.init_trackers("rlsyn_prior", config=config.tracker_config())
     output = Path(config.output_dir)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from transformers import TrainingArguments
 
 from ..data.preprocessing import image_size
 from ..selection import SelectionConfig
+from ..training import local_batch_size
 from .backbones import IRESNET_LAYERS
 
 TINY_MODEL = "resnet-tiny"
@@ -107,7 +109,15 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
     selection: bool = field(default=False, metadata={"help": "Reweight the synthetic images by dynamic selection."})
     output_dir: str = field(default="outputs/recognizer", metadata={"help": "Where logs and checkpoints go."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch size."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch size of each process."})
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "The training batch over ALL processes (the paper's batch): each process trains on "
+            "global_batch_size / processes, which replaces per_device_train_batch_size, and identities_per_batch "
+            "then counts the identities of the global batch. None: per_device_train_batch_size as given."
+        },
+    )
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch size."})
     max_steps: int = field(default=300, metadata={"help": "Training steps."})
     weight_decay: float = field(default=5e-4, metadata={"help": "AdamW weight decay."})
@@ -152,6 +162,11 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
         if not 0 < self.synthetic_until <= 1:
             raise ValueError(f"synthetic_until must be in (0, 1], got {self.synthetic_until}")
         self.resolution = list(image_size(self.resolution))  # a YAML may give one int
+        if self.global_batch_size is not None:
+            share = partial(local_batch_size, num_processes=self.world_size)
+            self.per_device_train_batch_size = share(self.global_batch_size, setting="global_batch_size")
+            if self.identities_per_batch is not None:
+                self.identities_per_batch = share(self.identities_per_batch, setting="identities_per_batch")
         if self.identities_per_batch is not None and self.per_device_train_batch_size % self.identities_per_batch:
             raise ValueError(
                 f"per_device_train_batch_size {self.per_device_train_batch_size} is not a multiple of "

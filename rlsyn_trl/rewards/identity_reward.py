@@ -13,7 +13,7 @@ import torch
 
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder, IdentityFeatureExtractor, as_feature_extractor
-from .composite import DEFAULT_REWARD, composite_reward, median_heuristic_sigma
+from .composite import DEFAULT_REWARD, composite_reward
 from .memory_bank import MemoryBank
 
 REWARD_TERMS = ("sem", "cov", "exp")
@@ -89,7 +89,7 @@ class IdentityReward:
             return self.bank.reward(features, labels, **self.options)
         options = dict(self.options)
         if options["sigma"] is None:
-            options["sigma"] = median_heuristic_sigma(self.bank.features.double()).item()
+            options["sigma"] = self.bank.median_sigma()
         num = len(self.bank.label_names)
         return composite_reward(
             features,

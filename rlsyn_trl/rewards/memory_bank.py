@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..io import atomic_write
-from .composite import composite_reward, trace_covariance
+from .composite import composite_reward, median_heuristic_sigma, trace_covariance
 
 __all__ = ["MemoryBank"]
 
@@ -75,6 +75,7 @@ class MemoryBank:
     labels: torch.Tensor
     label_names: list[str]
     public_spread: float | None = None
+    _median_sigma: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.labels.shape != (self.features.shape[0],):
@@ -139,8 +140,17 @@ class MemoryBank:
             features, labels = handle.get_tensor("features"), handle.get_tensor("labels")
         return cls(features, labels, json.loads(metadata["label_names"]), json.loads(metadata["public_spread"]))
 
+    def median_sigma(self) -> float:
+        """The median-heuristic kernel width of this bank, computed once (it sorts all M^2 / 2 pair distances, and
+        the bank never changes during a run)."""
+        if self._median_sigma is None:
+            self._median_sigma = median_heuristic_sigma(self.features.double()).item()
+        return self._median_sigma
+
     def reward(self, features: torch.Tensor, labels: torch.Tensor, **kwargs) -> dict[str, torch.Tensor | list[str]]:
         """:func:`composite_reward` of generated ``features`` against this bank, with its public spread as fallback."""
+        if kwargs.get("sigma") is None:
+            kwargs["sigma"] = self.median_sigma()
         return composite_reward(
             features, labels, self.features, self.labels, fallback_spread=self.public_spread, **kwargs
         )

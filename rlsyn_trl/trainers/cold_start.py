@@ -33,7 +33,8 @@ from ..settings import (
     check_settings,
     require_positive,
 )
-from ..training import run_training_phase, sample_batches, warmup_cosine
+from ..tracking import build_trackers
+from ..training import check_data_parallel, local_batch_size, run_training_phase, sample_batches, warmup_cosine
 from ..visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ class ColdStartConfig(DataSplitSettings, LoraSettings, SamplerSettings, ModelHub
     )
     learning_rate: float = field(default=1e-5, metadata={"help": "Embedders' learning rate (paper: 1e-5)."})
     max_steps: int = field(default=200, metadata={"help": "Optimizer steps: the training budget."})
-    batch_size: int = 32
+    batch_size: int = field(
+        default=32, metadata={"help": "Images per optimizer step over ALL processes (each trains on its share)."}
+    )
     warmup_steps: int = 20
     p_uncond: float = field(default=0.1, metadata={"help": "Share of labels dropped to the null class (CFG)."})
     min_snr_gamma: float | None = field(default=5.0, metadata={"help": "Min-SNR loss weighting; None: off."})
@@ -69,7 +72,10 @@ class ColdStartConfig(DataSplitSettings, LoraSettings, SamplerSettings, ModelHub
     )
     checkpoint_every: int = 100
     resume: bool = False
-    log_with: str | None = None
+    log_with: str | None = field(
+        default=None,
+        metadata={"help": "accelerate tracker: tensorboard, trackio, wandb... (files under output_dir/logs)."},
+    )
     grid_per_identity: int = 4
 
     def __post_init__(self) -> None:
@@ -110,10 +116,14 @@ class ColdStartTrainer:
         if len(train) == 0:
             raise ValueError("The cold start's train split is empty: check --dataset_name, --shots and --data_dir.")
         self.config = config
+        check_data_parallel()
+        trackers = build_trackers(config.log_with, "rlsyn_sft", Path(config.output_dir) / "logs")
         self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(config.mixed_precision), log_with=config.log_with
+            mixed_precision=resolve_precision(config.mixed_precision), log_with=trackers or None
         )
-        self.accelerator.init_trackers("rlsyn_sft", config=_scalar_config(config))
+        check_data_parallel(self.accelerator.state)
+        local_batch_size(config.batch_size, self.accelerator.num_processes)  # a clear error before any work
+        self.accelerator.init_trackers("rlsyn_sft", config=asdict(config))
         generator.resolution = config.resolution or generator.resolution
         channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
         self.images, self.labels = dataset_to_tensors(train, generator.resolution, channels)
@@ -132,18 +142,27 @@ class ColdStartTrainer:
             generator.vae.to(self.accelerator.device).requires_grad_(False)
         self.generator = generator
         self.augment = IdentityAugmentation(translate=0.0625, brightness=0.1) if config.augment else None
-        self.batches = sample_batches(self.images, self.labels, config.batch_size, config.seed)
+        accelerator = self.accelerator
+        # batch_size is the global batch: each process trains on its own slice (per-process noise: train()).
+        self.batches = sample_batches(
+            self.images,
+            self.labels,
+            config.batch_size,
+            config.seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
         self.steps_done = 0
 
     def loss(self, step: int) -> torch.Tensor:
-        """The denoising loss on the batch of ``step`` (a pure function of seed and step: resume-exact)."""
+        """The denoising loss on this process's share of the batch of ``step`` (a pure function of seed, step and
+        process: resume-exact), augmented on the accelerator."""
         x, y = self.batches(step)
-        x = self.augment(x) if self.augment is not None else x
         device = self.accelerator.device
+        x, y = x.to(device), y.to(device)
+        x = self.augment(x) if self.augment is not None else x
         with self.accelerator.autocast():
-            return self.generator.denoising_loss(
-                x.to(device), y.to(device), self.config.p_uncond, self.config.min_snr_gamma
-            )
+            return self.generator.denoising_loss(x, y, self.config.p_uncond, self.config.min_snr_gamma)
 
     def train(self) -> int:
         """Run (or resume) the loop; returns the number of steps done."""
@@ -160,6 +179,7 @@ class ColdStartTrainer:
             config.checkpoint_every,
             config.resume,
             config.max_minutes,
+            seed=config.seed,
         )
         if self.steps_done < config.max_steps:
             logger.warning(
@@ -226,8 +246,3 @@ class ColdStartTrainer:
 
     def end(self) -> None:
         self.accelerator.end_training()
-
-
-def _scalar_config(config) -> dict:
-    """The config as trackers accept it (scalars only: tensorboard's hparams refuse lists and None)."""
-    return {key: value for key, value in asdict(config).items() if isinstance(value, (int, float, str, bool))}

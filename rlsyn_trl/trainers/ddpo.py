@@ -40,10 +40,12 @@ from trl import DDPOTrainer
 from ..io import atomic_write_json
 from ..rewards.identity_reward import IdentityReward, reward_summary
 from ..runtime import resolve_precision
+from ..tracking import build_trackers
+from ..training import check_data_parallel
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout
-from .ddpo_logging import JsonlTracker, SampleGridWriter
+from .ddpo_logging import JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
 from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
 from .ddpo_publishing import AdapterPublishingMixin
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
@@ -72,19 +74,14 @@ def _quiet(name: str):
         library_logger.setLevel(level)
 
 
-def epoch_line(record: dict, epochs: int) -> str:
-    """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
-    parts = [
-        f"epoch {int(record['epoch']) + 1}/{epochs}",
-        "reward sem {:.3f} cov {:+.3f} exp {:+.3f}".format(
-            record["reward/sem_mean"], record["reward/cov_mean"], record["reward/exp_mean"]
-        ),
-        f"approx_kl {record.get('train/approx_kl', 0.0):.2e} clipfrac {record.get('train/clipfrac', 0.0):.2f}",
-    ]
-    if "train/denoise_loss" in record:
-        parts.append(f"denoise {record['train/denoise_loss']:.4f}")
-    parts.append(f"{record['time/epoch_s']:.0f} s")
-    return " | ".join(parts)
+def process_state(config: RLSynDDPOConfig) -> PartialState:
+    """This process's place in the launch (index, count, device), known before any accelerator is built.
+
+    It initialises the shared state the way AcceleratorState would: a bare PartialState ignores ACCELERATE_USE_CPU
+    and would pin a CPU launch to one process.
+    """
+    cpu = bool(config.accelerator_kwargs.get("cpu")) or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu)
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path:
@@ -120,10 +117,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         denoising: dict | None = None,
         image_samples_hook: Callable | None = None,
     ):
-        # The process count is needed before the stock __init__ builds the Accelerator; initialise the shared state
-        # the way AcceleratorState would (a bare PartialState ignores ACCELERATE_USE_CPU and would pin 1 process).
-        cpu = bool(config.accelerator_kwargs.get("cpu")) or parse_flag_from_env("ACCELERATE_USE_CPU")
-        state = PartialState(cpu=cpu)
+        state = process_state(config)
+        check_data_parallel(state)
         generator = pipeline.generator
         batches = epoch_layout(config, state.num_processes, generator.num_classes)
         self.denoising = {**DEFAULT_DENOISING, **(denoising or {})}
@@ -131,7 +126,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         self.train_images, self.train_labels = train_data
         output = Path(config.output_dir)
         self.metrics_tracker = JsonlTracker(output / "logs" / "metrics.jsonl")
-        trackers = [self.metrics_tracker, *([config.log_with] if config.log_with else [])]
+        named = build_trackers(config.log_with, config.tracker_project_name, output / "logs")
+        trackers = [self.metrics_tracker, *named]
         hook = image_samples_hook or SampleGridWriter(
             output / "samples", config.samples_per_identity, config.grid_identities
         )
@@ -241,7 +237,11 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}, torch.cat(images)
 
     def _reference_log_probs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log p_ref of every sampled step under the cold-start policy, ``[B, T]``, all steps in one pass."""
+        """log p_ref of every sampled step under the cold-start policy, ``[B, T]``.
+
+        The B x T (latent, timestep) pairs go through in chunks of ``train_batch_size`` rows, the size of a training
+        forward, so the gradient-free reference pass never needs more memory than training does.
+        """
         size, steps = batch["timesteps"].shape
 
         def flat(tensor: torch.Tensor) -> torch.Tensor:
@@ -250,21 +250,33 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         def per_step(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.repeat_interleave(steps, dim=0)
 
-        latents, timesteps = flat(batch["latents"]), flat(batch["timesteps"])
-        with self.autocast():
-            output = guided_prediction(
-                self.reference,
-                latents,
-                timesteps,
-                per_step(batch["prompt_embeds"]),
-                per_step(batch["negative_prompt_embeds"]),
-                self.config.sample_guidance_scale,
-                cfg=self.config.train_cfg,
-            )
-            step = self.sd_pipeline.scheduler_step(
-                output, timesteps, latents, eta=self.config.sample_eta, prev_sample=flat(batch["next_latents"])
-            )
-        return step.log_probs.view(size, steps)
+        rows = {
+            "latents": flat(batch["latents"]),
+            "timesteps": flat(batch["timesteps"]),
+            "next_latents": flat(batch["next_latents"]),
+            "embeds": per_step(batch["prompt_embeds"]),
+            "negative": per_step(batch["negative_prompt_embeds"]),
+        }
+        chunk = self.config.train_batch_size
+        log_probs = []
+        for start in range(0, size * steps, chunk):
+            part = {key: value[start : start + chunk] for key, value in rows.items()}
+            with self.autocast():
+                output = guided_prediction(
+                    self.reference,
+                    part["latents"],
+                    part["timesteps"],
+                    part["embeds"],
+                    part["negative"],
+                    self.config.sample_guidance_scale,
+                    cfg=self.config.train_cfg,
+                )
+                step = self.sd_pipeline.scheduler_step(
+                    output, part["timesteps"], part["latents"], eta=self.config.sample_eta,
+                    prev_sample=part["next_latents"],
+                )  # fmt: skip
+            log_probs.append(step.log_probs)
+        return torch.cat(log_probs).view(size, steps)
 
     def _score_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Encode locally, gather features and labels of all processes, score the whole epoch once (every rank)."""
@@ -290,7 +302,9 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             metadata = [{"label": int(label)} for label in labels[local.start : local.stop]]
             tracker = self.accelerator.trackers[0] if self.accelerator.trackers else None
             entry = [images, names, metadata, result["total"][local.start : local.stop], result]
-            self.image_samples_callback([entry], global_step, tracker)
+            grid = self.image_samples_callback([entry], global_step, tracker)
+            if isinstance(grid, Path):  # the default hook's PNG: also shown in the trackers that take images
+                log_grid_image(self.accelerator.trackers, grid, global_step)
         global_step = self._train_epoch(samples, epoch, global_step)
         trained = time.perf_counter()
         record = {

@@ -76,3 +76,29 @@ class SampleGridWriter:
         return save_image_grid(
             to_model_range(images.float().cpu()), self.folder / f"step-{global_step:06d}.png", self.per_row
         )
+
+
+def log_grid_image(trackers: list, path: str | os.PathLike, step: int, name: str = "samples") -> None:
+    """The saved sample grid as an image in every tracker that takes images (tensorboard, wandb, trackio...):
+    one ``[1, 3, H, W]`` array in ``[0, 1]``, the layout tensorboard's ``add_images`` expects by default."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+    for tracker in trackers:
+        if not isinstance(tracker, JsonlTracker) and hasattr(tracker, "log_images"):
+            tracker.log_images({name: image}, step=step)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
+    parts = [
+        f"epoch {int(record['epoch']) + 1}/{epochs}",
+        "reward sem {:.3f} cov {:+.3f} exp {:+.3f}".format(
+            record["reward/sem_mean"], record["reward/cov_mean"], record["reward/exp_mean"]
+        ),
+        f"approx_kl {record.get('train/approx_kl', 0.0):.2e} clipfrac {record.get('train/clipfrac', 0.0):.2f}",
+    ]
+    if "train/denoise_loss" in record:
+        parts.append(f"denoise {record['train/denoise_loss']:.4f}")
+    parts.append(f"{record['time/epoch_s']:.0f} s")
+    return " | ".join(parts)

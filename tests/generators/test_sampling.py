@@ -102,3 +102,37 @@ def test_no_two_modules_import_each_other_and_dit_never_imports_adapter():
     assert "rlsyn_trl.generators.adapter" not in modules["rlsyn_trl.generators.dit"]
     pairs = [(a, b) for a, imports in modules.items() for b in imports if b in modules and a in modules[b] and a < b]
     assert not [pair for pair in pairs if "generators" in pair[0] + pair[1] or "model_sources" in pair[0] + pair[1]]
+
+
+def tiny_latent_generator():
+    """A 2-block latent DiT behind a 2-level VAE (16 px images, 4 x 8 x 8 latents)."""
+    from diffusers import AutoencoderKL
+
+    from rlsyn_trl.generators import build_pixel_dit, default_scheduler
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4, sample_size=16)  # fmt: skip
+    transformer = build_pixel_dit(3, resolution=8, channels=4, width=32, depth=2, heads=2, patch_size=2)
+    return IdentityGenerator(transformer, default_scheduler(), ["a", "b", "c"], vae=vae)
+
+
+def test_bfloat16_latent_generator_samples_and_computes_its_loss():
+    generator = tiny_latent_generator()
+    generator.transformer.to(torch.bfloat16)
+    generator.vae.to(torch.bfloat16)
+    images = generator.sample(["a", "c"], seed=0, num_inference_steps=2)
+    assert images.shape == (2, 1, 16, 16) and images.dtype == torch.bfloat16 and torch.isfinite(images).all()
+    loss = generator.denoising_loss(torch.rand(2, 1, 16, 16) * 2 - 1, torch.tensor([0, 1]))  # fp32 real images
+    assert torch.isfinite(loss)
+
+
+def test_the_ddpo_pipeline_freezes_the_vae_so_the_denoising_anchor_leaves_it_without_gradients():
+    generator = tiny_latent_generator()
+    IdentityDDPOPipeline(generator, base_model="tiny")
+    assert not any(parameter.requires_grad for parameter in generator.vae.parameters())
+    generator.denoising_loss(torch.rand(2, 1, 16, 16) * 2 - 1, torch.tensor([0, 2])).backward()
+    assert all(parameter.grad is None for parameter in generator.vae.parameters())
+    embedders = [p for n, p in generator.transformer.named_parameters() if "class_embedder" in n]
+    assert embedders and all(parameter.grad is not None for parameter in embedders)

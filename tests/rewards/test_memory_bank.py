@@ -113,3 +113,19 @@ def test_build_rejects_bad_inputs(encoder, kwargs, match):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         MemoryBank.build(**arguments)
+
+
+def test_the_median_heuristic_sigma_is_computed_once_per_bank(bank, monkeypatch):
+    import rlsyn_trl.rewards.memory_bank as memory_bank
+
+    calls = []
+    original = memory_bank.median_heuristic_sigma
+    monkeypatch.setattr(memory_bank, "median_heuristic_sigma", lambda features: calls.append(1) or original(features))
+    features = torch.nn.functional.normalize(torch.randn(4, bank.features.shape[1]), dim=1)
+    labels = bank.labels[:2].repeat_interleave(2)
+    first, second = bank.reward(features, labels), bank.reward(features.flip(0), labels)
+    assert len(calls) == 1
+    expected = composite_reward(features, labels, bank.features, bank.labels, fallback_spread=bank.public_spread)
+    torch.testing.assert_close(first["sigma"], expected["sigma"])
+    torch.testing.assert_close(first["total"], expected["total"])
+    assert second["sigma"] == first["sigma"]

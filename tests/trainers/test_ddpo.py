@@ -341,3 +341,28 @@ def test_the_recipe_refuses_an_adapter_trained_on_another_split(tiny, tmp_path, 
     with pytest.raises(ProvenanceError, match=r"--split_seed 1 contradicts the adapter .*split_seed=0"):
         run_ddpo(tiny_config(tiny, tmp_path / "out", adapter=str(adapter), split_seed=1))
     assert not (tmp_path / "out").exists()
+
+
+def test_ddpo_logs_reward_terms_anchors_and_sample_grids_to_tensorboard(tiny, tmp_path):
+    """The stock trainer hands trackers its config nested under one key: tensorboard gets it flattened."""
+    pytest.importorskip("tensorboard")
+    from conftest import read_events
+
+    trainer = build_trainer(tiny_config(tiny, tmp_path, num_epochs=1, log_with="tensorboard"))
+    trainer.train()
+    trainer.accelerator.end_training()
+    scalars, hparams = read_events(tmp_path / "logs")
+    terms = {f"reward/{term}_mean" for term in ("sem", "cov", "exp", "total")}
+    anchors = {f"train/{name}" for name in ("policy_loss", "approx_kl", "clipfrac", "kl_ref", "denoise_loss")}
+    assert terms | anchors | {"image:samples"} <= scalars
+    assert hparams["ddpo_trainer_config/kl_coef"] == 0.1 and "ddpo_trainer_config/lora_target_modules" in hparams
+
+
+def test_chunked_kl_reference_pass_reproduces_the_sampling_log_probs_before_training(tiny, tmp_path):
+    """Before any update the reference is the policy: its log-probs, computed train_batch_size rows at a time over
+    all B x T steps, are those the sampler recorded."""
+    trainer = build_trainer(tiny_config(tiny, tmp_path, train_batch_size=2))
+    samples, _ = trainer._sample_epoch(0, trainer.epoch_labels(0))
+    size, steps = samples["log_probs"].shape
+    assert samples["ref_log_probs"].shape == (size, steps) and size * steps > trainer.config.train_batch_size
+    torch.testing.assert_close(samples["ref_log_probs"], samples["log_probs"], rtol=0, atol=1e-5)
