@@ -86,6 +86,7 @@ def main(config: RLSynDDPOConfig) -> dict:
             "num_inference_steps": config.sample_num_steps,
             "guidance_scale": config.sample_guidance_scale,
             "eta": config.sample_eta,
+            **({} if config.reference_strength is None else {"reference_strength": config.reference_strength}),
         },
         epochs=trainer.first_epoch,
     )
@@ -108,6 +109,7 @@ def main(config: RLSynDDPOConfig) -> dict:
             config.sample_num_steps,
             config.sample_guidance_scale,
             config.sample_eta,
+            reference=trainer.reference_start,
         )
         summary["evaluation"] = evaluation
         atomic_write_json(folder / "evaluation.json", evaluation)

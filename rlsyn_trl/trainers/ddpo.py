@@ -18,7 +18,6 @@ What changes against the stock trainer, and why (docs/method.md, stage 2):
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -37,13 +36,14 @@ from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 from trl import DDPOTrainer
 
+from ..generators.reference import ReferenceStart, reference_rng
 from ..io import atomic_write_json
 from ..rewards.identity_reward import IdentityReward, reward_summary
 from ..runtime import resolve_precision
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout
-from .ddpo_logging import JsonlTracker, SampleGridWriter
+from .ddpo_logging import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, quiet_logger
 from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
 from .ddpo_publishing import AdapterPublishingMixin
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
@@ -55,36 +55,6 @@ TRAINER_STATE = "trainer_state.json"
 MEMORY_BANK_FILE = "memory_bank.safetensors"
 # Adapters without provenance (made before it was recorded, or by hand): the cold start's own defaults.
 DEFAULT_DENOISING = {"p_uncond": ColdStartConfig.p_uncond, "min_snr_gamma": ColdStartConfig.min_snr_gamma}
-
-
-STOCK_LOGGER = "trl.trainer.ddpo_trainer"
-
-
-@contextlib.contextmanager
-def _quiet(name: str):
-    """Raise one library logger to WARNING for the duration of a call."""
-    library_logger = logging.getLogger(name)
-    level = library_logger.level
-    library_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        library_logger.setLevel(level)
-
-
-def epoch_line(record: dict, epochs: int) -> str:
-    """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
-    parts = [
-        f"epoch {int(record['epoch']) + 1}/{epochs}",
-        "reward sem {:.3f} cov {:+.3f} exp {:+.3f}".format(
-            record["reward/sem_mean"], record["reward/cov_mean"], record["reward/exp_mean"]
-        ),
-        f"approx_kl {record.get('train/approx_kl', 0.0):.2e} clipfrac {record.get('train/clipfrac', 0.0):.2f}",
-    ]
-    if "train/denoise_loss" in record:
-        parts.append(f"denoise {record['train/denoise_loss']:.4f}")
-    parts.append(f"{record['time/epoch_s']:.0f} s")
-    return " | ".join(parts)
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path:
@@ -143,7 +113,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             log_with=trackers,
             mixed_precision=resolve_precision(config.mixed_precision),
         )
-        with _quiet(STOCK_LOGGER):  # the stock __init__ logs its whole config (~2,000 characters) at INFO
+        with quiet_logger(STOCK_LOGGER):  # the stock __init__ logs its whole config (~2,000 characters) at INFO
             super().__init__(
                 stock_config,
                 self.reward,
@@ -153,9 +123,18 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             )
         # The stock trainer calls the raw module; the prepared one (DDP across processes) keeps gradients in sync.
         self.sd_pipeline.unet = self.trainable_layers
+        # With reference starts the trained steps are a fraction of the shortest truncated chain, not of the whole.
+        self.num_train_timesteps = config.trained_timesteps()
+        self.accelerator.gradient_accumulation_steps = (
+            config.train_gradient_accumulation_steps * self.num_train_timesteps
+        )
         device = self.accelerator.device
         self.reward.encoder.to(device)
         self.train_images, self.train_labels = self.train_images.to(device), self.train_labels.to(device)
+        strength = config.reference_range()
+        self.reference_start = (
+            None if strength is None else ReferenceStart(self.train_images, self.train_labels, strength)
+        )
         self.reference = self._reference_policy() if config.kl_coef > 0 else None
         self.first_epoch, self.global_step, self.history = 0, 0, []
         self._train_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -216,6 +195,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             embeds = label_embeds(labels[start : indices.stop]).to(device)
             negative = label_embeds(torch.full((len(indices),), pipeline.generator.null_label)).to(device)
             generators = [torch.Generator(device).manual_seed(sample_seed(self.config.seed, epoch, i)) for i in indices]
+            starts = self._reference_starts(epoch, indices, labels[start : indices.stop])
             with self.autocast():
                 output = pipeline(
                     prompt_embeds=embeds,
@@ -224,6 +204,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                     guidance_scale=self.config.sample_guidance_scale,
                     eta=self.config.sample_eta,
                     generator=generators,
+                    **starts,
                 )
             chain = torch.stack(output.latents, dim=1)
             batch = {
@@ -234,21 +215,42 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                 "next_latents": chain[:, 1:],
                 "log_probs": torch.stack(output.log_probs, dim=1),
             }
+            if starts:
+                batch["start_steps"] = starts["start_steps"]
             if self.reference is not None:
                 batch["ref_log_probs"] = self._reference_log_probs(batch)
             batches.append(batch)
             images.append(output.images)
         return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}, torch.cat(images)
 
+    def _reference_starts(self, epoch: int, indices: range, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reference-guided starts of one sample batch (empty without ``reference_strength``).
+
+        Each sample's strength and real image are drawn from (seed, epoch, sample index) alone, like its noise.
+        """
+        if self.reference_start is None:
+            return {}
+        rngs = [reference_rng(self.config.seed, epoch, i) for i in indices]
+        draw = self.reference_start.draw(labels, self.config.sample_num_steps, rngs)
+        starts = self.reference_start.starts(self.sd_pipeline.generator, draw)
+        return {**starts, "start_steps": starts["start_steps"].to(self.accelerator.device)}
+
     def _reference_log_probs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log p_ref of every sampled step under the cold-start policy, ``[B, T]``, all steps in one pass."""
+        """log p_ref of every sampled step under the cold-start policy, ``[B, T]``, all steps in one pass.
+
+        Steps before a sample's reference start were not taken: they stay 0 and are never trained.
+        """
         size, steps = batch["timesteps"].shape
+        taken = torch.ones(size, steps, dtype=torch.bool, device=batch["timesteps"].device)
+        if "start_steps" in batch:
+            taken = torch.arange(steps, device=taken.device)[None, :] >= batch["start_steps"][:, None]
+        rows = taken.flatten()
 
         def flat(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.flatten(0, 1)
+            return tensor.flatten(0, 1)[rows]
 
         def per_step(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.repeat_interleave(steps, dim=0)
+            return tensor.repeat_interleave(steps, dim=0)[rows]
 
         latents, timesteps = flat(batch["latents"]), flat(batch["timesteps"])
         with self.autocast():
@@ -264,7 +266,10 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             step = self.sd_pipeline.scheduler_step(
                 output, timesteps, latents, eta=self.config.sample_eta, prev_sample=flat(batch["next_latents"])
             )
-        return step.log_probs.view(size, steps)
+        if bool(rows.all()):
+            return step.log_probs.view(size, steps)
+        log_probs = torch.zeros(size * steps, dtype=step.log_probs.dtype, device=step.log_probs.device)
+        return log_probs.masked_scatter(rows, step.log_probs).view(size, steps)
 
     def _score_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Encode locally, gather features and labels of all processes, score the whole epoch once (every rank)."""
@@ -317,7 +322,14 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         for inner_epoch in range(self.config.train_num_inner_epochs):
             perm = torch.randperm(total, device=device)
             samples = {key: value[perm] for key, value in samples.items()}
-            perms = torch.stack([torch.randperm(num_timesteps, device=device) for _ in range(total)])
+            if "start_steps" in samples:  # each sample's own trainable steps, from its start step on
+                trained = self.num_train_timesteps
+                perms = torch.stack([
+                    first + torch.randperm(num_timesteps - first, device=device)[:trained]
+                    for first in samples["start_steps"].tolist()
+                ])  # fmt: skip
+            else:
+                perms = torch.stack([torch.randperm(num_timesteps, device=device) for _ in range(total)])
             rows = torch.arange(total, device=device)[:, None]
             for key in PER_TIMESTEP_KEYS:
                 if key in samples:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..generators import IdentityGenerator
+from ..generators import IdentityGenerator, ReferenceStart
 from ..metrics.identity import identity_consistency
 from ..realism import detect_faces
 from ..rewards.identity_reward import REWARD_TERMS, IdentityReward
@@ -34,12 +34,14 @@ def evaluate_policies(
     num_inference_steps: int,
     guidance_scale: float,
     eta: float,
+    reference: ReferenceStart | None = None,
 ) -> dict[str, dict[str, float]]:
     """Fresh samples of every identity from each policy with the same seeds, scored side by side.
 
     Per policy and seed: the mean of R_sem, R_cov, R_exp (leave-one-out share) and of the group-level E(G_y), the
     total with z-scores shared by all policies' samples (a per-policy z-score would centre every total at 0),
-    identity consistency and the face-detection rate (realism); returned as the mean and std over seeds.
+    identity consistency and the face-detection rate (realism); returned as the mean and std over seeds. With
+    ``reference``, every policy starts from the same drawn real images and strengths (the draws follow the seed).
     """
     names = list(policies)
     num_identities = len(reward.bank.label_names)
@@ -55,6 +57,7 @@ def evaluate_policies(
                     num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale,
                     eta=eta,
+                    reference=reference,
                 )
             feature = reward.encode(images).cpu()
             features.append(feature)
