@@ -9,7 +9,7 @@ batch the conditional and unconditional passes (or in the step) shows up as a ra
 Reference-guided starts (SDEdit): ``start_steps`` skips each sample's first steps of the schedule, and the sample
 starts from its clean ``init_latents`` noised to the first step it runs (the scheduler's ``add_noise`` with the very
 noise a pure-noise start would have used). A sample with start step 0 starts from that noise itself, so strength 1
-is today's chain, bit for bit. :func:`start_step` maps a strength to the start step as diffusers' image-to-image
+is the pure-noise chain, bit for bit. :func:`start_step` maps a strength to the start step as diffusers' image-to-image
 pipelines do.
 
 Guidance convention: one forward pass over ``[null; cond]`` (the order of TRL's ``DDPOTrainer.calculate_loss``, so

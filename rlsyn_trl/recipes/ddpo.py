@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from rlsyn_trl.encoders import load_encoder
+from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
@@ -44,8 +45,9 @@ CONFIG_CLASSES = (RLSynDDPOConfig,)
 
 
 def main(config: RLSynDDPOConfig) -> dict:
-    # 1. Seed, logging, precision.
+    # 1. Seed, logging, precision; an evaluator that is phi is refused before any work.
     setup_runtime(config.seed, config.mixed_precision)
+    check_independent_evaluator(config.evaluator, config.evaluator_revision, config.encoder)
 
     # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
@@ -110,6 +112,9 @@ def main(config: RLSynDDPOConfig) -> dict:
             config.sample_guidance_scale,
             config.sample_eta,
             reference=trainer.reference_start,
+            evaluator=None
+            if config.evaluator is None
+            else (load_encoder(config.evaluator, config.evaluator_revision), images, labels),
         )
         summary["evaluation"] = evaluation
         atomic_write_json(folder / "evaluation.json", evaluation)

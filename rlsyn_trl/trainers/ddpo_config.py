@@ -14,6 +14,7 @@ from ..generators.sampling import start_step
 from ..runtime import PRECISIONS
 from ..settings import (
     DataSplitSettings,
+    EvaluatorSettings,
     LoraSettings,
     ModelHubSettings,
     ReferenceSettings,
@@ -27,7 +28,15 @@ MIN_GROUP_SIZE = 4
 
 
 @dataclass
-class RLSynDDPOConfig(DDPOConfig, DataSplitSettings, RewardSettings, LoraSettings, ModelHubSettings, ReferenceSettings):
+class RLSynDDPOConfig(
+    DDPOConfig,
+    DataSplitSettings,
+    RewardSettings,
+    LoraSettings,
+    ModelHubSettings,
+    ReferenceSettings,
+    EvaluatorSettings,
+):
     """DDPO settings (TRL's fields) plus the identity groups, reward, LoRA and anchor; each is a YAML key.
 
     The data split fields are read from the cold-start adapter's provenance when left unset. With

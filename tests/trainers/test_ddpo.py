@@ -339,6 +339,37 @@ def test_reference_strength_settings_are_checked_against_the_chain(overrides, ma
         RLSynDDPOConfig(**overrides)
 
 
+def test_final_evaluation_reports_an_independent_evaluator_and_uses_reference_starts(tiny, tmp_path):
+    from rlsyn_trl.generators import ReferenceStart
+    from rlsyn_trl.trainers import evaluate_policies, evaluation_table
+
+    trainer = build_trainer(tiny_config(tiny, tmp_path, num_epochs=1))
+    torch.manual_seed(2)
+    evaluator = IdentityEncoder(IdentityEncoderConfig(image_size=12, widths=[4], embedding_size=8)).eval()
+    policy = trainer.sd_pipeline.generator
+    reference = ReferenceStart(trainer.train_images, trainer.train_labels, (0.5, 0.5))
+    options = dict(seeds=[0], samples_per_identity=2, num_inference_steps=2, guidance_scale=2.0, eta=1.0)
+    evaluation = evaluate_policies(
+        {"policy": policy}, trainer.reward, reference=reference,
+        evaluator=(evaluator, trainer.train_images, trainer.train_labels), **options,
+    )  # fmt: skip
+    assert 0 <= evaluation["policy"]["evaluator_consistency"] <= 1
+    assert "identity consistency (evaluator)" in evaluation_table(evaluation)
+    without = evaluate_policies({"policy": policy}, trainer.reward, **options)
+    assert "evaluator_consistency" not in without["policy"]
+    assert "(evaluator)" not in evaluation_table(without)
+    # With s = 0.5 of 2 steps the chain runs its last step only, from the real image: other samples, same seed.
+    assert evaluation["policy"]["sem"] != without["policy"]["sem"]
+
+
+def test_the_recipe_refuses_phi_as_the_evaluator(tiny, tmp_path):
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+
+    with pytest.raises(SettingsError, match="--evaluator .* is the reward's feature extractor phi"):
+        run_ddpo(tiny_config(tiny, tmp_path / "out", evaluator=tiny["encoder"]))
+    assert not (tmp_path / "out").exists()
+
+
 def test_time_budget_stops_at_an_epoch_boundary_with_a_checkpoint(tiny, tmp_path):
     trainer = build_trainer(tiny_config(tiny, tmp_path, num_epochs=5, save_freq=3, max_minutes=1e-6))
     assert len(trainer.train()) == 1
