@@ -36,6 +36,7 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert all(0 <= row["accuracy"] <= 1 for row in results["rows"])
     for row in results["rows"][3:]:
         assert 0 <= row["identity_consistency"] <= 1 and 0 <= row["face_detection_rate"] <= 1
+        assert 0 <= row["evaluator_consistency"] <= 1  # the recipe's independent evaluator, never the reward's phi
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert results["recognizer_model"] == "embedded:orl_faces/encoder"  # the better real-only start, every row
     assert "public feature extractor" in (tmp_path / "results.md").read_text()
