@@ -1,6 +1,7 @@
 """The paper's ablation on the embedded benchmark: mean +- std over split seeds, for 1 and 2 shots.
 
     OMP_NUM_THREADS=2 python benchmarks/ablation.py [--shots 1 2] [--seeds 0 1 2] [--quick]
+        [--reference-strengths 0.4 0.6 0.8] [--no-reference-ddpo] [--reference-only]
 
 Each (shots, split seed) is one main job with ``ablation=True`` (its own cold start and DDPO runs; the DDPO rows
 switch reward terms on in turn: R_sem, R_sem + R_cov, all three), in
@@ -8,6 +9,13 @@ switch reward terms on in turn: R_sem, R_sem + R_cov, all three), in
 ``ablation.md`` is rewritten after every run; ``--report-only`` tabulates the finished runs without training.
 Rows: raw-pixel 1-NN | real only | real + standard augmentation | + cold-start synthetic | + selection | + R_sem |
 + R_cov | + R_exp (full method). About 20 minutes per (shots, seed) on 2 CPU cores, 2 hours in all.
+
+``--reference-strengths`` adds, per strength s, the reference-guided rows (SDEdit starts from the real training
+images): cold-start samples started at s, and a DDPO run trained on the truncated chain whose samples start at s (with
+selection); ``--reference-only`` keeps only those next to real only and real + standard augmentation (in
+``<shots>shot_seed<seed>_reference``, its own cold start). Every row uses the same recognizer start and thread count.
+A second table gives each synthetic row's identity consistency (reward's phi and the independent evaluator) and
+face-detection rate, mean over the seeds.
 """
 
 from __future__ import annotations
@@ -39,6 +47,27 @@ def ablation_table(runs: dict[int, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def quality_table(runs: dict[int, list[dict]]) -> str:
+    """Markdown: per synthetic row, identity consistency (phi, evaluator) and face detection, mean over seeds."""
+
+    def mean(values: list) -> str:
+        values = [v for v in values if v is not None]
+        return f"{100 * np.mean(values):.1f}" if values else "-"
+
+    lines = ["| method | shots | consistency (phi) | consistency (evaluator) | face detection | memorised |"]
+    lines.append("|---|---|---|---|---|---|")
+    for k in sorted(runs):
+        for index, row in enumerate(runs[k][0]["rows"]):
+            if "identity_consistency" not in row:
+                continue
+            cells = [
+                mean([run["rows"][index].get(key) for run in runs[k]])
+                for key in ("identity_consistency", "evaluator_consistency", "face_detection_rate", "memorization_rate")
+            ]
+            lines.append(f"| {row['method']} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2])
@@ -48,19 +77,32 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="Tabulate the runs already finished in --output-dir; train nothing."
     )
+    parser.add_argument("--reference-strengths", type=float, nargs="*", default=[], help="Reference-guided rows.")
+    parser.add_argument("--no-reference-ddpo", action="store_true", help="Reference-guided cold-start rows only.")
+    parser.add_argument("--reference-only", action="store_true", help="Only real rows + the reference-guided rows.")
     args = parser.parse_args()
+    if args.reference_only and not args.reference_strengths:
+        parser.error("--reference-only needs --reference-strengths")
     setup_runtime(offline=True)  # the stages seed themselves from each job's seed
     output = Path(args.output_dir)
     runs: dict[int, list[dict]] = {}
     for shots in args.shots:
         for seed in args.seeds:
-            folder = output / f"{shots}shot_seed{seed}"
+            folder = output / f"{shots}shot_seed{seed}{'_reference' if args.reference_only else ''}"
             if args.report_only:
                 if (folder / "results.json").is_file():
                     runs.setdefault(shots, []).append(json.loads((folder / "results.json").read_text()))
                 continue
             job = MainJobConfig(
-                output_dir=str(folder), shots=shots, split_seed=seed, seed=seed, quick=args.quick, ablation=True
+                output_dir=str(folder),
+                shots=shots,
+                split_seed=seed,
+                seed=seed,
+                quick=args.quick,
+                ablation=not args.reference_only,
+                paper_rows=not args.reference_only,
+                reference_strengths=args.reference_strengths,
+                reference_ddpo=not args.no_reference_ddpo,
             )
             runs.setdefault(shots, []).append(run_main_job(job))
             write_report(runs, output)  # after every run: a stopped benchmark keeps its finished rows
@@ -77,7 +119,7 @@ def write_report(runs: dict[int, list[dict]], output: Path) -> str:
         f"ORL private identities, split seeds {seeds} (each its own cold start and DDPO runs), test accuracy % "
         f"mean +- std; recognizer {first['recognizer_start']}."
     )
-    report = header + "\n\n" + ablation_table(runs)
+    report = header + "\n\n" + ablation_table(runs) + "\n\n" + quality_table(runs)
     output.mkdir(parents=True, exist_ok=True)
     (output / "ablation.md").write_text(report + "\n")
     (output / "ablation.json").write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=2))

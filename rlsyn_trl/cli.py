@@ -51,6 +51,19 @@ STAGE_EPILOG = (
 )
 
 
+def _strength(text: str) -> float:
+    """A --reference-strengths value: one strength in (0, 1], refused by argparse before any stage starts."""
+    from .settings import SettingsError, parse_reference_strength
+
+    try:
+        low, high = parse_reference_strength(text, "reference-strengths")
+    except SettingsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if low != high:
+        raise argparse.ArgumentTypeError(f"{text!r}: give single strengths here (e.g. 0.4 0.6 0.8), not a range.")
+    return low
+
+
 def _orl_shots(text: str) -> int:
     """--shots as ORL's private split allows it; the message is the one ``check_identity_options`` gives."""
     try:
@@ -124,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--no-reuse", action="store_true", help="Redo stages already finished in --output-dir.")
     job.add_argument("--ablation", action="store_true", help="Add the paper's ablation rows (more DDPO runs).")
     job.add_argument(
+        "--reference-strengths",
+        type=_strength,
+        nargs="*",
+        default=[],
+        help="Add reference-guided rows (chains started from the real photos noised to each strength in (0, 1]).",
+    )
+    job.add_argument(
         "--recognizer-start",
         choices=["encoder", "scratch"],
         default="encoder",
@@ -164,6 +184,7 @@ def run_all(args: argparse.Namespace) -> int:
         quick=args.quick,
         reuse=not args.no_reuse,
         ablation=args.ablation,
+        reference_strengths=args.reference_strengths,
         recognizer_start=args.recognizer_start,
         mixed_precision=args.mixed_precision,
     )

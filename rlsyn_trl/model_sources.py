@@ -22,6 +22,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_MODELS = {
     "embedded:orl_faces": ASSETS / "orl_faces_prior" / "generator",
     "embedded:orl_faces/encoder": ASSETS / "orl_faces_prior" / "encoder",
+    # An identity evaluator the reward never saw: another architecture, seed 1, public identities only.
+    "embedded:orl_faces/evaluator": ASSETS / "orl_faces_prior" / "evaluator",
 }
 
 

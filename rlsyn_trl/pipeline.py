@@ -22,6 +22,7 @@ from .metrics.identity import nearest_neighbour_accuracy
 from .provenance import resolve_data_split
 from .recognizer import TINY_MODEL, RecognizerConfig
 from .runtime import PRECISIONS, resolve_precision
+from .settings import parse_reference_strength
 from .trainers import ColdStartConfig, RLSynDDPOConfig
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,31 @@ class MainJobConfig:
         },
     )
 
+    reference_strengths: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "Add reference-guided rows (SDEdit) at each strength: samples of the cold start, and of a DDPO "
+            "run trained on the truncated chain, started from the real training images (benchmarks/ablation.py)."
+        },
+    )
+    reference_ddpo: bool = field(
+        default=True, metadata={"help": "With reference_strengths: also the reference-guided DDPO runs and rows."}
+    )
+    paper_rows: bool = field(
+        default=True,
+        metadata={
+            "help": "The cold-start synthetic and full-method rows (and the DDPO runs behind them); false keeps the "
+            "real rows and the reference-guided ones only."
+        },
+    )
+
     def __post_init__(self) -> None:
+        for strength in self.reference_strengths:
+            parse_reference_strength(strength, "reference_strengths")
+        if not self.paper_rows and not self.reference_strengths:
+            raise ValueError(
+                "paper_rows false leaves only the real rows: give reference_strengths, or keep paper_rows."
+            )
         if self.recognizer_start not in RECOGNIZER_STARTS:
             raise ValueError(f"recognizer_start must be one of {RECOGNIZER_STARTS}, got {self.recognizer_start!r}")
         if self.mixed_precision not in PRECISIONS:
@@ -103,6 +128,45 @@ def reward_variants(ablation: bool) -> dict[str, list[float] | None]:
     if ablation:
         variants = {"rl_sem": [1.0, 0.0, 0.0], "rl_sem_cov": [1.0, 0.75, 0.0], **variants}
     return variants
+
+
+def _tag(strength: float) -> str:
+    return f"ref{strength:g}"
+
+
+def ddpo_runs(config: MainJobConfig) -> dict[str, dict]:
+    """DDPO runs of the job, name -> settings overrides: the paper's (reward weights) and the reference-guided ones."""
+    runs = {}
+    if config.paper_rows:
+        variants = reward_variants(config.ablation).items()
+        runs = {name: {} if weights is None else {"reward_weights": weights} for name, weights in variants}
+    if config.reference_ddpo:
+        runs.update({f"rl_{_tag(s)}": {"reference_strength": s} for s in config.reference_strengths})
+    return runs
+
+
+def generation_runs(config: MainJobConfig) -> dict[str, tuple[str, dict]]:
+    """Synthetic sets of the job, name -> (adapter name, generation overrides)."""
+    runs = {}
+    if config.paper_rows:
+        runs = {"cold_start": ("cold_start", {}), **{name: (name, {}) for name in reward_variants(config.ablation)}}
+    for strength in config.reference_strengths:
+        runs[f"cold_start_{_tag(strength)}"] = ("cold_start", {"reference_strength": strength})
+        if config.reference_ddpo:
+            runs[f"rl_{_tag(strength)}"] = (f"rl_{_tag(strength)}", {"reference_strength": strength})
+    return runs
+
+
+def reference_rows(config: MainJobConfig) -> list[tuple[str, str | None, dict]]:
+    """The reference-guided rows: cold-start samples as they are, DDPO samples with selection (the full method)."""
+    rows = []
+    for strength in config.reference_strengths:
+        rows.append((f"+ reference-guided cold start s={strength:g}", f"cold_start_{_tag(strength)}", {}))
+        if config.reference_ddpo:
+            rows.append(
+                (f"+ reference-guided DDPO s={strength:g} + selection", f"rl_{_tag(strength)}", {"selection": True})
+            )
+    return rows
 
 
 def _job_recipe(stage: str, config: MainJobConfig, output_dir: Path, **updates) -> dict:
@@ -202,13 +266,15 @@ def recognizer_config(output_dir: Path, model: str, steps: int, seed: int, **ove
     )
 
 
-def recognizer_rows(ablation: bool) -> list[tuple[str, str | None, dict]]:
+def recognizer_rows(ablation: bool, paper_rows: bool = True) -> list[tuple[str, str | None, dict]]:
     """(method, synthetic source, recognizer overrides) of the job's comparison table."""
     runs = [
         ("real only", None, NO_AUGMENTATION),
         ("real + standard augmentation", None, {}),
-        ("+ cold-start synthetic", "cold_start", {}),
     ]
+    if not paper_rows:
+        return runs
+    runs.append(("+ cold-start synthetic", "cold_start", {}))
     if ablation:
         runs += [
             ("+ selection", "cold_start", {"selection": True}),
@@ -254,13 +320,11 @@ def run_main_job(config: MainJobConfig) -> dict:
 
     adapters = {"cold_start": sft_dir}
     ddpo_dir = output / "ddpo"
-    for name, weights in reward_variants(config.ablation).items():
+    for name, overrides in ddpo_runs(config).items():
         folder = ddpo_dir if name == "rl" else output / f"ddpo_{name}"
         if not _stage_done(folder, "provenance.json", config.reuse):
             logger.info("Stage: DDPO (%s) -> %s", name, folder)
-            settings = ddpo_settings(config, sft_dir, folder)
-            if weights is not None:
-                settings["reward_weights"] = weights
+            settings = {**ddpo_settings(config, sft_dir, folder), **overrides}
             summary = ddpo_recipe.main(RLSynDDPOConfig(**settings))
             if summary["stopped_by_time_budget"]:
                 epochs = f"{summary['epochs']} of {settings['num_epochs']}"
@@ -269,10 +333,11 @@ def run_main_job(config: MainJobConfig) -> dict:
     timings["ddpo"] = time.time() - started - sum(timings.values())
 
     synthetic: dict[str, tuple[Path, dict]] = {}
-    for name, adapter in adapters.items():
-        logger.info("Stage: generation from %s", adapter)
+    for name, (source, overrides) in generation_runs(config).items():
+        logger.info("Stage: generation from %s %s", adapters[source], overrides or "")
         folder = output / f"synthetic_{name}"
-        _, summary = generate_recipe.main(GenerationConfig(**generation_settings(config, adapter, folder)))
+        settings = {**generation_settings(config, adapters[source], folder), **overrides}
+        _, summary = generate_recipe.main(GenerationConfig(**settings))
         synthetic[name] = (folder / "dataset", summary)
     timings["generation"] = time.time() - started - sum(timings.values())
 
@@ -284,7 +349,7 @@ def run_main_job(config: MainJobConfig) -> dict:
             "accuracy": nearest_neighbour_accuracy(test, test_labels, train, train_labels, "euclidean"),
         },
     ]
-    for method, source, overrides in recognizer_rows(config.ablation):
+    for method, source, overrides in recognizer_rows(config.ablation, config.paper_rows) + reference_rows(config):
         logger.info("Recognizer row: %s", method)
         folder = output / "recognizer" / method.split(" (")[0].replace(" ", "_").replace("+", "plus")
         overrides = {**overrides, **recognizer_precision(config.mixed_precision)}
@@ -301,6 +366,7 @@ def run_main_job(config: MainJobConfig) -> dict:
                 identity_consistency=summary["identity_consistency"],
                 face_detection_rate=summary["face_detection_rate"],
                 memorization_rate=summary["audit"]["memorization"]["rate"],
+                evaluator_consistency=(summary.get("evaluator") or {}).get("identity_consistency"),
             )
         rows.append(row)
     timings["recognizers"] = time.time() - started - sum(timings.values())
@@ -314,7 +380,7 @@ def run_main_job(config: MainJobConfig) -> dict:
         )
         + "; the same start in every row",
         "rows": rows,
-        "real_held_out_reference": synthetic["cold_start"][1]["reference"],
+        "real_held_out_reference": next(iter(synthetic.values()))[1]["reference"],
         "timings_s": timings,
         "budget_cuts": budget_cuts,
         "artefacts": {
@@ -335,7 +401,7 @@ def job_summary(results: dict) -> str:
     output = Path(results["config"]["output_dir"])
     artefacts = results["artefacts"]
     accuracy = {row["method"]: row["accuracy"] for row in results["rows"]}
-    full = accuracy["full method (RL synthetic + selection)"]
+    full = accuracy.get("full method (RL synthetic + selection)", float("nan"))
     real, augmented = accuracy["real only"], accuracy["real + standard augmentation"]
     best = max(real, augmented)
     verdict = "help" if full > best else "do not help"
@@ -350,7 +416,8 @@ def job_summary(results: dict) -> str:
         f"Reading: the full method reaches {100 * full:.1f}% on the held-out real photos against "
         f"{100 * real:.1f}% for real only and {100 * augmented:.1f}% for real + standard augmentation, so on this "
         f"split the synthetic samples {verdict} (one split is noisy: compare means over split seeds). Identity "
-        "consistency is measured with the reward's own encoder, which the policy is trained to please.",
+        "consistency is measured with the reward's own encoder, which the policy is trained to please, and with "
+        "an independent evaluator that never saw the reward (when the generation recipe names one).",
     ]
     return "\n".join(lines)
 
@@ -363,19 +430,21 @@ def results_table(results: dict) -> str:
         f"ORL private, {results['config']['shots']} shot(s), split seed {results['config']['split_seed']}; "
         f"recognizer {results['recognizer_start']}",
         "",
-        "| method | test accuracy | synthetic identity consistency (reward's encoder) | synthetic face detection "
-        "| memorised |",
-        "|---|---|---|---|---|",
+        "| method | test accuracy | synthetic identity consistency (reward's phi) | identity consistency "
+        "(independent evaluator) | synthetic face detection | memorised |",
+        "|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         lines.append(
             f"| {row['method']} | {percent(row['accuracy'])} | {percent(row.get('identity_consistency'))} | "
-            f"{percent(row.get('face_detection_rate'))} | {percent(row.get('memorization_rate'))} |"
+            f"{percent(row.get('evaluator_consistency'))} | {percent(row.get('face_detection_rate'))} | "
+            f"{percent(row.get('memorization_rate'))} |"
         )
     reference = results.get("real_held_out_reference")
     if reference:
         lines.append(
             f"| (real held-out photos, for reference) | - | {percent(reference['identity_consistency'])} | "
+            f"{percent(reference.get('evaluator_identity_consistency'))} | "
             f"{percent(reference['face_detection_rate'])} | {percent(reference['memorization']['rate'])} |"
         )
     return "\n".join(lines)

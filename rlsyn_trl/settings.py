@@ -9,7 +9,10 @@ validation, in every stage:
   trained on), and a set field that contradicts it is refused (:mod:`rlsyn_trl.provenance`).
 - :class:`RewardSettings`: the composite reward's weights and constants (defaults: ``rlsyn_trl.rewards``).
 - :class:`LoraSettings`: LoRA on the DiT backbone.
+- :class:`ReferenceSettings`: reference-guided starts (SDEdit): the chain begins at a real training image noised
+  to an intermediate step instead of pure noise; shared by generation, DDPO and evaluation.
 - :class:`SamplerSettings`: the DDIM sampler of generation and sample grids.
+- :class:`EvaluatorSettings`: an identity evaluator the reward never saw, for the reported identity consistency.
 - :class:`HubSettings`: publishing, private unless the user says otherwise.
 - :class:`RuntimeSettings`: seed and precision (``auto``: bf16 only where the device computes it natively).
 - :class:`EncoderTrainingSettings`: the identity feature extractor phi and its CosFace training (the priors and the
@@ -193,8 +196,58 @@ class LoraSettings(SettingsGroup):
         )
 
 
+def parse_reference_strength(value: Any, flag: str = "reference_strength") -> tuple[float, float] | None:
+    """``None``, a strength ``s`` or a range ``lo,hi`` (a string "0.5,0.8", or a list) -> ``(lo, hi)``.
+
+    A single ``s`` is the range ``(s, s)``. Every bound must lie in (0, 1]: 0 would skip the whole chain and
+    return the real photo itself, above 1 there is no earlier step to start from.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    fix = 'must be a strength in (0, 1] (e.g. 0.6) or a range "lo,hi" / [lo, hi] with 0 < lo <= hi <= 1.'
+    try:
+        if isinstance(value, str):
+            parts = [float(part) for part in value.replace(" ", "").split(",")]
+        elif isinstance(value, (list, tuple)):
+            parts = [float(part) for part in value]
+        else:
+            parts = [float(value)]
+    except (TypeError, ValueError):
+        raise SettingsError(f"--{flag} {value!r}: {fix}") from None
+    require(len(parts) in (1, 2), flag, value, fix)
+    low, high = parts[0], parts[-1]
+    require(all(math.isfinite(p) and 0 < p <= 1 for p in parts) and low <= high, flag, value, fix)
+    return low, high
+
+
 @dataclass
-class SamplerSettings(SettingsGroup):
+class ReferenceSettings(SettingsGroup):
+    """Reference-guided starts (SDEdit; DA-Fusion for few-shot augmentation): unset, every chain starts from noise.
+
+    A strength s in (0, 1] starts at the step where a fraction s of the DDIM chain remains, from one of the
+    identity's real training images noised to that step (chosen per sample by a seeded draw); a range draws s per
+    sample uniformly. s = 1 is the pure-noise chain itself; a small s returns nearly the real photo.
+    """
+
+    reference_strength: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Start from a real training image noised to strength s in (0, 1], or a range "lo,hi" drawn per '
+            "sample; unset: from pure noise."
+        },
+    )
+
+    def check(self) -> None:
+        strength = parse_reference_strength(self.reference_strength)
+        if strength is not None:  # one canonical form for records and fingerprints: s, or [lo, hi]
+            self.reference_strength = strength[0] if strength[0] == strength[1] else list(strength)
+
+    def reference_range(self) -> tuple[float, float] | None:
+        return parse_reference_strength(self.reference_strength)
+
+
+@dataclass
+class SamplerSettings(ReferenceSettings):
     """The guided DDIM sampler (eta 0: deterministic DDIM; eta > 0: stochastic, as DDPO's policy)."""
 
     num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps per sample."})
@@ -207,7 +260,33 @@ class SamplerSettings(SettingsGroup):
         require(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1].")
 
     def sampler_options(self) -> dict[str, Any]:
-        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale, "eta": self.eta}
+        """What decides the samples (and what provenance records); the reference strength only when set."""
+        options = {
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "eta": self.eta,
+        }
+        if self.reference_strength is not None:
+            options["reference_strength"] = self.reference_strength
+        return options
+
+
+@dataclass
+class EvaluatorSettings(SettingsGroup):
+    """An identity feature extractor other than the reward's phi, to report identity consistency with.
+
+    A policy is trained to please phi, so consistency measured with phi rewards the policy's own shortcuts; the
+    evaluator's figure is reported next to phi's. A run refuses an evaluator that is phi (same folder or weights).
+    """
+
+    evaluator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Identity feature extractor the reward never saw (folder, Hub id or embedded id), e.g. "
+            "embedded:orl_faces/evaluator; identity consistency is reported with it next to phi's. Unset: none."
+        },
+    )
+    evaluator_revision: str | None = None
 
 
 @dataclass

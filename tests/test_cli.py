@@ -180,13 +180,19 @@ def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(pipeline, "run_main_job", lambda config: calls.setdefault("job", config) and {})
     monkeypatch.setattr(pipeline, "results_table", lambda results: "table")
     monkeypatch.setattr(pipeline, "job_summary", lambda results: "summary")
-    argv = ["run-all", "--output-dir", str(tmp_path), "--threads", "2", "--mixed-precision", "bf16", "--shots", "2"]
+    argv = ["run-all", "--output-dir", str(tmp_path), "--threads", "2", "--mixed-precision", "bf16", "--shots", "2",
+            "--reference-strengths", "0.4", "0.8"]  # fmt: skip
     assert cli.main(argv) == 0
     args, kwargs = calls["runtime"]
     assert kwargs["threads"] == 2 and kwargs["mixed_precision"] == "bf16" and kwargs["offline"]
     job = calls["job"]
     assert (job.mixed_precision, job.shots, job.output_dir) == ("bf16", 2, str(tmp_path))
+    assert job.reference_strengths == [0.4, 0.8]
     assert capsys.readouterr().out.split() == ["table", "summary"]
+    with pytest.raises(SystemExit):
+        cli.main(["run-all", "--output-dir", str(tmp_path / "bad"), "--reference-strengths", "1.5"])
+    assert "--reference-strengths '1.5': must be a strength in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])

@@ -20,6 +20,10 @@ from synthetic_fixtures import (
     tiny_config,
 )
 
+from rlsyn_trl.audit import pixel_distances
+from rlsyn_trl.data import preprocess_images
+from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig, load_encoder
+from rlsyn_trl.evaluator import consistent_with
 from rlsyn_trl.generation import GenerationConfig, shard_seed
 from rlsyn_trl.generation import shards as generation_shards
 from rlsyn_trl.provenance import ProvenanceError, read_provenance, stage_record, write_provenance
@@ -131,6 +135,64 @@ def test_a_policy_is_scored_with_the_reward_it_was_trained_with(models, make_con
     assert record["parent"]["provenance"]["stage"] == "ddpo" and record["data"]["shots"] == 2
 
 
+def test_reference_strength_one_reproduces_the_noise_run_and_is_recorded(make_config, reference):
+    """s = 1 is the pure-noise chain: the same seed gives the very images of the run without reference starts."""
+    dataset, summary = generate_synthetic_dataset(make_config(reference_strength="1"))
+    assert_same_samples(dataset, reference[1])
+    assert summary["reference_strength"] == 1.0
+    record = read_provenance(Path(make_config().output_dir) / "dataset")
+    assert record["sampler"]["reference_strength"] == 1.0
+    assert read_provenance(Path(reference[0].output_dir))["sampler"].get("reference_strength") is None
+    card = (Path(make_config().output_dir) / "hub" / "README.md").read_text()
+    assert "reference strength 1.0" in card
+    with pytest.raises(FileExistsError, match="reference_strength: 1.0 -> 0.5"):
+        generate_synthetic_dataset(make_config(reference_strength=0.5))
+
+
+def test_a_low_reference_strength_returns_the_real_photos_and_the_audit_flags_them(make_config, orl_private):
+    """With 2 DDIM steps, s = 0.3 leaves no step to run: every sample IS one of its identity's training photos."""
+    dataset, summary = generate_synthetic_dataset(make_config(reference_strength=0.3))
+    assert summary["audit"]["memorization"]["rate"] == 1.0 and all(dataset["memorized"])
+    assert max(dataset["nn_real_distance"]) == 0.0
+    train = orl_private["train"]
+    real = preprocess_images(list(train["image"]), 16, 1)
+    distances = pixel_distances(preprocess_images(list(dataset["image"]), 16, 1), real)
+    own = torch.tensor(dataset["label"])[:, None] == torch.tensor(train["label"])[None, :]
+    assert (distances.masked_fill(~own, float("inf")).min(dim=1).values == 0).all()  # a photo of its own identity
+    assert summary["reference"]["memorization"]["rate"] < 1.0  # held-out photos are not flagged wholesale
+
+
+def test_the_evaluator_must_not_be_phi(make_config, models, tmp_path):
+    copy = tmp_path / "phi_copy"
+    shutil.copytree(models["encoder"], copy)
+    for evaluator in (str(models["encoder"]), str(copy)):  # the same folder, or the same weights elsewhere
+        with pytest.raises(SettingsError, match="--evaluator .* is the reward's feature extractor phi"):
+            generate_synthetic_dataset(make_config(evaluator=evaluator))
+    assert not (tmp_path / "run" / "manifest.json").exists()  # refused before any sampling
+
+
+def test_identity_consistency_is_also_reported_by_an_independent_evaluator(make_config, orl_private, tmp_path):
+    torch.manual_seed(1)
+    config = IdentityEncoderConfig(num_channels=1, image_size=24, widths=[6, 12], embedding_size=8)
+    IdentityEncoder(config).eval().save_pretrained(tmp_path / "evaluator")
+    dataset, summary = generate_synthetic_dataset(make_config(evaluator=str(tmp_path / "evaluator")))
+    evaluator = load_encoder(str(tmp_path / "evaluator"))
+    train = orl_private
+    expected = consistent_with(
+        evaluator,
+        preprocess_images(list(dataset["image"]), 24, 1),
+        torch.tensor(dataset["label"]),
+        preprocess_images(list(train["train"]["image"]), 24, 1),
+        torch.tensor(train["train"]["label"]),
+    )
+    assert summary["evaluator"]["id"] == str(tmp_path / "evaluator")
+    assert summary["evaluator"]["identity_consistency"] == pytest.approx(expected.float().mean().item())
+    assert 0 <= summary["reference"]["evaluator_identity_consistency"] <= 1
+    card = (Path(make_config().output_dir) / "hub" / "README.md").read_text()
+    assert "independent evaluator" in card and "reward encoder phi" in card
+    assert read_provenance(Path(make_config().output_dir))["evaluator"]["id"] == str(tmp_path / "evaluator")
+
+
 def test_resume_after_a_kill_between_shards(make_config, reference, monkeypatch):
     write = generation_shards._write_shard
     calls = []
@@ -218,9 +280,14 @@ def test_config_validation():
         ({"eta": 2.0}, "eta"),
         ({"reward_weights": [1.0, 1.0]}, "reward_weights"),
         ({"split_seed": -1}, "split_seed"),
+        ({"reference_strength": "0"}, "reference_strength"),
+        ({"reference_strength": [0.9, 0.4]}, "reference_strength"),
     ):
         with pytest.raises(SettingsError, match=f"--{flag} "):
             GenerationConfig(**overrides)
+    assert GenerationConfig(reference_strength="0.5, 0.8").reference_strength == [0.5, 0.8]
+    assert GenerationConfig(reference_strength="0.6").sampler_options()["reference_strength"] == 0.6
+    assert "reference_strength" not in GenerationConfig().sampler_options()
 
 
 def test_the_orl_recipe_parses_into_a_config():

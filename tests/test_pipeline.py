@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,16 @@ import yaml
 
 from rlsyn_trl.cli import main
 from rlsyn_trl.generation import GenerationConfig
-from rlsyn_trl.pipeline import MainJobConfig, cold_start_settings, ddpo_settings, generation_settings
+from rlsyn_trl.pipeline import (
+    MainJobConfig,
+    cold_start_settings,
+    ddpo_runs,
+    ddpo_settings,
+    generation_runs,
+    generation_settings,
+    recognizer_rows,
+    reference_rows,
+)
 from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
 
@@ -26,6 +36,7 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert all(0 <= row["accuracy"] <= 1 for row in results["rows"])
     for row in results["rows"][3:]:
         assert 0 <= row["identity_consistency"] <= 1 and 0 <= row["face_detection_rate"] <= 1
+        assert 0 <= row["evaluator_consistency"] <= 1  # the recipe's independent evaluator, never the reward's phi
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert results["recognizer_model"] == "embedded:orl_faces/encoder"  # the better real-only start, every row
     assert "public feature extractor" in (tmp_path / "results.md").read_text()
@@ -100,3 +111,43 @@ def test_bad_split_options_fail_before_any_stage(tmp_path, capsys):
         MainJobConfig(split_seed=-1)
     with pytest.raises(ValueError, match=r"shots=4 is not allowed"):
         MainJobConfig(shots=4)
+
+
+def test_reference_guided_rows_plan_valid_stage_settings(tmp_path):
+    """Each strength adds a cold-start generation, a DDPO run on the truncated chain and their rows; every stage's
+    settings parse (the truncated chain leaves steps to train in the quick and the full job alike)."""
+    config = MainJobConfig(output_dir=str(tmp_path), reference_strengths=[0.6, 0.8], paper_rows=False)
+    assert ddpo_runs(config) == {"rl_ref0.6": {"reference_strength": 0.6}, "rl_ref0.8": {"reference_strength": 0.8}}
+    assert generation_runs(config) == {
+        "cold_start_ref0.6": ("cold_start", {"reference_strength": 0.6}),
+        "rl_ref0.6": ("rl_ref0.6", {"reference_strength": 0.6}),
+        "cold_start_ref0.8": ("cold_start", {"reference_strength": 0.8}),
+        "rl_ref0.8": ("rl_ref0.8", {"reference_strength": 0.8}),
+    }
+    rows = recognizer_rows(False, paper_rows=False) + reference_rows(config)
+    assert [method for method, _, _ in rows] == [
+        "real only",
+        "real + standard augmentation",
+        "+ reference-guided cold start s=0.6",
+        "+ reference-guided DDPO s=0.6 + selection",
+        "+ reference-guided cold start s=0.8",
+        "+ reference-guided DDPO s=0.8 + selection",
+    ]
+    assert {source for _, source, _ in rows if source} <= set(generation_runs(config))
+    for quick in (False, True):
+        job = replace(config, quick=quick).scaled()
+        for name, overrides in ddpo_runs(job).items():
+            ddpo = RLSynDDPOConfig(**{**ddpo_settings(job, tmp_path / "sft", tmp_path / name), **overrides})
+            assert ddpo.trained_timesteps() >= 1 and ddpo.reference_strength == overrides["reference_strength"]
+        for name, (_, overrides) in generation_runs(job).items():
+            settings = {**generation_settings(job, tmp_path / "sft", tmp_path / name), **overrides}
+            assert (
+                GenerationConfig(**settings).sampler_options()["reference_strength"] == overrides["reference_strength"]
+            )
+    with_paper = MainJobConfig(ablation=True, reference_strengths=[0.6], reference_ddpo=False)
+    assert list(ddpo_runs(with_paper)) == ["rl_sem", "rl_sem_cov", "rl"]
+    assert list(generation_runs(with_paper)) == ["cold_start", "rl_sem", "rl_sem_cov", "rl", "cold_start_ref0.6"]
+    with pytest.raises(ValueError, match="--reference_strengths 1.5"):
+        MainJobConfig(reference_strengths=[1.5])
+    with pytest.raises(ValueError, match="paper_rows"):
+        MainJobConfig(paper_rows=False)

@@ -9,6 +9,7 @@ from ..hub import DEFAULT_MAX_MEMORIZATION_RATE
 from ..settings import (
     DatasetHubSettings,
     DataSplitSettings,
+    EvaluatorSettings,
     RewardSettings,
     SamplerSettings,
     check_settings,
@@ -18,7 +19,7 @@ from ..settings import (
 
 
 @dataclass
-class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, DatasetHubSettings):
+class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, EvaluatorSettings, DatasetHubSettings):
     """The generation recipe's settings; each field is a YAML key / CLI flag.
 
     The split and, for a DDPO policy, the reward (and its encoder) are read from the adapter's provenance when left

@@ -9,7 +9,7 @@ import datasets
 import torch
 from huggingface_hub import HfApi
 
-from ..generators import IdentityGenerator, resolve_pretrained_folder
+from ..generators import IdentityGenerator, ReferenceStart, resolve_pretrained_folder
 from ..generators.adapter import ADAPTER_CONFIG, read_adapter_config
 from ..hub import push_synthetic_dataset
 from ..provenance import folder_revision, write_provenance
@@ -85,11 +85,20 @@ def write_synthetic_dataset(
         "guidance_scale": config.guidance_scale,
         "eta": config.eta,
     }
+    if config.reference_strength is not None:  # absent when unset: runs from noise keep their fingerprints
+        run["reference_strength"] = config.reference_strength
     _check_manifest(output, run)
     plan = SamplingPlan(tuple(identities), config.samples_per_identity, config.shard_size, config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _sample_shards(generator.to(device), plan, output / SHARDS_DIR, config)
-    summary_run = {**run, "shots": config.shots, "split_seed": config.split_seed, "reward_settings": reward}
+    reference = ReferenceStart.from_split(data["train"], generator, config.reference_range())
+    _sample_shards(generator.to(device), plan, output / SHARDS_DIR, config, reference)
+    summary_run = {
+        **run,
+        "reference_strength": config.reference_strength,
+        "shots": config.shots,
+        "split_seed": config.split_seed,
+        "reward_settings": reward,
+    }
     dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, summary_run, reward)
     card = _hub_card(config, summary)
     _write_outputs(dataset, card, summary, output)

@@ -37,7 +37,7 @@ def _hub_card(config: GenerationConfig, summary: dict) -> str:
         size_categories=[size],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
     )
-    audit, reference = summary["audit"], summary["reference"]
+    audit, reference, evaluator = summary["audit"], summary["reference"], summary.get("evaluator")
     floors = reference["memorization"]["per_identity"] if reference else {}
     rows = [
         {
@@ -64,6 +64,10 @@ def _hub_card(config: GenerationConfig, summary: dict) -> str:
         consistency=_percent(summary["identity_consistency"]),
         faces=_percent(summary["face_detection_rate"]),
         reference_consistency=_percent(reference["identity_consistency"]) if reference else "n/a",
+        evaluator_consistency=_percent(evaluator["identity_consistency"]) if evaluator else "n/a",
+        reference_evaluator_consistency=_percent(reference.get("evaluator_identity_consistency"))
+        if reference and evaluator
+        else "n/a",
         reference_faces=_percent(reference["face_detection_rate"]) if reference else "n/a",
         max_rate=_percent(config.max_memorization_rate),
         rows=rows,

@@ -1,7 +1,9 @@
 """Scoring the samples against the real training images: reward terms, memorisation audit, realism.
 
 Held-out real images get the same audit and checks as the reference floor; the result is the synthetic dataset
-(one row per sample, :func:`dataset_features`) and its summary.
+(one row per sample, :func:`dataset_features`) and its summary. With an ``evaluator`` (a feature extractor the reward
+never saw, :mod:`rlsyn_trl.evaluator`), identity consistency is also measured in its space, for the samples and the
+held-out real photos alike.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from PIL import Image
 from ..audit import audit_images, calibrate_thresholds, memorization_rates
 from ..data import load_identity_dataset, preprocess_images
 from ..encoders import load_feature_extractor
+from ..evaluator import consistent_with
 from ..metrics.identity import identity_consistency, nearest_prototype
 from ..realism import detect_faces
 from ..rewards import MemoryBank
@@ -91,6 +94,9 @@ def _score(
     result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds)
     faces = detect_faces(samples.pixels)
     consistent = nearest_prototype(features, bank.features, bank.labels) == labels
+    evaluator = load_feature_extractor(config.evaluator, config.evaluator_revision) if config.evaluator else None
+    if evaluator is not None:
+        evaluator_consistent = consistent_with(evaluator, samples.pixels, labels, train.pixels, train.labels)
 
     reference = None
     if "test" in data and len(data["test"]):
@@ -103,6 +109,9 @@ def _score(
             "identity_consistency": identity_consistency(test_features, test.labels, bank.features, bank.labels),
             "face_detection_rate": detect_faces(test.pixels).float().mean().item(),
         }
+        if evaluator is not None:
+            held_out = consistent_with(evaluator, test.pixels, test.labels, train.pixels, train.labels)
+            reference["evaluator_identity_consistency"] = held_out.float().mean().item()
     summary = {
         **run,
         "dataset": f"{config.dataset_name}/{config.dataset_config}",
@@ -110,6 +119,13 @@ def _score(
         "audit": {"thresholds": thresholds.to_dict(), "memorization": memorization_rates(result, labels, label_names)},
         "reference": reference,
         "identity_consistency": consistent.float().mean().item(),
+        "evaluator": None
+        if evaluator is None
+        else {
+            "id": config.evaluator,
+            "revision": config.evaluator_revision,
+            "identity_consistency": evaluator_consistent.float().mean().item(),
+        },
         "face_detection_rate": faces.float().mean().item(),
         "reward": {term: rewards[term].mean().item() for term in ("sem", "cov", "exp", "total")},
         "reward_reference_spread": sorted(set(rewards["s_ref_source"])),
@@ -119,6 +135,7 @@ def _score(
                 "identity_consistent": consistent,
                 "face_detected": faces,
                 "reward": rewards["total"],
+                **({} if evaluator is None else {"evaluator_consistent": evaluator_consistent}),
             },
             labels,
             label_names,

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import tensor_to_pil
-from ..generators import IdentityGenerator
+from ..generators import IdentityGenerator, ReferenceStart
 from ..io import atomic_write_text
 from .config import GenerationConfig
 
@@ -130,8 +130,17 @@ def _write_shard(path: Path, images: torch.Tensor, identities: list[str], sample
     os.replace(tmp, path)
 
 
-def _sample_shards(generator: IdentityGenerator, plan: SamplingPlan, folder: Path, config: GenerationConfig) -> None:
-    """Generate every missing shard; leftovers of a write that was killed half-way are discarded first."""
+def _sample_shards(
+    generator: IdentityGenerator,
+    plan: SamplingPlan,
+    folder: Path,
+    config: GenerationConfig,
+    reference: ReferenceStart | None = None,
+) -> None:
+    """Generate every missing shard; leftovers of a write that was killed half-way are discarded first.
+
+    With ``reference`` each sample starts from a real training image drawn, with its strength, from the shard seed.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.tmp"):
         stale.unlink()
@@ -153,6 +162,7 @@ def _sample_shards(generator: IdentityGenerator, plan: SamplingPlan, folder: Pat
                 guidance_scale=config.guidance_scale,
                 eta=config.eta,
                 batch_size=config.batch_size,
+                reference=reference,
             )
             _write_shard(shard_path(folder, shard), images.cpu(), identities, ids, seed)
             progress.update(len(ids))

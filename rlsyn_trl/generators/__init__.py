@@ -16,11 +16,14 @@ from .dit import (
     zero_init_modulation,
 )
 from .loading import load_generator
-from .sampling import DDIMSample, classifier_free_guidance, ddim_sample
+from .reference import ReferenceDraw, ReferenceStart, reference_rng
+from .sampling import DDIMSample, classifier_free_guidance, ddim_sample, start_step
 
 __all__ = [
     "DDIMSample",
     "IdentityGenerator",
+    "ReferenceDraw",
+    "ReferenceStart",
     "SampleTrajectory",
     "build_pixel_dit",
     "class_embedders",
@@ -29,6 +32,8 @@ __all__ = [
     "default_scheduler",
     "disable_label_dropout",
     "load_generator",
+    "reference_rng",
     "resolve_pretrained_folder",
+    "start_step",
     "zero_init_modulation",
 ]

@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from ..io import atomic_write_json
 from ..model_sources import GENERATOR_KIND, MODEL_INDEX
 from .loading import load_generator, register_folder_loader
+from .reference import ReferenceStart, reference_rng
 from .sampling import classifier_free_guidance, ddim_sample, uses_guidance
 
 GENERATOR_FILES = [MODEL_INDEX, "transformer/*", "scheduler/*", "vae/*"]
@@ -180,11 +181,16 @@ class IdentityGenerator:
         return torch.tensor(labels, dtype=torch.long)
 
     # -- latent <-> image -------------------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> model space (identity in pixel space, scaled VAE latents otherwise)."""
+    def encode(self, images: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> model space (identity in pixel space, scaled VAE latents otherwise).
+
+        ``deterministic`` takes the VAE posterior's mode instead of a sample (reference starts: a seed fixes them).
+        """
         if self.vae is None:
             return images
-        return self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
+        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        latents = posterior.mode() if deterministic else posterior.sample()
+        return latents * self.vae.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model space -> images in [-1, 1]."""
@@ -297,18 +303,27 @@ class IdentityGenerator:
         eta: float = 0.0,
         batch_size: int = 256,
         progress: bool = False,
+        reference: ReferenceStart | None = None,
     ) -> torch.Tensor:
-        """Images in [-1, 1] for the given identity labels; the same seed gives the same images."""
+        """Images in [-1, 1] for the given identity labels; the same seed gives the same images.
+
+        ``reference`` starts each sample from one of its identity's real images noised to the drawn strength
+        (:mod:`.reference`); the draws come from ``seed`` too, made for all labels before any batch.
+        """
         if not isinstance(labels, torch.Tensor):
             labels = self.labels_for(labels)
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise KeyError(f"Labels must lie in [0, {self.num_classes}); got {labels.tolist()}")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        draw = None
+        if reference is not None:
+            draw = reference.draw(labels, num_inference_steps, reference_rng(seed))
         was_training = self.transformer.training
         self.transformer.eval()
         outputs = []
-        for chunk in labels.split(batch_size):
-            chunk = chunk.to(self.device)
+        for start in range(0, len(labels), batch_size):
+            chunk = labels[start : start + batch_size].to(self.device)
+            starts = {} if draw is None else reference.starts(self, draw, slice(start, start + batch_size))
             result = self._ddim(
                 chunk,
                 num_inference_steps=num_inference_steps,
@@ -316,6 +331,7 @@ class IdentityGenerator:
                 eta=eta,
                 generator=generator,
                 progress=progress,
+                **starts,
             )
             outputs.append(self.decode(result.latents))
         self.transformer.train(was_training)

@@ -6,6 +6,12 @@ loss and KL reference recompute step log-probabilities through :func:`classifier
 the log-probabilities recorded while sampling with those recomputed while training: any difference in how the two
 batch the conditional and unconditional passes (or in the step) shows up as a ratio away from 1 before any update.
 
+Reference-guided starts (SDEdit): ``start_steps`` skips each sample's first steps of the schedule, and the sample
+starts from its clean ``init_latents`` noised to the first step it runs (the scheduler's ``add_noise`` with the very
+noise a pure-noise start would have used). A sample with start step 0 starts from that noise itself, so strength 1
+is the pure-noise chain, bit for bit. :func:`start_step` maps a strength to the start step as diffusers' image-to-image
+pipelines do.
+
 Guidance convention: one forward pass over ``[null; cond]`` (the order of TRL's ``DDPOTrainer.calculate_loss``, so
 the stock trainer recomputes the same numbers), combined as ``null + g * (cond - null)``. A scale of exactly 1 is the
 conditional prediction alone, computed without the null pass.
@@ -13,6 +19,7 @@ conditional prediction alone, computed without the null pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,14 +51,52 @@ def uses_guidance(guidance_scale: float) -> bool:
     return guidance_scale != 1.0
 
 
+def start_step(strength: float, num_inference_steps: int) -> int:
+    """The schedule index a chain of strength ``s`` starts at: the last ``floor(N s)`` of the N steps remain.
+
+    As in diffusers' image-to-image pipelines (``init_timestep = int(N * strength)``); the tolerance keeps float
+    products such as 0.58 x 50 = 28.999999999999996 on the step count they denote.
+    """
+    remaining = min(num_inference_steps, math.floor(num_inference_steps * strength + 1e-9))
+    return num_inference_steps - remaining
+
+
 @dataclass
 class DDIMSample:
-    """The final latents; with ``return_chain`` the T + 1 latents from noise on, with ``return_log_probs`` T [B]."""
+    """The final latents; with ``return_chain`` the T + 1 latents from noise on, with ``return_log_probs`` T [B].
+
+    With reference starts, a sample's chain holds its starting latent until its ``start_steps`` entry, and its
+    log-probabilities before that step are 0 (no step was taken).
+    """
 
     latents: torch.Tensor
     timesteps: torch.Tensor
     chain: list[torch.Tensor] | None = None
     log_probs: list[torch.Tensor] | None = None
+    start_steps: torch.Tensor | None = None
+
+
+def _starting_latents(
+    scheduler, noise: torch.Tensor, init_latents: torch.Tensor, start_steps: torch.Tensor
+) -> torch.Tensor:
+    """Noise where a sample starts at step 0, its clean latent noised to its start step, or the clean latent
+    itself where no step remains."""
+    timesteps = scheduler.timesteps
+    if start_steps.shape != (noise.shape[0],):
+        raise ValueError(
+            f"start_steps must hold one step per sample ({noise.shape[0]}), got {tuple(start_steps.shape)}"
+        )
+    if init_latents is None or init_latents.shape != noise.shape:
+        shape = None if init_latents is None else tuple(init_latents.shape)
+        raise ValueError(f"Reference starts need init_latents of the noise's shape {tuple(noise.shape)}, got {shape}")
+    if (start_steps < 0).any() or (start_steps > len(timesteps)).any():
+        raise ValueError(f"start_steps must lie in [0, {len(timesteps)}], got {start_steps.tolist()}")
+    init_latents = init_latents.to(noise.device, noise.dtype)
+    at = timesteps[start_steps.clamp(max=len(timesteps) - 1)]
+    noised = scheduler.add_noise(init_latents, noise, at)
+    shape = (-1,) + (1,) * (noise.ndim - 1)
+    start = start_steps.view(shape)
+    return torch.where(start == 0, noise, torch.where(start == len(timesteps), init_latents, noised))
 
 
 def ddim_sample(
@@ -70,6 +115,8 @@ def ddim_sample(
     return_chain: bool = False,
     return_log_probs: bool = False,
     progress: bool = False,
+    init_latents: torch.Tensor | None = None,
+    start_steps: torch.Tensor | None = None,
 ) -> DDIMSample:
     """Run DDIM from Gaussian noise under classifier-free guidance.
 
@@ -79,10 +126,18 @@ def ddim_sample(
     each sample independent of how a run is split into batches. Every step is TRL's ``scheduler_step``, whether or
     not log-probabilities are returned, so the chain is the same in both cases and the log-probabilities are exactly
     those DDPO recomputes with ``prev_sample`` (with ``eta=0`` the steps are deterministic and log-probs undefined).
+
+    ``start_steps`` (``[B]``, in ``[0, T]``) with ``init_latents`` (the clean reference latents, ``[B, ...]``) start
+    each sample at its own step (see the module docstring); a step runs the model only on the samples already
+    started, and with a list of generators only theirs draw noise, so each sample's chain is the same whatever its
+    batch-mates' starts.
     """
     device = torch.device(device) if device is not None else cond.device
     scheduler.set_timesteps(num_inference_steps, device=device)
     latents = randn_tensor((cond.shape[0], *latent_shape), generator=generator, device=device, dtype=dtype)
+    if start_steps is not None:
+        start_steps = torch.as_tensor(start_steps, dtype=torch.long, device=device)
+        latents = _starting_latents(scheduler, latents, init_latents, start_steps)
     chain, log_probs = [latents], []
     steps = scheduler.timesteps
     if progress:
@@ -90,20 +145,36 @@ def ddim_sample(
 
         steps = tqdm(steps, desc="sampling", leave=False)
     guided = uses_guidance(guidance_scale)
-    for t in steps:
+
+    def run(rows_latents, t, rows_cond, rows_null, rows_generator):
         if guided:
-            output = classifier_free_guidance(denoise, latents, t, cond, null, guidance_scale)
+            output = classifier_free_guidance(denoise, rows_latents, t, rows_cond, rows_null, guidance_scale)
         else:
-            output = denoise(latents, t, cond)
-        step = scheduler_step(scheduler, output, t, latents, eta=eta, generator=generator)
-        latents = step.latents
+            output = denoise(rows_latents, t, rows_cond)
+        return scheduler_step(scheduler, output, t, rows_latents, eta=eta, generator=rows_generator)
+
+    for index, t in enumerate(steps):
+        active = None if start_steps is None else start_steps <= index
+        if active is None or bool(active.all()):
+            step = run(latents, t, cond, null, generator)
+            latents, step_log_probs = step.latents, step.log_probs
+        else:
+            rows = active.nonzero().squeeze(1)
+            step_log_probs = torch.zeros(latents.shape[0], device=device)
+            if len(rows):
+                picked = [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
+                step = run(latents[rows], t, cond[rows], null[rows], picked)
+                latents = latents.to(torch.promote_types(latents.dtype, step.latents.dtype))
+                latents = latents.index_copy(0, rows, step.latents.to(latents.dtype))
+                step_log_probs = step_log_probs.to(step.log_probs.dtype).index_copy(0, rows, step.log_probs)
         if return_chain:
             chain.append(latents)
         if return_log_probs:
-            log_probs.append(step.log_probs)
+            log_probs.append(step_log_probs)
     return DDIMSample(
         latents=latents,
         timesteps=scheduler.timesteps.clone(),
         chain=chain if return_chain else None,
         log_probs=log_probs if return_log_probs else None,
+        start_steps=start_steps,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extractor
+from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
@@ -29,7 +30,7 @@ from rlsyn_trl.provenance import (
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
-from rlsyn_trl.trainers.ddpo import process_state
+from rlsyn_trl.trainers.ddpo_config import process_state
 from rlsyn_trl.trainers.ddpo_data import (
     build_identity_reward,
     check_same_identities,
@@ -45,8 +46,9 @@ CONFIG_CLASSES = (RLSynDDPOConfig,)
 
 
 def main(config: RLSynDDPOConfig) -> dict:
-    # 1. Seed, logging, precision.
+    # 1. Seed, logging, precision; an evaluator that is phi is refused before any work.
     setup_runtime(config.seed, config.mixed_precision)
+    check_independent_evaluator(config.evaluator, config.evaluator_revision, config.encoder)
 
     # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
@@ -87,6 +89,7 @@ def main(config: RLSynDDPOConfig) -> dict:
             "num_inference_steps": config.sample_num_steps,
             "guidance_scale": config.sample_guidance_scale,
             "eta": config.sample_eta,
+            **({} if config.reference_strength is None else {"reference_strength": config.reference_strength}),
         },
         epochs=trainer.first_epoch,
     )
@@ -109,6 +112,10 @@ def main(config: RLSynDDPOConfig) -> dict:
             config.sample_num_steps,
             config.sample_guidance_scale,
             config.sample_eta,
+            reference=trainer.reference_start,
+            evaluator=None
+            if config.evaluator is None
+            else (load_feature_extractor(config.evaluator, config.evaluator_revision), images, labels),
         )
         summary["evaluation"] = evaluation
         atomic_write_json(folder / "evaluation.json", evaluation)

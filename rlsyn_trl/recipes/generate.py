@@ -16,6 +16,7 @@ import datasets
 from huggingface_hub import HfApi
 
 from rlsyn_trl.encoders import describe_feature_extractor
+from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.provenance import (
@@ -51,7 +52,17 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
     data_record = split.record(data)
     check_same_train_images(policy["data"] or {}, data_record, source)
     reward = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
+    check_independent_evaluator(config.evaluator, config.evaluator_revision, reward["encoder"], config.encoder_revision)
     generator = IdentityGenerator.from_pretrained(adapter)
+    trained_from = (policy.get("sampler") or {}).get("reference_strength")
+    if trained_from is not None and config.reference_strength != trained_from:
+        logger.warning(
+            "The policy %s was trained on chains started from real images at reference_strength %s, but this run "
+            "samples with reference_strength %s: its samples come from chains the policy was not trained on.",
+            config.adapter,
+            trained_from,
+            config.reference_strength,
+        )
     logger.info("Generating from %s (%s) on %s", config.adapter, policy["stage"], split.describe())
 
     # 3.-5. Sample, score with the trained reward, audit, and write the dataset with its card and provenance.
@@ -64,6 +75,7 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
         sampler=config.sampler_options(),
         samples_per_identity=config.samples_per_identity,
         seed=config.seed,
+        evaluator=None if config.evaluator is None else {"id": config.evaluator, "revision": config.evaluator_revision},
     )
     dataset, summary = write_synthetic_dataset(config, generator, adapter, data, reward, provenance)
 

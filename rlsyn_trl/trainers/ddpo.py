@@ -18,7 +18,6 @@ What changes against the stock trainer, and why (docs/method.md, stage 2):
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -31,12 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
 from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 from trl import DDPOTrainer
 
+from ..generators.reference import ReferenceStart, reference_rng
 from ..io import atomic_write_json
 from ..rewards.identity_reward import IdentityReward, reward_summary
 from ..runtime import resolve_precision
@@ -44,8 +42,8 @@ from ..tracking import build_trackers
 from ..training import check_data_parallel
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
-from .ddpo_config import RLSynDDPOConfig, epoch_layout
-from .ddpo_logging import JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
+from .ddpo_config import RLSynDDPOConfig, epoch_layout, process_state
+from .ddpo_logging import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, log_grid_image, quiet_logger
 from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
 from .ddpo_publishing import AdapterPublishingMixin
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
@@ -57,31 +55,6 @@ TRAINER_STATE = "trainer_state.json"
 MEMORY_BANK_FILE = "memory_bank.safetensors"
 # Adapters without provenance (made before it was recorded, or by hand): the cold start's own defaults.
 DEFAULT_DENOISING = {"p_uncond": ColdStartConfig.p_uncond, "min_snr_gamma": ColdStartConfig.min_snr_gamma}
-
-
-STOCK_LOGGER = "trl.trainer.ddpo_trainer"
-
-
-@contextlib.contextmanager
-def _quiet(name: str):
-    """Raise one library logger to WARNING for the duration of a call."""
-    library_logger = logging.getLogger(name)
-    level = library_logger.level
-    library_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        library_logger.setLevel(level)
-
-
-def process_state(config: RLSynDDPOConfig) -> PartialState:
-    """This process's place in the launch (index, count, device), known before any accelerator is built.
-
-    It initialises the shared state the way AcceleratorState would: a bare PartialState ignores ACCELERATE_USE_CPU
-    and would pin a CPU launch to one process.
-    """
-    cpu = bool(config.accelerator_kwargs.get("cpu")) or parse_flag_from_env("ACCELERATE_USE_CPU")
-    return PartialState(cpu=cpu)
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path:
@@ -139,7 +112,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             log_with=trackers,
             mixed_precision=resolve_precision(config.mixed_precision),
         )
-        with _quiet(STOCK_LOGGER):  # the stock __init__ logs its whole config (~2,000 characters) at INFO
+        with quiet_logger(STOCK_LOGGER):  # the stock __init__ logs its whole config (~2,000 characters) at INFO
             super().__init__(
                 stock_config,
                 self.reward,
@@ -149,9 +122,18 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             )
         # The stock trainer calls the raw module; the prepared one (DDP across processes) keeps gradients in sync.
         self.sd_pipeline.unet = self.trainable_layers
+        # With reference starts the trained steps are a fraction of the shortest truncated chain, not of the whole.
+        self.num_train_timesteps = config.trained_timesteps()
+        self.accelerator.gradient_accumulation_steps = (
+            config.train_gradient_accumulation_steps * self.num_train_timesteps
+        )
         device = self.accelerator.device
         self.reward.encoder.to(device)
         self.train_images, self.train_labels = self.train_images.to(device), self.train_labels.to(device)
+        strength = config.reference_range()
+        self.reference_start = (
+            None if strength is None else ReferenceStart(self.train_images, self.train_labels, strength)
+        )
         self.reference = self._reference_policy() if config.kl_coef > 0 else None
         self.first_epoch, self.global_step, self.history = 0, 0, []
         self._train_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -212,6 +194,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             embeds = label_embeds(labels[start : indices.stop]).to(device)
             negative = label_embeds(torch.full((len(indices),), pipeline.generator.null_label)).to(device)
             generators = [torch.Generator(device).manual_seed(sample_seed(self.config.seed, epoch, i)) for i in indices]
+            starts = self._reference_starts(epoch, indices, labels[start : indices.stop])
             with self.autocast():
                 output = pipeline(
                     prompt_embeds=embeds,
@@ -220,6 +203,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                     guidance_scale=self.config.sample_guidance_scale,
                     eta=self.config.sample_eta,
                     generator=generators,
+                    **starts,
                 )
             chain = torch.stack(output.latents, dim=1)
             batch = {
@@ -230,27 +214,46 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                 "next_latents": chain[:, 1:],
                 "log_probs": torch.stack(output.log_probs, dim=1),
             }
+            if starts:
+                batch["start_steps"] = starts["start_steps"]
             if self.reference is not None:
                 batch["ref_log_probs"] = self._reference_log_probs(batch)
             batches.append(batch)
             images.append(output.images)
         return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}, torch.cat(images)
 
+    def _reference_starts(self, epoch: int, indices: range, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reference-guided starts of one sample batch (empty without ``reference_strength``).
+
+        Each sample's strength and real image are drawn from (seed, epoch, sample index) alone, like its noise.
+        """
+        if self.reference_start is None:
+            return {}
+        rngs = [reference_rng(self.config.seed, epoch, i) for i in indices]
+        draw = self.reference_start.draw(labels, self.config.sample_num_steps, rngs)
+        starts = self.reference_start.starts(self.sd_pipeline.generator, draw)
+        return {**starts, "start_steps": starts["start_steps"].to(self.accelerator.device)}
+
     def _reference_log_probs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log p_ref of every sampled step under the cold-start policy, ``[B, T]``.
 
-        The B x T (latent, timestep) pairs go through in chunks of ``train_batch_size`` rows, the size of a training
-        forward, so the gradient-free reference pass never needs more memory than training does.
+        The taken (latent, timestep) pairs go through in chunks of ``train_batch_size`` rows, the size of a training
+        forward, so the gradient-free reference pass never needs more memory than training does. Steps before a
+        sample's reference start were not taken: they stay 0 and are never trained.
         """
         size, steps = batch["timesteps"].shape
+        taken = torch.ones(size, steps, dtype=torch.bool, device=batch["timesteps"].device)
+        if "start_steps" in batch:
+            taken = torch.arange(steps, device=taken.device)[None, :] >= batch["start_steps"][:, None]
+        rows = taken.flatten()
 
         def flat(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.flatten(0, 1)
+            return tensor.flatten(0, 1)[rows]
 
         def per_step(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.repeat_interleave(steps, dim=0)
+            return tensor.repeat_interleave(steps, dim=0)[rows]
 
-        rows = {
+        pairs = {
             "latents": flat(batch["latents"]),
             "timesteps": flat(batch["timesteps"]),
             "next_latents": flat(batch["next_latents"]),
@@ -259,8 +262,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         }
         chunk = self.config.train_batch_size
         log_probs = []
-        for start in range(0, size * steps, chunk):
-            part = {key: value[start : start + chunk] for key, value in rows.items()}
+        for start in range(0, len(pairs["latents"]), chunk):
+            part = {key: value[start : start + chunk] for key, value in pairs.items()}
             with self.autocast():
                 output = guided_prediction(
                     self.reference,
@@ -276,7 +279,11 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                     prev_sample=part["next_latents"],
                 )  # fmt: skip
             log_probs.append(step.log_probs)
-        return torch.cat(log_probs).view(size, steps)
+        taken_log_probs = torch.cat(log_probs)
+        if bool(rows.all()):
+            return taken_log_probs.view(size, steps)
+        full = torch.zeros(size * steps, dtype=taken_log_probs.dtype, device=taken_log_probs.device)
+        return full.masked_scatter(rows, taken_log_probs).view(size, steps)
 
     def _score_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Encode locally, gather features and labels of all processes, score the whole epoch once (every rank)."""
@@ -331,7 +338,14 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         for inner_epoch in range(self.config.train_num_inner_epochs):
             perm = torch.randperm(total, device=device)
             samples = {key: value[perm] for key, value in samples.items()}
-            perms = torch.stack([torch.randperm(num_timesteps, device=device) for _ in range(total)])
+            if "start_steps" in samples:  # each sample's own trainable steps, from its start step on
+                trained = self.num_train_timesteps
+                perms = torch.stack([
+                    first + torch.randperm(num_timesteps - first, device=device)[:trained]
+                    for first in samples["start_steps"].tolist()
+                ])  # fmt: skip
+            else:
+                perms = torch.stack([torch.randperm(num_timesteps, device=device) for _ in range(total)])
             rows = torch.arange(total, device=device)[:, None]
             for key in PER_TIMESTEP_KEYS:
                 if key in samples:

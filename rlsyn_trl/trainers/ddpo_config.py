@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from trl import DDPOConfig
 
+from ..generators.sampling import start_step
 from ..runtime import PRECISIONS
 from ..settings import (
     DataSplitSettings,
+    EvaluatorSettings,
     LoraSettings,
     ModelHubSettings,
+    ReferenceSettings,
     RewardSettings,
     check_settings,
     require,
@@ -25,10 +30,20 @@ MIN_GROUP_SIZE = 4
 
 
 @dataclass
-class RLSynDDPOConfig(DDPOConfig, DataSplitSettings, RewardSettings, LoraSettings, ModelHubSettings):
+class RLSynDDPOConfig(
+    DDPOConfig,
+    DataSplitSettings,
+    RewardSettings,
+    LoraSettings,
+    ModelHubSettings,
+    ReferenceSettings,
+    EvaluatorSettings,
+):
     """DDPO settings (TRL's fields) plus the identity groups, reward, LoRA and anchor; each is a YAML key.
 
-    The data split fields are read from the cold-start adapter's provenance when left unset.
+    The data split fields are read from the cold-start adapter's provenance when left unset. With
+    ``reference_strength`` the MDP is the truncated chain from each sample's start step: the policy samples, and
+    trains, only the steps that remain (``train_timestep_fraction`` is a fraction of the shortest such chain).
     """
 
     adapter: str = field(
@@ -139,16 +154,26 @@ class RLSynDDPOConfig(DDPOConfig, DataSplitSettings, RewardSettings, LoraSetting
             raise ValueError(
                 f"advantage_normalization must be 'epoch' or 'group', got {self.advantage_normalization!r}"
             )
-        trained, trainable = int(self.sample_num_steps * self.train_timestep_fraction), self.sample_num_steps
+        trained, trainable = self.trained_timesteps(), self.shortest_chain()
+        if self.reference_strength is not None:
+            require(
+                trainable - self.train_skip_final_steps >= 1,
+                "reference_strength",
+                self.reference_strength,
+                f"leaves {trainable} of the {self.sample_num_steps} DDIM steps to its lowest strength, none of them "
+                f"trainable once train_skip_final_steps = {self.train_skip_final_steps} are left out; raise the "
+                "strength or sample_num_steps.",
+            )
+        steps = "steps" if self.reference_strength is None else "steps of the shortest truncated chain"
         require(
             trained >= 1,
             "train_timestep_fraction",
             self.train_timestep_fraction,
-            f"x sample_num_steps {self.sample_num_steps} trains {trained} steps per sample; raise one of them.",
+            f"x {trainable} {steps} trains {trained} steps per sample; raise one of them.",
         )
         if not 0 <= self.train_skip_final_steps < trainable or trained > trainable - self.train_skip_final_steps:
             raise ValueError(
-                f"train_timestep_fraction x sample_num_steps = {trained} steps are trained per sample, but only "
+                f"train_timestep_fraction x {trainable} {steps} = {trained} steps are trained per sample, but only "
                 f"{trainable - self.train_skip_final_steps} of the {trainable} steps remain once "
                 f"train_skip_final_steps = {self.train_skip_final_steps} final steps are left out. Lower one of them."
             )
@@ -161,6 +186,17 @@ class RLSynDDPOConfig(DDPOConfig, DataSplitSettings, RewardSettings, LoraSetting
             )
         if self.async_reward_computation:
             raise ValueError("The epoch-level reward runs once per epoch; async_reward_computation must be false.")
+
+    def shortest_chain(self) -> int:
+        """The fewest DDIM steps a sample runs: all of them from noise, else those left at the lowest strength."""
+        strength = self.reference_range()
+        if strength is None:
+            return self.sample_num_steps
+        return self.sample_num_steps - start_step(strength[0], self.sample_num_steps)
+
+    def trained_timesteps(self) -> int:
+        """Steps trained per sample (TRL's ``num_train_timesteps``), a fraction of the shortest chain."""
+        return int(self.shortest_chain() * self.train_timestep_fraction)
 
 
 def epoch_layout(config: RLSynDDPOConfig, num_processes: int, num_identities: int) -> int:
@@ -187,3 +223,13 @@ def epoch_layout(config: RLSynDDPOConfig, num_processes: int, num_identities: in
             f"{config.sample_batch_size} take {batches} batches; leave it 0 to derive it."
         )
     return batches
+
+
+def process_state(config: RLSynDDPOConfig) -> PartialState:
+    """This process's place in the launch (index, count, device), known before any accelerator is built.
+
+    It initialises the shared state the way AcceleratorState would: a bare PartialState ignores ACCELERATE_USE_CPU
+    and would pin a CPU launch to one process.
+    """
+    cpu = bool(config.accelerator_kwargs.get("cpu")) or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu)

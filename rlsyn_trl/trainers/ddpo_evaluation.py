@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..generators import IdentityGenerator
+from ..encoders import IdentityFeatureExtractor
+from ..generators import IdentityGenerator, ReferenceStart
 from ..metrics.identity import identity_consistency
 from ..realism import detect_faces
-from ..rewards.identity_reward import REWARD_TERMS, IdentityReward
+from ..rewards.identity_reward import REWARD_TERMS, IdentityReward, encode_images
 from .ddpo_pipeline import merged_lora
 
 EVALUATION_COLUMNS = {
@@ -21,6 +22,7 @@ EVALUATION_COLUMNS = {
     "group_exp": "E(G_y)",
     "total": "total (joint z)",
     "consistency": "identity consistency",
+    "evaluator_consistency": "identity consistency (evaluator)",
     "face_rate": "face-detection rate",
 }
 
@@ -34,13 +36,22 @@ def evaluate_policies(
     num_inference_steps: int,
     guidance_scale: float,
     eta: float,
+    reference: ReferenceStart | None = None,
+    evaluator: tuple[IdentityFeatureExtractor, torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Fresh samples of every identity from each policy with the same seeds, scored side by side.
 
     Per policy and seed: the mean of R_sem, R_cov, R_exp (leave-one-out share) and of the group-level E(G_y), the
     total with z-scores shared by all policies' samples (a per-policy z-score would centre every total at 0),
-    identity consistency and the face-detection rate (realism); returned as the mean and std over seeds.
+    identity consistency and the face-detection rate (realism); returned as the mean and std over seeds. With
+    ``reference``, every policy starts from the same drawn real images and strengths (the draws follow the seed).
+    ``evaluator`` (a feature extractor the reward never saw, the real training images and their labels) adds identity
+    consistency in its space.
     """
+    evaluator_bank = None
+    if evaluator is not None:
+        evaluator_model, real_images, real_labels = evaluator
+        evaluator_bank = encode_images(evaluator_model, real_images).cpu(), real_labels.cpu()
     names = list(policies)
     num_identities = len(reward.bank.label_names)
     per_seed: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
@@ -55,6 +66,7 @@ def evaluate_policies(
                     num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale,
                     eta=eta,
+                    reference=reference,
                 )
             feature = reward.encode(images).cpu()
             features.append(feature)
@@ -63,6 +75,11 @@ def evaluate_policies(
             per_seed[name]["consistency"].append(
                 identity_consistency(feature, identities, reward.bank.features, reward.bank.labels)
             )
+            if evaluator_bank is not None:
+                independent = encode_images(evaluator_model, images).cpu()
+                per_seed[name]["evaluator_consistency"].append(
+                    identity_consistency(independent, identities, *evaluator_bank)
+                )
         result = reward.score(torch.cat(features), torch.cat(labels), copies=len(names))
         sample_policy = torch.cat(labels) // num_identities
         group_policy = result["identities"] // num_identities
@@ -82,12 +99,12 @@ def evaluate_policies(
 
 def evaluation_table(evaluation: Mapping[str, Mapping[str, float]]) -> str:
     """A Markdown table of :func:`evaluate_policies` (mean +- std over seeds), one row per policy."""
-    header = "| policy | " + " | ".join(EVALUATION_COLUMNS.values()) + " |"
-    rule = "|---|" + "---:|" * len(EVALUATION_COLUMNS)
+    first = next(iter(evaluation.values()))
+    columns = {key: title for key, title in EVALUATION_COLUMNS.items() if key in first}
+    header = "| policy | " + " | ".join(columns.values()) + " |"
+    rule = "|---|" + "---:|" * len(columns)
     rows = [
-        f"| {name} | "
-        + " | ".join(f"{metrics[key]:.4f} +- {metrics[key + '_std']:.4f}" for key in EVALUATION_COLUMNS)
-        + " |"
+        f"| {name} | " + " | ".join(f"{metrics[key]:.4f} +- {metrics[key + '_std']:.4f}" for key in columns) + " |"
         for name, metrics in evaluation.items()
     ]
     return "\n".join([header, rule, *rows])

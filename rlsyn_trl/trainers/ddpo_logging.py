@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import numbers
 import os
 from pathlib import Path
@@ -14,6 +16,35 @@ from accelerate.tracking import GeneralTracker
 from ..data.preprocessing import to_model_range
 from ..io import atomic_write_json, atomic_write_text
 from ..visualization import save_image_grid
+
+STOCK_LOGGER = "trl.trainer.ddpo_trainer"
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str):
+    """Raise one library logger to WARNING for the duration of a call."""
+    library_logger = logging.getLogger(name)
+    level = library_logger.level
+    library_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        library_logger.setLevel(level)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
+    parts = [
+        f"epoch {int(record['epoch']) + 1}/{epochs}",
+        "reward sem {:.3f} cov {:+.3f} exp {:+.3f}".format(
+            record["reward/sem_mean"], record["reward/cov_mean"], record["reward/exp_mean"]
+        ),
+        f"approx_kl {record.get('train/approx_kl', 0.0):.2e} clipfrac {record.get('train/clipfrac', 0.0):.2f}",
+    ]
+    if "train/denoise_loss" in record:
+        parts.append(f"denoise {record['train/denoise_loss']:.4f}")
+    parts.append(f"{record['time/epoch_s']:.0f} s")
+    return " | ".join(parts)
 
 
 class JsonlTracker(GeneralTracker):
@@ -87,18 +118,3 @@ def log_grid_image(trackers: list, path: str | os.PathLike, step: int, name: str
     for tracker in trackers:
         if not isinstance(tracker, JsonlTracker) and hasattr(tracker, "log_images"):
             tracker.log_images({name: image}, step=step)
-
-
-def epoch_line(record: dict, epochs: int) -> str:
-    """One log line per epoch: the reward terms, the policy's movement, the anchors and the time."""
-    parts = [
-        f"epoch {int(record['epoch']) + 1}/{epochs}",
-        "reward sem {:.3f} cov {:+.3f} exp {:+.3f}".format(
-            record["reward/sem_mean"], record["reward/cov_mean"], record["reward/exp_mean"]
-        ),
-        f"approx_kl {record.get('train/approx_kl', 0.0):.2e} clipfrac {record.get('train/clipfrac', 0.0):.2f}",
-    ]
-    if "train/denoise_loss" in record:
-        parts.append(f"denoise {record['train/denoise_loss']:.4f}")
-    parts.append(f"{record['time/epoch_s']:.0f} s")
-    return " | ".join(parts)

@@ -202,11 +202,14 @@ class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
         eta: float = 1.0,
         output_type: str = "pt",
         generator: torch.Generator | list[torch.Generator] | None = None,
+        init_latents: torch.Tensor | None = None,
+        start_steps: torch.Tensor | None = None,
     ) -> DDPOPipelineOutput:
         """Sample with log-probabilities: images in [0, 1], the T + 1 latents and the T step log-probs.
 
         ``generator`` may be one generator per sample, which makes each sample's noise independent of how the
-        epoch is split into batches and processes.
+        epoch is split into batches and processes. ``init_latents`` and ``start_steps`` start each sample from a
+        noised reference (``generators.sampling``): its latents hold and its log-probs are 0 before its start step.
         """
         if output_type != "pt":
             raise ValueError(f"IdentityDDPOPipeline returns tensors only (output_type='pt'), got {output_type!r}")
@@ -228,6 +231,8 @@ class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
                 dtype=self.generator.dtype,
                 return_chain=True,
                 return_log_probs=True,
+                init_latents=init_latents,
+                start_steps=start_steps,
             )
         images = to_unit_range(self.generator.decode(result.latents))
         return DDPOPipelineOutput(images, result.chain, result.log_probs)

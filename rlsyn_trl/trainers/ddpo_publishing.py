@@ -24,6 +24,7 @@ class AdapterPublishingMixin:
         """The identity-adapter folder with its model card and provenance (the stock one writes a Stable Diffusion
         pipeline)."""
         last = self.history[-1] if self.history else {}
+        strength = self.config.reference_strength
         extra = {
             "stage": "ddpo",
             "cold_start_adapter": self.config.adapter,
@@ -31,6 +32,7 @@ class AdapterPublishingMixin:
             "shots": self.config.shots,
             "split_seed": self.config.split_seed,
             "reward": {**self.reward.options, "weights": list(self.reward.options["weights"])},
+            **({"reference_strength": strength} if strength is not None else {}),
             "final_reward_terms": {k: v for k, v in last.items() if k.startswith("reward/")},
         }
         self.sd_pipeline.save_pretrained(save_directory, card=self.model_card(), extra=extra)
@@ -75,14 +77,20 @@ class AdapterPublishingMixin:
             f"KL to the cold-start policy x {config.kl_coef:g}, "
             f"denoising loss on the real images x {config.denoise_coef:g}"
         )
+        reference = ""
+        if config.reference_strength is not None:
+            reference = (
+                f", each chain started from a real training image of its identity noised to reference strength "
+                f"{config.reference_strength} (only the steps that remain are sampled and trained)"
+            )
         extra = (
             "## Reward-guided RL\n\n"
             f"Started from the cold-start adapter `{config.adapter}` and trained with DDPO (TRL's `DDPOTrainer`, "
             f"PPO clip range {config.train_clip_range:g}) on groups of {config.samples_per_identity} samples for "
             f"{self.identities_per_epoch} identities per epoch, {config.sample_num_steps} DDIM steps (eta "
-            f"{config.sample_eta:g}, guidance {config.sample_guidance_scale:g}). Reward: tanh of z-scored semantic "
-            f"consistency, coverage and expression richness with weights ({weights}), computed over each whole "
-            f"epoch against a memory bank of the real training images. Anchors: {anchors}.\n\n"
+            f"{config.sample_eta:g}, guidance {config.sample_guidance_scale:g}){reference}. Reward: tanh of z-scored "
+            f"semantic consistency, coverage and expression richness with weights ({weights}), computed over each "
+            f"whole epoch against a memory bank of the real training images. Anchors: {anchors}.\n\n"
             "Judge this adapter by realism (e.g. the face-detection rate) and downstream accuracy, not by its reward."
         )
         return adapter_card(

@@ -1,13 +1,17 @@
-"""The shared DDIM sampler: dtype handling, per-seed determinism, and DDPO's log-probs matching a recomputation."""
+"""The shared DDIM sampler: dtype handling, per-seed determinism, DDPO's log-probs matching a recomputation, and
+reference-guided starts (the truncated chain)."""
 
 import ast
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import build_tiny_generator
+from trl.core import randn_tensor
 
 import rlsyn_trl
-from rlsyn_trl.generators import IdentityGenerator
+from rlsyn_trl.generators import IdentityGenerator, ReferenceStart, ddim_sample, reference_rng, start_step
+from rlsyn_trl.settings import SettingsError, parse_reference_strength
 from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline, guided_prediction, label_embeds
 
 torch.set_num_threads(1)
@@ -136,3 +140,139 @@ def test_the_ddpo_pipeline_freezes_the_vae_so_the_denoising_anchor_leaves_it_wit
     assert all(parameter.grad is None for parameter in generator.vae.parameters())
     embedders = [p for n, p in generator.transformer.named_parameters() if "class_embedder" in n]
     assert embedders and all(parameter.grad is not None for parameter in embedders)
+
+
+# -- reference-guided starts (SDEdit) -----------------------------------------------------------------------------
+def _references(generator, strength, per_label: int = 2) -> ReferenceStart:
+    """Two distinct random "real" images per label, in the generator's label space."""
+    torch.manual_seed(11)
+    labels = torch.arange(generator.num_classes).repeat_interleave(per_label)
+    images = torch.rand(len(labels), *generator.latent_shape) * 2 - 1
+    return ReferenceStart(images, labels, strength)
+
+
+def _counting(denoise):
+    calls = []
+
+    def counted(latents, t, cond):
+        calls.append((int(t), latents.shape[0]))
+        return denoise(latents, t, cond)
+
+    return counted, calls
+
+
+def test_strength_one_is_the_pure_noise_chain_bit_for_bit():
+    generator = build_tiny_generator(resolution=16)
+    labels = ["s1", "s2", "s3"]
+    plain = generator.sample(labels, seed=5, num_inference_steps=4, eta=1.0)
+    from_reference = generator.sample(
+        labels, seed=5, num_inference_steps=4, eta=1.0, reference=_references(generator, (1.0, 1.0))
+    )
+    assert torch.equal(plain, from_reference)
+
+
+@pytest.mark.parametrize("strength, steps", [(0.25, 1), (0.5, 2), (0.75, 3), (1.0, 4), (0.2, 0)])
+def test_truncated_chain_runs_the_expected_steps_deterministically(strength, steps):
+    generator = build_tiny_generator(resolution=16)
+    assert start_step(strength, 4) == 4 - steps
+    denoise, calls = _counting(generator.model_output)
+    references = torch.rand(2, *generator.latent_shape) * 2 - 1
+    labels = torch.tensor([0, 1])
+
+    def run(seed):
+        return ddim_sample(denoise, generator.scheduler, labels, torch.full_like(labels, generator.null_label),
+                           generator.latent_shape, num_inference_steps=4, guidance_scale=1.0, eta=1.0,
+                           generator=torch.Generator().manual_seed(seed), init_latents=references,
+                           start_steps=torch.full((2,), start_step(strength, 4)), return_chain=True,
+                           return_log_probs=True)  # fmt: skip
+
+    first = run(0)
+    ran = [t for t, _ in calls]
+    assert ran == generator.scheduler.timesteps[4 - steps :].tolist()  # the last `steps` timesteps, in order
+    assert torch.equal(first.latents, run(0).latents)
+    assert sum(bool((lp != 0).all()) for lp in first.log_probs) == steps
+    if steps == 0:  # nothing left to denoise: the reference itself
+        assert torch.equal(first.latents, references)
+    elif steps < 4:
+        assert not torch.equal(first.latents, run(1).latents)
+        # the chain starts from the reference noised to the first step that runs
+        t = generator.scheduler.timesteps[4 - steps]
+        alpha = generator.scheduler.alphas_cumprod[t]
+        noise = randn_tensor((2, *generator.latent_shape), generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(first.chain[0], alpha.sqrt() * references + (1 - alpha).sqrt() * noise)
+
+
+def test_mixed_starts_in_a_batch_match_each_sample_alone():
+    generator = build_tiny_generator(resolution=16)
+    labels, starts = torch.tensor([0, 1, 2]), torch.tensor([0, 2, 3])
+    references = torch.rand(3, *generator.latent_shape) * 2 - 1
+    null = torch.full_like(labels, generator.null_label)
+
+    def run(rows):
+        return ddim_sample(generator.model_output, generator.scheduler, labels[rows], null[rows],
+                           generator.latent_shape, num_inference_steps=4, guidance_scale=2.0, eta=1.0,
+                           generator=[torch.Generator().manual_seed(10 + i) for i in rows],
+                           init_latents=references[rows], start_steps=starts[rows]).latents  # fmt: skip
+
+    batch = run([0, 1, 2])
+    for i in range(3):
+        torch.testing.assert_close(batch[i : i + 1], run([i]), rtol=0, atol=1e-6)
+
+
+def test_a_strength_range_draws_per_sample_from_the_seed():
+    generator = build_tiny_generator(resolution=16)
+    reference = _references(generator, (0.3, 0.9))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3] * 4)
+    draw = reference.draw(labels, 10, reference_rng(7))
+    again = reference.draw(labels, 10, reference_rng(7))
+    assert torch.equal(draw.indices, again.indices) and torch.equal(draw.strengths, again.strengths)
+    assert ((draw.strengths >= 0.3) & (draw.strengths <= 0.9)).all() and draw.strengths.unique().numel() > 10
+    assert torch.equal(reference.labels[draw.indices], labels)  # always one of the sample's own identity's images
+    assert reference.labels[draw.indices].tolist() == labels.tolist() and len(draw.indices.unique()) == 8
+    assert draw.start_steps.tolist() == [start_step(s, 10) for s in draw.strengths.tolist()]
+    a = generator.sample(labels[:4], seed=3, num_inference_steps=4, eta=1.0, reference=reference)
+    b = generator.sample(labels[:4], seed=3, num_inference_steps=4, eta=1.0, reference=reference)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="no real training image"):
+        ReferenceStart(reference.images[:2], reference.labels[:2], (0.5, 0.5)).draw(torch.tensor([3]), 4,
+                                                                                    reference_rng(0))  # fmt: skip
+
+
+def test_pipeline_log_probs_over_the_truncated_chain_equal_the_recomputation():
+    generator = build_tiny_generator(num_classes=6, resolution=16)
+    pipeline = IdentityDDPOPipeline(generator, base_model="tiny")
+    labels, starts = torch.tensor([0, 2, 5]), torch.tensor([2, 2, 1])
+    embeds, negative = label_embeds(labels), label_embeds(torch.full_like(labels, generator.null_label))
+    references = torch.rand(3, *generator.latent_shape) * 2 - 1
+    out = pipeline(embeds, negative, num_inference_steps=4, guidance_scale=2.5, eta=1.0,
+                   generator=[torch.Generator().manual_seed(i) for i in range(3)], init_latents=references,
+                   start_steps=starts)  # fmt: skip
+    assert len(out.latents) == 5 and len(out.log_probs) == 4
+    for j, t in enumerate(pipeline.scheduler.timesteps):
+        taken = starts <= j
+        assert torch.equal(out.log_probs[j] != 0, taken)
+        assert torch.equal(out.latents[j + 1][~taken], out.latents[j][~taken])  # held until the start step
+        rows = taken.nonzero().squeeze(1)
+        if not len(rows):
+            continue
+        timesteps = t.repeat(len(rows))
+        output = guided_prediction(pipeline.unet, out.latents[j][rows], timesteps, embeds[rows], negative[rows], 2.5,
+                                   cfg=True)  # fmt: skip
+        step = pipeline.scheduler_step(output, timesteps, out.latents[j][rows], eta=1.0,
+                                       prev_sample=out.latents[j + 1][rows])  # fmt: skip
+        torch.testing.assert_close(step.log_probs, out.log_probs[j][rows], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(None, None), ("0.6", (0.6, 0.6)), (0.6, (0.6, 0.6)), ("0.5,0.8", (0.5, 0.8)), ([0.5, 0.8], (0.5, 0.8)),
+     (1, (1.0, 1.0))],
+)  # fmt: skip
+def test_reference_strength_forms(value, expected):
+    assert parse_reference_strength(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "0.8,0.5", "a", [0.1, 0.2, 0.3], -0.2, "0.5,"])
+def test_bad_reference_strength_names_the_flag(value):
+    with pytest.raises(SettingsError, match="--reference_strength"):
+        parse_reference_strength(value)

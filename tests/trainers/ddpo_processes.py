@@ -1,7 +1,7 @@
 """Helper of ``test_ddpo.py``: one DDPO epoch on tiny models, each rank saving what it saw.
 
-python tests/trainers/ddpo_processes.py ADAPTER ENCODER OUTPUT                                   (1 process)
-accelerate launch --cpu --num_processes 2 tests/trainers/ddpo_processes.py ADAPTER ENCODER OUTPUT (2 processes)
+python tests/trainers/ddpo_processes.py ADAPTER ENCODER OUTPUT [REFERENCE_STRENGTH]                    (1 process)
+accelerate launch --cpu --num_processes 2 tests/trainers/ddpo_processes.py ADAPTER ENCODER OUTPUT [...] (2 processes)
 
 Writes ``OUTPUT/rank{r}.pt``: the gathered epoch's labels and reward terms, and the trainable tensors after training.
 """
@@ -44,7 +44,7 @@ class RecordingTrainer(RLSynDDPOTrainer):
         return result
 
 
-def main(adapter: str, encoder: str, output: str) -> None:
+def main(adapter: str, encoder: str, output: str, reference_strength: str | None = None) -> None:
     torch.set_num_threads(1)
     config = RLSynDDPOConfig(
         adapter=adapter,
@@ -54,8 +54,9 @@ def main(adapter: str, encoder: str, output: str) -> None:
         samples_per_identity=4,
         sample_batch_size=4,
         train_batch_size=4,
-        sample_num_steps=3,
+        sample_num_steps=4 if reference_strength else 3,
         train_timestep_fraction=0.67,
+        reference_strength=reference_strength,
         num_epochs=1,
         lora_rank=2,
         train_learning_rate=1e-3,
@@ -79,4 +80,4 @@ def main(adapter: str, encoder: str, output: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -22,6 +22,7 @@ from rlsyn_trl.trainers import (
     IdentityDDPOPipeline,
     IdentityReward,
     RLSynDDPOConfig,
+    RLSynDDPOTrainer,
     identity_prompt_fn,
 )
 from rlsyn_trl.trainers.ddpo_config import epoch_layout
@@ -248,13 +249,15 @@ def test_trainer_trains_logs_and_saves_a_loadable_adapter(tiny, tmp_path):
     )
 
 
-def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path):
-    uninterrupted = build_trainer(tiny_config(tiny, tmp_path / "a"))
+@pytest.mark.parametrize("reference", [None, "0.5,1.0"])
+def test_resume_after_epoch_one_matches_an_uninterrupted_run(tiny, tmp_path, reference):
+    options = {"reference_strength": reference, "sample_num_steps": 4} if reference else {}
+    uninterrupted = build_trainer(tiny_config(tiny, tmp_path / "a", **options))
     uninterrupted.train()
-    stopped = build_trainer(tiny_config(tiny, tmp_path / "b"))
+    stopped = build_trainer(tiny_config(tiny, tmp_path / "b", **options))
     stopped.train(epochs=1)
     assert (tmp_path / "b" / "checkpoints" / "epoch-1").is_dir()
-    resumed = build_trainer(tiny_config(tiny, tmp_path / "b", resume_from=str(tmp_path / "b")))
+    resumed = build_trainer(tiny_config(tiny, tmp_path / "b", resume_from=str(tmp_path / "b"), **options))
     assert resumed.first_epoch == 1
     resumed.train()
     expected, actual = trainable(uninterrupted.sd_pipeline.generator), trainable(resumed.sd_pipeline.generator)
@@ -278,6 +281,93 @@ def test_resume_logs_each_epoch_once(tiny, tmp_path):
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [record["epoch"] for record in records] == [0, 1, 2]
     assert records[-1]["reward/total_mean"] == resumed.history[-1]["reward/total_mean"]
+
+
+class StepRecorder(RLSynDDPOTrainer):
+    """Records, for every loss term computed, the trained timesteps, each sample's start and the PPO terms."""
+
+    def __init__(self, *args, **kwargs):
+        self.trained = []
+        self.sampled = []
+        super().__init__(*args, **kwargs)
+
+    def _sample_epoch(self, epoch, labels):
+        samples, images = super()._sample_epoch(epoch, labels)
+        self.sampled.append({key: value.clone() for key, value in samples.items()})
+        return samples, images
+
+    def _loss_terms(self, sample, j):
+        terms = super()._loss_terms(sample, j)
+        self.trained.append((sample["timesteps"][:, j].clone(), sample["start_steps"].clone(), terms["approx_kl"]))
+        return terms
+
+
+def test_reference_guided_ddpo_samples_and_trains_only_the_truncated_chain(tiny, tmp_path):
+    """Strengths drawn per sample in [0.5, 1]: 2 to 4 of the 4 steps remain; 1 step per sample is trained (a
+    fraction 0.67 of the shortest chain), always one the sample took, never the skipped final step."""
+    config = tiny_config(tiny, tmp_path, sample_num_steps=4, reference_strength="0.5,1.0", num_epochs=1)
+    assert config.reference_strength == [0.5, 1.0] and config.trained_timesteps() == 1
+    trainer = build_trainer(config, StepRecorder)
+    assert trainer.num_train_timesteps == 1 and trainer.accelerator.gradient_accumulation_steps == 1
+    trainer.train()
+    (sampled,) = trainer.sampled
+    starts = sampled["start_steps"]
+    assert set(starts.tolist()) <= {0, 1, 2} and len(set(starts.tolist())) > 1
+    steps = torch.arange(4)[None, :]
+    taken = steps >= starts[:, None]
+    assert torch.equal(sampled["log_probs"] != 0, taken) and torch.equal(sampled["ref_log_probs"] != 0, taken)
+    # The reference policy equals the starting policy: its log-probs recompute the sampled ones.
+    torch.testing.assert_close(sampled["ref_log_probs"], sampled["log_probs"], rtol=0, atol=1e-5)
+    schedule = trainer.sd_pipeline.scheduler.timesteps
+    for timesteps, sample_starts, _ in trainer.trained:
+        columns = torch.tensor([(schedule == t).nonzero().item() for t in timesteps])
+        assert ((columns >= sample_starts) & (columns < 4 - config.train_skip_final_steps)).all()
+    assert trainer.trained[0][2] < 1e-10  # before any update the recomputed log-probs are the sampled ones
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"sample_num_steps": 3, "reference_strength": 0.4}, "--reference_strength 0.4"),
+        ({"sample_num_steps": 10, "reference_strength": "0.3,0.9", "train_timestep_fraction": 0.2},
+         "--train_timestep_fraction"),
+        ({"reference_strength": "1.2"}, "--reference_strength"),
+    ],
+)  # fmt: skip
+def test_reference_strength_settings_are_checked_against_the_chain(overrides, match):
+    with pytest.raises(SettingsError, match=match):
+        RLSynDDPOConfig(**overrides)
+
+
+def test_final_evaluation_reports_an_independent_evaluator_and_uses_reference_starts(tiny, tmp_path):
+    from rlsyn_trl.generators import ReferenceStart
+    from rlsyn_trl.trainers import evaluate_policies, evaluation_table
+
+    trainer = build_trainer(tiny_config(tiny, tmp_path, num_epochs=1))
+    torch.manual_seed(2)
+    evaluator = IdentityEncoder(IdentityEncoderConfig(image_size=12, widths=[4], embedding_size=8)).eval()
+    policy = trainer.sd_pipeline.generator
+    reference = ReferenceStart(trainer.train_images, trainer.train_labels, (0.5, 0.5))
+    options = dict(seeds=[0], samples_per_identity=2, num_inference_steps=2, guidance_scale=2.0, eta=1.0)
+    evaluation = evaluate_policies(
+        {"policy": policy}, trainer.reward, reference=reference,
+        evaluator=(evaluator, trainer.train_images, trainer.train_labels), **options,
+    )  # fmt: skip
+    assert 0 <= evaluation["policy"]["evaluator_consistency"] <= 1
+    assert "identity consistency (evaluator)" in evaluation_table(evaluation)
+    without = evaluate_policies({"policy": policy}, trainer.reward, **options)
+    assert "evaluator_consistency" not in without["policy"]
+    assert "(evaluator)" not in evaluation_table(without)
+    # With s = 0.5 of 2 steps the chain runs its last step only, from the real image: other samples, same seed.
+    assert evaluation["policy"]["sem"] != without["policy"]["sem"]
+
+
+def test_the_recipe_refuses_phi_as_the_evaluator(tiny, tmp_path):
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+
+    with pytest.raises(SettingsError, match="--evaluator .* is the reward's feature extractor phi"):
+        run_ddpo(tiny_config(tiny, tmp_path / "out", evaluator=tiny["encoder"]))
+    assert not (tmp_path / "out").exists()
 
 
 def test_time_budget_stops_at_an_epoch_boundary_with_a_checkpoint(tiny, tmp_path):
@@ -316,7 +406,8 @@ def test_two_processes_see_the_same_epoch_rewards_as_one(tiny, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
     for command, output in ((launch, tmp_path / "two"), ([sys.executable], tmp_path / "one")):
-        subprocess.run([*command, str(HELPER), *args, str(output)], env=env, check=True, timeout=600)
+        # Reference-guided starts with strengths drawn per sample: each rank draws its own samples' references.
+        subprocess.run([*command, str(HELPER), *args, str(output), "0.5,1.0"], env=env, check=True, timeout=600)
     rank0, rank1 = (torch.load(tmp_path / "two" / f"rank{r}.pt") for r in (0, 1))
     single = torch.load(tmp_path / "one" / "rank0.pt")
     assert (rank0["num_processes"], rank1["num_processes"], single["num_processes"]) == (2, 2, 1)
