@@ -60,3 +60,23 @@ def tiny_config(models: dict, datasets_cache: str, output_dir: Path, **overrides
         "dataset_cache_dir": datasets_cache,
     }
     return GenerationConfig(**{**values, **overrides})
+
+
+def plant_real_copy(run_dir: Path, real_train, row: int, sample_id: int = 0) -> None:
+    """Replace sample ``sample_id`` in a finished run's shards by real training image ``row`` (at the samples'
+    resolution, as the audit sees it), so that the next run of the same config re-scores a known copy."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from rlsyn_trl.data import preprocess_images, tensor_to_pil
+    from rlsyn_trl.generation import SHARDS_DIR, shard_path
+
+    shard = shard_path(Path(run_dir) / SHARDS_DIR, 0)
+    table = pq.read_table(shard).to_pydict()
+    position = table["sample_id"].index(sample_id)
+    copy = tensor_to_pil(preprocess_images([real_train[row]["image"]], RESOLUTION, 1))[0]
+    buffer = io.BytesIO()
+    copy.save(buffer, format="PNG")
+    table["image"][position] = {"bytes": buffer.getvalue(), "path": None}
+    pq.write_table(pq.read_table(shard).from_pydict(table, schema=pq.read_schema(shard)), shard)

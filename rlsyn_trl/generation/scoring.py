@@ -93,7 +93,8 @@ def _score(
         criterion=config.memorization_criterion,
         source=config.threshold_source,
     )
-    result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds, device=device)
     faces = detect_faces(samples.pixels)
     consistent = nearest_prototype(features, bank.features, bank.labels) == labels
 
@@ -101,7 +102,7 @@ def _score(
     if "test" in data and len(data["test"]):
         test = _Images.from_split(data["test"], resolution, channels, encoder)
         test_features = encoder.encode_batched(test.encoder_inputs)
-        test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds)
+        test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds, device=device)
         reference = {
             "num_images": len(test.labels),
             "memorization": memorization_rates(test_result, test.labels, label_names),
@@ -141,7 +142,10 @@ def _score(
             "reward": rewards["total"].tolist(),
             "nn_real_distance": result.pixel_distance.tolist(),
             "nn_real_feature_distance": result.feature_distance.tolist(),
+            "nn_real_index": result.pixel_index.tolist(),
+            "nn_real_feature_index": result.feature_index.tolist(),
             "memorized": result.memorized.tolist(),
+            "memorized_by": result.memorized_by(),
             "face_detected": faces.tolist(),
             "seed": rows["seed"],
             "sample_id": rows["sample_id"],
@@ -167,7 +171,10 @@ def dataset_features(label: datasets.ClassLabel) -> datasets.Features:
             "reward": number,
             "nn_real_distance": number,
             "nn_real_feature_distance": number,
+            "nn_real_index": datasets.Value("int64"),
+            "nn_real_feature_index": datasets.Value("int64"),
             "memorized": flag,
+            "memorized_by": text,
             "face_detected": flag,
             "seed": datasets.Value("int64"),
             "sample_id": datasets.Value("int64"),
