@@ -50,7 +50,8 @@ _RECOMPUTE_PAIRS = 4096  # direct recomputation in pieces, so many near-identica
 
 
 def _squared_norms(rows: torch.Tensor) -> torch.Tensor:
-    return rows.pow(2).sum(dim=1)
+    """Row norms squared without a temporary the size of ``rows`` (``rows.pow(2)`` would double the memory)."""
+    return torch.linalg.vector_norm(rows, dim=1).square()
 
 
 def _euclidean(

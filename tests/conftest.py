@@ -64,3 +64,13 @@ def put_in_hf_cache(folder, repo_id: str, cache_dir, repo_type: str = "model", r
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(revision)
     return root
+
+
+@pytest.fixture(scope="session")
+def inspected_run(tmp_path_factory, datasets_cache, orl_private):
+    """A tiny generated run holding one exact copy of a real training photo (``synthetic_fixtures``), shared by the
+    inspection tests: ``(run folder, real train row of the copy)``."""
+    from synthetic_fixtures import build_run_with_copy
+
+    torch.set_num_threads(1)
+    return build_run_with_copy(tmp_path_factory.mktemp("inspect"), datasets_cache, orl_private["train"])

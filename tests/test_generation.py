@@ -74,6 +74,7 @@ def test_schema_labels_and_outputs(reference, orl_private):
         "nn_real_feature_index",
         "memorized",
         "memorized_by",
+        "identity_consistent",
         "face_detected",
         "seed",
         "sample_id",
@@ -91,6 +92,7 @@ def test_schema_labels_and_outputs(reference, orl_private):
     # Each shard has its own seed, derived from the base seed and its index alone.
     assert dataset["seed"] == [shard_seed(0, sample // 4) for sample in range(len(dataset))]
     assert summary["audit"]["memorization"]["rate"] == pytest.approx(sum(dataset["memorized"]) / len(dataset))
+    assert summary["identity_consistency"] == pytest.approx(sum(dataset["identity_consistent"]) / len(dataset))
     assert summary["reference"]["num_images"] == len(orl_private["test"])
     assert summary["audit"]["thresholds"]["source"] == "private"  # 2 shots: the training pairs themselves
 
@@ -102,6 +104,8 @@ def test_schema_labels_and_outputs(reference, orl_private):
     card = (output / "hub" / "README.md").read_text()
     assert "Memorisation rate" in card and "Reference floor" in card and "5th percentile" in card
     assert json.loads((output / "audit.json").read_text())["num_samples"] == len(dataset)
+    for folder in ("dataset", "hub"):  # the thresholds travel with the published dataset
+        assert json.loads((output / folder / "audit.json").read_text())["audit"] == summary["audit"]
 
 
 def test_a_copy_of_a_training_photo_is_flagged_with_its_nearest_real_image(make_config, orl_private):

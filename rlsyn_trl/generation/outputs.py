@@ -71,11 +71,14 @@ def _hub_card(config: GenerationConfig, summary: dict) -> str:
 
 
 def _write_outputs(dataset: datasets.Dataset, card: str, summary: dict, output: Path) -> None:
-    """``dataset/`` (save_to_disk + card), ``hub/`` (parquet files + card, the Hub layout) and ``audit.json``."""
+    """``dataset/`` (save_to_disk + card), ``hub/`` (parquet files + card, the Hub layout) and ``audit.json``, in
+    each of them too: a reader of the published dataset (``rlsyn-trl inspect``) finds the thresholds beside it."""
+    audit = json.dumps(summary, indent=2)
     tmp = output / (DATASET_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     dataset.save_to_disk(str(tmp))
     (tmp / "README.md").write_text(card)
+    (tmp / AUDIT_FILE).write_text(audit)
     replace_folder(tmp, output / DATASET_DIR)
 
     tmp = output / (HUB_DIR + ".tmp")
@@ -86,5 +89,6 @@ def _write_outputs(dataset: datasets.Dataset, card: str, summary: dict, output: 
         part = dataset.shard(num_shards=num_files, index=index, contiguous=True)
         part.to_parquet(str(tmp / "data" / f"train-{index:05d}-of-{num_files:05d}.parquet"))
     (tmp / "README.md").write_text(card)
+    (tmp / AUDIT_FILE).write_text(audit)
     replace_folder(tmp, output / HUB_DIR)
-    atomic_write_text(output / AUDIT_FILE, json.dumps(summary, indent=2))
+    atomic_write_text(output / AUDIT_FILE, audit)
