@@ -16,6 +16,7 @@ from .data import (
     nearest_pairs,
     real_photos,
     sample_caption,
+    score_table,
     select_samples,
     summary_markdown,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "nearest_pairs",
     "real_photos",
     "sample_caption",
+    "score_table",
     "select_samples",
     "summary_markdown",
 ]

@@ -19,12 +19,14 @@ from PIL import Image
 from .data import (
     FLAG_COLUMNS,
     SCORE_COLUMNS,
+    TABLE_COLUMNS,
     Inspection,
     NearestPair,
     identity_names,
     nearest_pairs,
     real_photos,
     sample_caption,
+    score_table,
     select_samples,
     summary_markdown,
 )
@@ -84,6 +86,15 @@ def pairs_html(inspection: Inspection, pairs: list[NearestPair]) -> str:
     return f'<table class="nn-pairs">{header}{"".join(rows)}</table>'
 
 
+def _bound(value: str | float | None, name: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"The {name} of the score filter must be a number or blank, got {value!r}.") from None
+
+
 def dataset_view(
     inspection: Inspection,
     identity: str,
@@ -91,14 +102,15 @@ def dataset_view(
     descending: bool,
     flagged_only: bool,
     range_column: str | None,
-    low: float | None,
-    high: float | None,
+    low: str | float | None,
+    high: str | float | None,
     consistent_only: bool,
     faces_only: bool,
-) -> tuple[list, list, str, str]:
-    """Everything the dataset tab shows for one setting of its controls: real photos, samples, a count line and
-    the flagged pairs."""
+) -> tuple[list, list, str, list, str]:
+    """Everything the dataset tab shows for one setting of its controls: real photos, samples, a count line, the
+    samples' scores and the flagged pairs. ``low`` / ``high`` bound ``range_column``; blank means open."""
     chosen = None if identity in (None, ANY_IDENTITY) else identity
+    low, high = _bound(low, "min"), _bound(high, "max")
     flags = {"identity_consistent": True} if consistent_only else {}
     if faces_only:
         flags["face_detected"] = True
@@ -107,7 +119,8 @@ def dataset_view(
     samples = [(inspection.samples[row]["image"], sample_caption(inspection.samples[row])) for row in rows]
     real = real_photos(inspection, chosen) if chosen else []
     count = f"{len(rows)} sample(s) shown, sorted by `{sort_by}` ({'descending' if descending else 'ascending'})."
-    return real, samples, count, pairs_html(inspection, nearest_pairs(inspection, rows))
+    table = score_table(inspection.samples, rows)
+    return real, samples, count, table, pairs_html(inspection, nearest_pairs(inspection, rows))
 
 
 def _sampler(generator: Any, steps: int, guidance_scale: float):
@@ -130,6 +143,9 @@ def build_app(inspection: Inspection, generator: Any = None, steps: int = 50, gu
     blocks_options = {"title": "rlsyn-trl inspect"}
     if "theme" in pyinspect.signature(gr.Blocks.__init__).parameters and not _theme_at_launch(gr):
         blocks_options["theme"] = theme
+    gallery = {"columns": 8, "height": 260, "object_fit": "contain", "format": "png"}
+    if "fit_columns" in pyinspect.signature(gr.Gallery.__init__).parameters:
+        gallery["fit_columns"] = False  # a few images keep thumbnail size instead of filling the row
     with gr.Blocks(**blocks_options) as demo:
         gr.Markdown(summary_markdown(inspection), elem_id="summary")
         with gr.Tab("Dataset"):
@@ -140,13 +156,14 @@ def build_app(inspection: Inspection, generator: Any = None, steps: int = 50, gu
                 flagged_only = gr.Checkbox(value=False, label="Flagged only", elem_id="flagged-only")
             with gr.Row():
                 range_column = gr.Dropdown(list(SCORE_COLUMNS), value="reward", label="Filter score")
-                low = gr.Number(value=None, label="min")
-                high = gr.Number(value=None, label="max")
+                low = gr.Textbox(value="", label="min", placeholder="any")
+                high = gr.Textbox(value="", label="max", placeholder="any")
                 consistent_only = gr.Checkbox(value=False, label="Identity consistent only")
                 faces_only = gr.Checkbox(value=False, label="Face detected only")
-            real = gr.Gallery(label="Real training photos", columns=8, height="auto", elem_id="real-photos")
+            real = gr.Gallery(label="Real training photos", elem_id="real-photos", **gallery)
             count = gr.Markdown(elem_id="count")
-            samples = gr.Gallery(label="Synthetic samples", columns=8, height="auto", elem_id="samples")
+            samples = gr.Gallery(label="Synthetic samples", elem_id="samples", **gallery)
+            scores = gr.Dataframe(headers=list(TABLE_COLUMNS), interactive=False, elem_id="scores", wrap=True)
             gr.Markdown("#### Flagged samples beside their nearest real training image")
             pairs = gr.HTML(elem_id="pairs")
             controls = [identity, sort_by, descending, flagged_only, range_column, low, high, consistent_only]
@@ -156,8 +173,8 @@ def build_app(inspection: Inspection, generator: Any = None, steps: int = 50, gu
                 return dataset_view(inspection, *values)
 
             for control in controls:
-                control.change(update, controls, [real, samples, count, pairs])
-            demo.load(update, controls, [real, samples, count, pairs])
+                control.change(update, controls, [real, samples, count, scores, pairs])
+            demo.load(update, controls, [real, samples, count, scores, pairs])
         if generator is not None:
             with gr.Tab("Sample from the adapter"):
                 with gr.Row():
@@ -165,7 +182,7 @@ def build_app(inspection: Inspection, generator: Any = None, steps: int = 50, gu
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     how_many = gr.Slider(1, 16, value=4, step=1, label="Images")
                     button = gr.Button("Sample")
-                drawn = gr.Gallery(label="New samples", columns=8, height="auto", elem_id="new-samples")
+                drawn = gr.Gallery(label="New samples", elem_id="new-samples", **gallery)
                 button.click(_sampler(generator, steps, guidance_scale), [sample_identity, seed, how_many], drawn)
     demo.rlsyn_theme = theme
     return demo
@@ -180,6 +197,11 @@ def launch(demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, bloc
     """Serve ``demo`` on ``host:port``: no share link, no browser opened, no server-side rendering (no Node)."""
     gr = import_gradio()
     options = {"theme": demo.rlsyn_theme} if _theme_at_launch(gr) else {}
+    parameters = pyinspect.signature(gr.Blocks.launch).parameters
+    if "footer_links" in parameters:  # no "Use via API" link: the page is for looking, not a service
+        options["footer_links"] = ["gradio", "settings"]
+    elif "show_api" in parameters:
+        options["show_api"] = False
     return demo.launch(
         server_name=host,
         server_port=port,

@@ -187,6 +187,17 @@ def sample_caption(row: Mapping) -> str:
     return f"#{row.get('sample_id', '?')} " + "; ".join(checks)
 
 
+TABLE_COLUMNS = ("sample_id", *SCORE_COLUMNS, *FLAG_COLUMNS, "memorized_by")
+
+
+def score_table(samples: datasets.Dataset, rows: Sequence[int]) -> list[list]:
+    """The shown samples' scores, one row each in the given order (columns: ``TABLE_COLUMNS``)."""
+    if not rows:
+        return []
+    table = samples.select(rows).select_columns([c for c in TABLE_COLUMNS if c in samples.column_names])
+    return [[record.get(column, "") for column in TABLE_COLUMNS] for record in table]
+
+
 def nearest_pairs(inspection: Inspection, rows: Sequence[int]) -> list[NearestPair]:
     """Each memorised sample among ``rows`` with the nearest real training image of the space that flagged it
     (pixel first when both did), its distance and that space's threshold."""

@@ -12,6 +12,7 @@ from rlsyn_trl.inspection import (
     nearest_pairs,
     real_photos,
     sample_caption,
+    score_table,
     select_samples,
     summary_markdown,
 )
@@ -119,3 +120,11 @@ def test_changed_real_images_are_refused(inspected_run, datasets_cache, tmp_path
     (copy / "provenance.json").write_text(json.dumps(record))
     with pytest.raises(ProvenanceError, match="differ from those"):
         load_inspection(copy, cache_dir=datasets_cache)
+
+
+def test_score_table_follows_the_shown_order(inspection):
+    rows = select_samples(inspection.samples, None, sort_by="nn_real_distance", descending=False)
+    table = score_table(inspection.samples, rows)
+    assert [line[0] for line in table] == [inspection.samples["sample_id"][row] for row in rows]
+    assert table[0][-1].startswith("pixel") and all(line[-1] == "" for line in table if not line[-4])
+    assert score_table(inspection.samples, []) == []
