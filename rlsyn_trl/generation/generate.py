@@ -10,8 +10,9 @@ import torch
 from huggingface_hub import HfApi
 
 from ..generators import IdentityGenerator, resolve_pretrained_folder
-from ..generators.adapter import ADAPTER_CONFIG, read_adapter_config
+from ..generators.adapter import read_adapter_config
 from ..hub import push_synthetic_dataset
+from ..model_sources import adapter_config_path
 from ..provenance import folder_revision, write_provenance
 from .config import GenerationConfig
 from .outputs import DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
@@ -67,7 +68,7 @@ def write_synthetic_dataset(
     identities = _resolve_identities(
         config.identities, data["train"].features["label"].names, generator.label_names, config.adapter
     )
-    adapter_config = read_adapter_config(adapter_folder) if (adapter_folder / ADAPTER_CONFIG).is_file() else {}
+    adapter_config = read_adapter_config(adapter_folder) if adapter_config_path(adapter_folder) else {}
     base = adapter_config.get("base_model")
     run = {
         "format": RUN_FORMAT,
@@ -89,7 +90,13 @@ def write_synthetic_dataset(
     plan = SamplingPlan(tuple(identities), config.samples_per_identity, config.shard_size, config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     _sample_shards(generator.to(device), plan, output / SHARDS_DIR, config)
-    summary_run = {**run, "shots": config.shots, "split_seed": config.split_seed, "reward_settings": reward}
+    summary_run = {
+        **run,
+        "base_model": base,
+        "shots": config.shots,
+        "split_seed": config.split_seed,
+        "reward_settings": reward,
+    }
     dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, summary_run, reward)
     card = _hub_card(config, summary)
     _write_outputs(dataset, card, summary, output)

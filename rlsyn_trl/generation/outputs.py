@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 from huggingface_hub import DatasetCardData
 
-from ..cards import render_dataset_card
+from ..cards import inherited_terms, render_dataset_card, size_category, terms_text
 from ..io import atomic_write_text, replace_folder
 from .config import GenerationConfig
 
@@ -28,14 +28,16 @@ def _percent(value: float | None) -> str:
 
 def _hub_card(config: GenerationConfig, summary: dict) -> str:
     """The dataset card (``model_cards/synthetic_dataset.md``) with the audit, quality figures and provenance."""
-    total = summary["num_samples"]
-    size = "n<1K" if total < 1_000 else "1K<n<10K" if total < 10_000 else "10K<n<100K"
+    base_model = summary.get("base_model")
+    terms = inherited_terms(base_model, config.dataset_name)
     card_data = DatasetCardData(
         pretty_name=f"Synthetic {config.dataset_name} identities",
         tags=["rlsyn-trl", "synthetic", "identity", "memorization-audit"],
         task_categories=["image-classification"],
-        size_categories=[size],
+        size_categories=[size_category(summary["num_samples"])],
+        source_datasets=[f"extended|{config.dataset_name}"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        **(terms.metadata() if terms else {}),
     )
     audit, reference = summary["audit"], summary["reference"]
     floors = reference["memorization"]["per_identity"] if reference else {}
@@ -66,6 +68,7 @@ def _hub_card(config: GenerationConfig, summary: dict) -> str:
         reference_consistency=_percent(reference["identity_consistency"]) if reference else "n/a",
         reference_faces=_percent(reference["face_detection_rate"]) if reference else "n/a",
         max_rate=_percent(config.max_memorization_rate),
+        terms=terms_text(terms, base_model or summary["generator_id"], summary["dataset"]),
         rows=rows,
     )
 

@@ -304,7 +304,7 @@ def test_push_to_hub_is_private_by_default(tiny, tmp_path):
         trainer.push_to_hub(api=api)
     trainer.push_to_hub("me/ddpo-adapter", api=api)
     assert api.calls[0] == ("create", "me/ddpo-adapter", True)
-    assert (api.calls[1][1] / "adapter_config.json").is_file()
+    assert (api.calls[1][1] / "identity_adapter_config.json").is_file()
 
 
 @pytest.mark.slow
