@@ -191,11 +191,16 @@ TABLE_COLUMNS = ("sample_id", *SCORE_COLUMNS, *FLAG_COLUMNS, "memorized_by")
 
 
 def score_table(samples: datasets.Dataset, rows: Sequence[int]) -> list[list]:
-    """The shown samples' scores, one row each in the given order (columns: ``TABLE_COLUMNS``)."""
+    """The shown samples' scores, one row each in the given order (columns: ``TABLE_COLUMNS``; scores to 4
+    decimals)."""
     if not rows:
         return []
     table = samples.select(rows).select_columns([c for c in TABLE_COLUMNS if c in samples.column_names])
-    return [[record.get(column, "") for column in TABLE_COLUMNS] for record in table]
+
+    def cell(value):
+        return round(value, 4) if isinstance(value, float) else value
+
+    return [[cell(record.get(column, "")) for column in TABLE_COLUMNS] for record in table]
 
 
 def nearest_pairs(inspection: Inspection, rows: Sequence[int]) -> list[NearestPair]:

@@ -46,7 +46,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served_app(inspected_run, datasets_cache):
+def chromium():
+    """The browser's executable; the test is skipped, with the reason, only where none is installed."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("No Chromium executable on PATH (apt-get install chromium): the browser test cannot run.")
+    return executable
+
+
+@pytest.fixture
+def served_app(chromium, inspected_run, datasets_cache):
     inspection = load_inspection(inspected_run[0], cache_dir=datasets_cache)
     demo = build_app(inspection)
     port = free_port()
@@ -55,16 +64,13 @@ def served_app(inspected_run, datasets_cache):
     demo.close()
 
 
-def test_identity_flagged_only_and_the_nearest_real_pair_in_a_browser(served_app, inspected_run, tmp_path):
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("No Chromium executable on PATH (apt-get install chromium): the browser test cannot run.")
+def test_identity_flagged_only_and_the_nearest_real_pair_in_a_browser(chromium, served_app, inspected_run, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     _, copied_row = inspected_run
     with sync_playwright() as playwright:
         expect.set_options(timeout=30_000)  # a loaded 2-core machine takes seconds per update
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(served_app)
@@ -138,3 +144,18 @@ def test_cli_serves_locally_without_share_link_or_analytics(inspected_run, datas
     with pytest.raises(SystemExit):
         cli.main(["inspect", "--help"])
     assert "PATH_OR_HUB_ID" in capsys.readouterr().out
+
+
+def test_adapter_tab_samples_an_identity_and_seed(inspected_run, datasets_cache):
+    """``--adapter``: the app gets a sampling tab; the same identity and seed give the same images."""
+    from rlsyn_trl.generators import IdentityGenerator
+    from rlsyn_trl.inspection.app import _sampler
+
+    generator = IdentityGenerator.from_pretrained(inspected_run[0].parent / "models" / "adapter")
+    demo = build_app(load_inspection(inspected_run[0], cache_dir=datasets_cache), generator, steps=2)
+    assert "Sample from the adapter" in str(demo.config)
+    sample = _sampler(generator, steps=2, guidance_scale=1.5)
+    first, again = sample("s22", 3, 2), sample("s22", 3.0, 2)
+    assert len(first) == 2 and first[0][1] == "s22, seed 3, #0"
+    assert [image.tobytes() for image, _ in first] == [image.tobytes() for image, _ in again]
+    assert first[0][0].size == (16, 16)

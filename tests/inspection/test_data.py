@@ -128,3 +128,17 @@ def test_score_table_follows_the_shown_order(inspection):
     assert [line[0] for line in table] == [inspection.samples["sample_id"][row] for row in rows]
     assert table[0][-1].startswith("pixel") and all(line[-1] == "" for line in table if not line[-4])
     assert score_table(inspection.samples, []) == []
+
+
+def test_a_hub_id_loads_from_the_local_cache_with_its_real_split(inspected_run, datasets_cache, tmp_path, monkeypatch):
+    """``rlsyn-trl inspect owner/name`` offline: the pushed layout (hub/) from the cache, audit and real split too."""
+    from conftest import put_in_hf_cache
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    put_in_hf_cache(inspected_run[0] / "hub", "owner/synthetic", cache, repo_type="dataset")
+    inspection = load_inspection("owner/synthetic", cache_dir=datasets_cache)
+    assert inspection.real is not None and inspection.thresholds is not None and not inspection.notes
+    (pair,) = nearest_pairs(inspection, [COPY_SAMPLE])
+    assert pair.real_row == inspected_run[1]
