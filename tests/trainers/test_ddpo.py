@@ -341,3 +341,19 @@ def test_the_recipe_refuses_an_adapter_trained_on_another_split(tiny, tmp_path, 
     with pytest.raises(ProvenanceError, match=r"--split_seed 1 contradicts the adapter .*split_seed=0"):
         run_ddpo(tiny_config(tiny, tmp_path / "out", adapter=str(adapter), split_seed=1))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_recipe_card_reports_the_measured_evaluation(tiny, tmp_path):
+    """With eval_seeds, the saved card's model-index holds the cold start vs RL results of evaluation.json."""
+    import json
+
+    from huggingface_hub import ModelCard
+
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+
+    output = tmp_path / "out"
+    run_ddpo(tiny_config(tiny, output, num_epochs=1, eval_seeds=[0], eval_samples_per_identity=2))
+    evaluation = json.loads((output / "evaluation.json").read_text())
+    results = {r.metric_name: r.metric_value for r in ModelCard.load(output / "README.md").data.eval_results}
+    assert results["DDPO: identity consistency"] == round(evaluation["DDPO"]["consistency"], 4)
+    assert results["cold start: face detection rate"] == round(evaluation["cold start"]["face_rate"], 4)
