@@ -115,7 +115,14 @@ def load_inspection(
     split = DataSplit(
         data["dataset_name"], data.get("dataset_config"), data_dir, data.get("shots"), data.get("split_seed")
     )
-    real = split.load(cache_dir=cache_dir)
+    try:
+        real = split.load(cache_dir=cache_dir)
+    except (OSError, ValueError) as error:  # the real files are not on this machine: show the samples alone
+        inspection.notes.append(
+            f"The real split {split.describe()} could not be loaded ({error}); pass --data-dir where its files are "
+            "to see the real photos and the flagged pairs."
+        )
+        return inspection
     check_same_train_images(data, split.record(real), source)
     inspection.real = real["train"]
     return inspection

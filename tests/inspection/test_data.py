@@ -142,3 +142,17 @@ def test_a_hub_id_loads_from_the_local_cache_with_its_real_split(inspected_run, 
     assert inspection.real is not None and inspection.thresholds is not None and not inspection.notes
     (pair,) = nearest_pairs(inspection, [COPY_SAMPLE])
     assert pair.real_row == inspected_run[1]
+
+
+def test_real_files_missing_here_show_the_samples_with_a_note(inspected_run, datasets_cache, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(inspected_run[0] / "dataset", copy)
+    record = json.loads((inspected_run[0] / "provenance.json").read_text())
+    record["data"].update(dataset_name="market1501", dataset_config=None, shots=None, split_seed=None)
+    (copy / "provenance.json").write_text(json.dumps(record))
+    inspection = load_inspection(copy, cache_dir=datasets_cache, data_dir=str(tmp_path / "absent"))
+    assert inspection.real is None and len(inspection.samples) == len(IDENTITIES) * PER_IDENTITY
+    assert "pass --data-dir" in inspection.notes[-1] and "market1501" in inspection.notes[-1]
