@@ -158,7 +158,45 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="Precision of every stage; auto: bf16 where the device computes it natively, else fp32 (no).",
     )
+    view = commands.add_parser(
+        "inspect",
+        help="Look at a synthetic dataset in a local app: real photos beside samples, scores, flagged pairs.",
+        description="Start a local Gradio app (pip install 'rlsyn-trl[app]') over a synthetic dataset written by "
+        "the generate stage: per identity, its real training photos beside its samples with their scores; "
+        "'flagged only' shows each flagged sample beside its nearest real image. Nothing is uploaded.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    view.add_argument(
+        "dataset",
+        metavar="PATH_OR_HUB_ID",
+        help="A generation run's folder, its dataset/ or hub/ "
+        "folder, or a Hub dataset id (from the local cache when offline).",
+    )
+    view.add_argument("--revision", default=None, help="Revision of a Hub dataset.")
+    view.add_argument("--adapter", default=None, help="Identity adapter (folder or Hub id): adds a sampling tab.")
+    view.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps of the sampling tab.")
+    view.add_argument("--data-dir", default=None, help="Where the real dataset's files are, if not the default.")
+    view.add_argument("--cache-dir", default=None, help="datasets cache for the real split and the samples.")
+    view.add_argument("--host", default="127.0.0.1", help="Address to bind; 127.0.0.1 keeps the app on this machine.")
+    view.add_argument("--port", type=_positive_int, default=7860, help="Port to serve on.")
     return parser
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from .inspection.app import build_app, import_gradio, launch
+
+    import_gradio()  # a missing extra is reported before any data is loaded
+    from .inspection import load_inspection
+
+    inspection = load_inspection(args.dataset, args.revision, args.data_dir, args.cache_dir)
+    generator = None
+    if args.adapter:
+        from .generators import IdentityGenerator
+
+        generator = IdentityGenerator.from_pretrained(args.adapter)
+    print(f"Serving {args.dataset} on http://{args.host}:{args.port} (local only; Ctrl+C to stop)")
+    launch(build_app(inspection, generator, steps=args.steps), host=args.host, port=args.port)
+    return 0
 
 
 def run_stage(name: str, argv: list[str]) -> int:
@@ -206,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("run-all", "main"):
         return run_all(args)
+    if args.command == "inspect":
+        return run_inspect(args)
     parser.print_help()
     return 0
 

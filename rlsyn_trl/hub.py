@@ -54,8 +54,10 @@ def _push_folder(
 
 def push_adapter(folder: str | os.PathLike, repo_id: str, private: bool = True, api: HfApi | None = None) -> str:
     """Upload an identity adapter folder (loadable with ``IdentityGenerator.from_pretrained(repo_id)``)."""
-    if not (Path(folder) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not an identity adapter folder (no adapter_config.json).")
+    from .model_sources import ADAPTER_CONFIG, adapter_config_path
+
+    if adapter_config_path(folder) is None:
+        raise FileNotFoundError(f"{folder} is not an identity adapter folder (no {ADAPTER_CONFIG}).")
     return _push_folder(folder, repo_id, "model", private, api, "Upload rlsyn-trl identity adapter")
 
 

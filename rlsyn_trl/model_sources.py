@@ -1,8 +1,9 @@
 """Where a model comes from: an embedded id, a local folder or a Hub id, resolved to a local folder.
 
 This module only turns names into folders and says what kind of folder it is (a base DiT generator with
-``model_index.json`` or an identity adapter with ``adapter_config.json``); it imports nothing of the package, so the
-generator, adapter, encoder and recognizer modules can all depend on it without depending on each other.
+``model_index.json`` or an identity adapter with ``identity_adapter_config.json``); it imports nothing of the
+package, so the generator, adapter, encoder and recognizer modules can all depend on it without depending on each
+other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 MODEL_INDEX = "model_index.json"
-ADAPTER_CONFIG = "adapter_config.json"
+# Not peft's ``adapter_config.json`` / ``adapter_model.safetensors``: the Hub and ``peft`` would take the folder for a
+# peft adapter of a transformers model, which it is not (identity embedders + LoRA on a diffusers DiT). Folders
+# written with those names are still read.
+ADAPTER_CONFIG = "identity_adapter_config.json"
+LEGACY_ADAPTER_CONFIG = "adapter_config.json"
 GENERATOR_KIND = "generator"
 ADAPTER_KIND = "adapter"
 
@@ -53,13 +58,22 @@ def resolve_pretrained_folder(path_or_id: str | os.PathLike, revision: str | Non
         ) from error
 
 
+def adapter_config_path(folder: str | os.PathLike) -> Path | None:
+    """An adapter folder's config file (the current name, else the legacy one), None when there is none."""
+    for name in (ADAPTER_CONFIG, LEGACY_ADAPTER_CONFIG):
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
 def generator_folder_kind(folder: str | os.PathLike) -> str:
     """``"adapter"`` for an identity-adapter folder, ``"generator"`` for a base DiT folder (``transformer/``).
 
-    A folder with ``model_index.json`` is a base generator even if it also holds an ``adapter_config.json``.
+    A folder with ``model_index.json`` is a base generator even if it also holds an adapter config.
     """
     folder = Path(folder)
-    if not (folder / MODEL_INDEX).is_file() and (folder / ADAPTER_CONFIG).is_file():
+    if not (folder / MODEL_INDEX).is_file() and adapter_config_path(folder) is not None:
         return ADAPTER_KIND
     if (folder / "transformer").is_dir():
         return GENERATOR_KIND

@@ -35,7 +35,13 @@ logger = logging.getLogger(__name__)
 PROVENANCE_FILE = "provenance.json"
 PROVENANCE_FORMAT = "rlsyn-provenance/1"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-CONFIG_FILES = ("adapter_config.json", "model_index.json", "config.json", "scheduler_config.json")
+CONFIG_FILES = (
+    "identity_adapter_config.json",
+    "adapter_config.json",
+    "model_index.json",
+    "config.json",
+    "scheduler_config.json",
+)
 
 
 class ProvenanceError(ValueError):
@@ -248,8 +254,10 @@ def input_provenance(folder: str | os.PathLike) -> dict:
     record = read_provenance(folder)
     if record is not None:
         return record
-    config_path = Path(folder) / "adapter_config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    from .model_sources import adapter_config_path
+
+    config_path = adapter_config_path(folder)
+    config = json.loads(config_path.read_text()) if config_path is not None else {}
     data = {key: config[key] for key in ("shots", "split_seed") if config.get(key) is not None}
     return stage_record(config.get("stage", "unknown"), data or None)
 

@@ -80,3 +80,13 @@ def read_events(folder) -> tuple[set[str], dict]:
         scalars.update(f"image:{tag}" for tag in tags["images"])
     (hparams,) = folder.rglob("hparams.yml")
     return scalars, yaml.safe_load(hparams.read_text())
+
+
+@pytest.fixture(scope="session")
+def inspected_run(tmp_path_factory, datasets_cache, orl_private):
+    """A tiny generated run holding one exact copy of a real training photo (``synthetic_fixtures``), shared by the
+    inspection tests: ``(run folder, real train row of the copy)``."""
+    from synthetic_fixtures import build_run_with_copy
+
+    torch.set_num_threads(1)
+    return build_run_with_copy(tmp_path_factory.mktemp("inspect"), datasets_cache, orl_private["train"])

@@ -88,3 +88,40 @@ def build_tiny_phis(root: Path) -> dict[str, str]:
         "transformers": str(root / "vit"),
         "onnx_arcface": str(root / "embedder.onnx"),
     }
+
+
+def plant_real_copy(run_dir: Path, real_train, row: int, sample_id: int = 0) -> None:
+    """Replace sample ``sample_id`` in a finished run's shards by real training image ``row`` (at the samples'
+    resolution, as the audit sees it), so that the next run of the same config re-scores a known copy."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from rlsyn_trl.data import preprocess_images, tensor_to_pil
+    from rlsyn_trl.generation import SHARDS_DIR, shard_path
+
+    shard = shard_path(Path(run_dir) / SHARDS_DIR, 0)
+    table = pq.read_table(shard).to_pydict()
+    position = table["sample_id"].index(sample_id)
+    copy = tensor_to_pil(preprocess_images([real_train[row]["image"]], RESOLUTION, 1))[0]
+    buffer = io.BytesIO()
+    copy.save(buffer, format="PNG")
+    table["image"][position] = {"bytes": buffer.getvalue(), "path": None}
+    pq.write_table(pq.read_table(shard).from_pydict(table, schema=pq.read_schema(shard)), shard)
+
+
+COPY_SAMPLE = 1  # in build_run_with_copy: sample 1 (identity s21) is replaced by a real training photo of s22
+COPY_IDENTITY = "s22"
+
+
+def build_run_with_copy(root: Path, datasets_cache: str, real_train) -> tuple[Path, int]:
+    """A 9-sample run whose sample ``COPY_SAMPLE`` is a real training photo of ``COPY_IDENTITY``, scored as such:
+    generated, copy planted, generated again (only the scoring reruns). Returns the run folder and the real row."""
+    from rlsyn_trl.recipes.generate import main as generate_synthetic_dataset
+
+    config = tiny_config(build_tiny_models(root / "models"), datasets_cache, root / "run")
+    generate_synthetic_dataset(config)
+    row = real_train["label"].index(real_train.features["label"].str2int(COPY_IDENTITY))
+    plant_real_copy(Path(config.output_dir), real_train, row, sample_id=COPY_SAMPLE)
+    generate_synthetic_dataset(config)
+    return Path(config.output_dir), row

@@ -11,13 +11,20 @@ from rlsyn_trl.audit import (
     audit_images,
     calibrate_thresholds,
     feature_distances,
+    grouped_same_identity_distances,
     memorization_rates,
+    nearest_neighbours,
     pixel_distances,
     same_identity_distances,
 )
 from rlsyn_trl.data import dataset_to_tensors
 
 torch.set_num_threads(1)
+
+
+def exact_distances(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """float64 pairwise distances without the matrix-product shortcut: the reference the fp32 audit is held to."""
+    return torch.cdist(queries.double(), references.double(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def pooled_features(images: torch.Tensor) -> torch.Tensor:
@@ -50,14 +57,67 @@ def test_distances_and_same_identity_pairs():
     assert same_identity_distances(matrix, torch.tensor([0, 0, 1, 1])).tolist() == [1.0, 11.0]
 
 
+def test_fp32_products_give_exact_zero_for_copies_and_float64_neighbours_otherwise():
+    """At 112 px the product form's cancellation residue is far above 0 (and can go negative): the audit clamps it
+    and recomputes near-zero pairs directly, so a copy measures exactly 0, never NaN, at any chunk size."""
+    generator = torch.Generator().manual_seed(0)
+    real = torch.rand(30, 3, 112, 112, generator=generator) * 2 - 1
+    others = torch.rand(9, 3, 112, 112, generator=generator) * 2 - 1
+    queries = torch.cat([real[[4, 17, 29]], others, real[:1] + 0.02])
+    rows = real.flatten(1)
+    residue = rows.pow(2).sum(1) * 2 - 2 * (rows * rows).sum(1)  # what |q|^2 + |r|^2 - 2 q.r leaves in fp32
+    assert rows.pow(2).sum(1).min() > 1e4  # large norms: the regime where fp32 cancellation matters
+    reference_distance, reference_index = exact_distances(queries.flatten(1), rows).min(dim=1)
+    for chunk_size in (1, 5, 64):
+        distance, index = nearest_neighbours(queries, real, chunk_size=chunk_size)
+        assert distance.dtype == torch.float32 and not distance.isnan().any()
+        assert distance[:3].tolist() == [0.0, 0.0, 0.0] and index[:3].tolist() == [4, 17, 29]
+        assert torch.equal(index, reference_index)
+        assert torch.allclose(distance.double(), reference_distance, rtol=1e-5)
+    square = pixel_distances(real, real)
+    assert (square.diagonal() == 0).all() and not square.isnan().any()
+    assert residue.abs().max() < 1.0  # sanity of the stand-in: the residue is rounding, not a bug in the data
+    with pytest.raises(ValueError, match="chunk_size"):
+        nearest_neighbours(queries, real, chunk_size=0)
+
+
+def test_per_identity_pairs_match_the_square_matrix(orl):
+    images, features, labels = orl["train"]
+    public_images, _, public_labels = orl["public"]
+    for values, names in ((images, labels), (public_images, public_labels)):
+        grouped = grouped_same_identity_distances(values, names, pixel_distances).sort().values
+        square = same_identity_distances(exact_distances(values.flatten(1), values.flatten(1)) / 32, names)
+        assert torch.allclose(grouped.double(), square.sort().values, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("criterion", "expected"),
+    [
+        ("either", ["pixel+feature", "pixel", "feature", ""]),
+        ("both", ["pixel+feature", "", "", ""]),
+        ("pixel", ["pixel", "pixel", "", ""]),
+        ("feature", ["feature", "", "feature", ""]),
+    ],
+)
+def test_memorized_by_names_the_spaces_that_flagged(criterion, expected):
+    thresholds = AuditThresholds(
+        pixel=0.5, feature=0.5, percentile=5, criterion=criterion, source="private", num_pairs=1
+    )
+    images = torch.tensor([0.1, 0.2, 0.9, 0.9]).reshape(4, 1, 1, 1)
+    features = torch.tensor([[0.1], [0.9], [0.2], [0.9]])
+    result = audit_images(images, features, torch.zeros(1, 1, 1, 1), torch.zeros(1, 1), thresholds)
+    assert result.memorized_by() == expected
+
+
 def test_thresholds_are_the_percentile_of_private_same_identity_pairs(orl):
     images, features, labels = orl["train"]
     thresholds = calibrate_thresholds(images, features, labels, percentile=5.0)
     assert thresholds.source == "private" and thresholds.num_pairs == 20  # 20 identities x 2 shots
-    pairs = same_identity_distances(pixel_distances(images, images), labels).numpy()
-    assert thresholds.pixel == pytest.approx(np.percentile(pairs, 5))
-    pairs = same_identity_distances(feature_distances(features, features), labels).numpy()
-    assert thresholds.feature == pytest.approx(np.percentile(pairs, 5))
+    # Against float64 distances of the whole square matrix: the per-identity fp32 products agree to 1e-5.
+    pairs = same_identity_distances(exact_distances(images.flatten(1), images.flatten(1)) / 32, labels).numpy()
+    assert thresholds.pixel == pytest.approx(np.percentile(pairs, 5), rel=1e-5)
+    pairs = same_identity_distances(exact_distances(features, features), labels).numpy()
+    assert thresholds.feature == pytest.approx(np.percentile(pairs, 5), rel=1e-5)
 
 
 def test_one_shot_thresholds_come_from_the_public_identities(orl):

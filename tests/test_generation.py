@@ -17,6 +17,7 @@ from synthetic_fixtures import (
     PRIVATE_NAMES,
     build_tiny_adapter,
     build_tiny_models,
+    plant_real_copy,
     tiny_config,
 )
 
@@ -73,7 +74,11 @@ def test_schema_labels_and_outputs(reference, orl_private):
         "reward",
         "nn_real_distance",
         "nn_real_feature_distance",
+        "nn_real_index",
+        "nn_real_feature_index",
         "memorized",
+        "memorized_by",
+        "identity_consistent",
         "face_detected",
         "seed",
         "sample_id",
@@ -91,6 +96,7 @@ def test_schema_labels_and_outputs(reference, orl_private):
     # Each shard has its own seed, derived from the base seed and its index alone.
     assert dataset["seed"] == [shard_seed(0, sample // 4) for sample in range(len(dataset))]
     assert summary["audit"]["memorization"]["rate"] == pytest.approx(sum(dataset["memorized"]) / len(dataset))
+    assert summary["identity_consistency"] == pytest.approx(sum(dataset["identity_consistent"]) / len(dataset))
     assert summary["reference"]["num_images"] == len(orl_private["test"])
     assert summary["audit"]["thresholds"]["source"] == "private"  # 2 shots: the training pairs themselves
 
@@ -102,6 +108,22 @@ def test_schema_labels_and_outputs(reference, orl_private):
     card = (output / "hub" / "README.md").read_text()
     assert "Memorisation rate" in card and "Reference floor" in card and "5th percentile" in card
     assert json.loads((output / "audit.json").read_text())["num_samples"] == len(dataset)
+    for folder in ("dataset", "hub"):  # the thresholds travel with the published dataset
+        assert json.loads((output / folder / "audit.json").read_text())["audit"] == summary["audit"]
+
+
+def test_a_copy_of_a_training_photo_is_flagged_with_its_nearest_real_image(make_config, orl_private):
+    """The audit keeps the nearest real image's row and the flagging space, so a reader can see the pair."""
+    config = make_config()
+    generate_synthetic_dataset(config)
+    row = orl_private["train"]["label"].index(orl_private["train"].features["label"].str2int("s22"))
+    plant_real_copy(Path(config.output_dir), orl_private["train"], row, sample_id=1)
+    dataset, _ = generate_synthetic_dataset(config)  # every shard exists: only the scoring runs again
+    copy = dataset[1]
+    assert copy["memorized"] and "pixel" in copy["memorized_by"]
+    assert copy["nn_real_index"] == row and copy["nn_real_distance"] < 0.01
+    assert all(bool(flag) == bool(by) for flag, by in zip(dataset["memorized"], dataset["memorized_by"]))
+    assert max([*dataset["nn_real_index"], *dataset["nn_real_feature_index"]]) < len(orl_private["train"])
 
 
 def test_one_shot_threshold_comes_from_public_identities(make_config, tmp_path):

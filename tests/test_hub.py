@@ -77,7 +77,12 @@ def test_generated_dataset_is_pushed_to_a_private_repo_with_its_files_and_card(r
     assert summary["hub_url"] == "https://huggingface.co/datasets/owner/synthetic"
     (upload,) = api.uploads
     assert upload["repo_type"] == "dataset"
-    assert sorted(upload["files"]) == ["README.md", "data/train-00000-of-00001.parquet", "provenance.json"]
+    assert sorted(upload["files"]) == [
+        "README.md",
+        "audit.json",
+        "data/train-00000-of-00001.parquet",
+        "provenance.json",
+    ]
     card = upload["files"]["README.md"].decode()
     assert card == (Path(config.output_dir) / HUB_DIR / "README.md").read_text()
     rate = summary["audit"]["memorization"]["rate"]
@@ -122,7 +127,7 @@ def test_adapter_push_is_private_by_default(models):
     api = RecordingHfApi()
     push_adapter(models["adapter"], "owner/adapter", api=api)
     assert api.repos == [{"repo_id": "owner/adapter", "repo_type": "model", "private": True}]
-    assert "adapter_config.json" in api.uploads[0]["files"]
+    assert "identity_adapter_config.json" in api.uploads[0]["files"]
 
 
 def test_offline_round_trip_through_the_local_hf_cache(run, models, datasets_cache, tmp_path, monkeypatch):

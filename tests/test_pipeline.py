@@ -40,7 +40,7 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert results["recognizer_model"] == "embedded:orl_faces/encoder"  # the better real-only start, every row
     assert "public feature extractor" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "ddpo" / "adapter_config.json").is_file()
+    assert (tmp_path / "ddpo" / "identity_adapter_config.json").is_file()
     out = capsys.readouterr().out
     assert "full method" in out and str(tmp_path / "results.md") in out and "Time: cold start" in out
     assert "Time budgets: no stage was cut short" in out and "Reading: the full method reaches" in out
@@ -53,7 +53,7 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert [row["method"] for row in rows] == [*methods[:4], "+ selection", "+ R_sem", "+ R_cov", methods[4]]
     assert rows[1]["accuracy"] == results["rows"][1]["accuracy"]  # same seed, same real-only recognizer
     for name, weights in (("rl_sem", [1.0, 0.0, 0.0]), ("rl_sem_cov", [1.0, 0.75, 0.0])):
-        adapter = json.loads((tmp_path / f"ddpo_{name}" / "adapter_config.json").read_text())
+        adapter = json.loads((tmp_path / f"ddpo_{name}" / "identity_adapter_config.json").read_text())
         assert adapter["reward"]["weights"] == weights
 
 

@@ -10,8 +10,9 @@ import torch
 from huggingface_hub import HfApi
 
 from ..generators import IdentityGenerator, ReferenceStart, resolve_pretrained_folder
-from ..generators.adapter import ADAPTER_CONFIG, read_adapter_config
+from ..generators.adapter import read_adapter_config
 from ..hub import push_synthetic_dataset
+from ..model_sources import adapter_config_path
 from ..provenance import folder_revision, write_provenance
 from .config import GenerationConfig
 from .outputs import DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
@@ -67,7 +68,7 @@ def write_synthetic_dataset(
     identities = _resolve_identities(
         config.identities, data["train"].features["label"].names, generator.label_names, config.adapter
     )
-    adapter_config = read_adapter_config(adapter_folder) if (adapter_folder / ADAPTER_CONFIG).is_file() else {}
+    adapter_config = read_adapter_config(adapter_folder) if adapter_config_path(adapter_folder) else {}
     base = adapter_config.get("base_model")
     run = {
         "format": RUN_FORMAT,
@@ -95,6 +96,7 @@ def write_synthetic_dataset(
     summary_run = {
         **run,
         "reference_strength": config.reference_strength,
+        "base_model": base,
         "shots": config.shots,
         "split_seed": config.split_seed,
         "reward_settings": reward,

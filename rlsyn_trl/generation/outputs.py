@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 from huggingface_hub import DatasetCardData
 
-from ..cards import render_dataset_card
+from ..cards import inherited_terms, render_dataset_card, size_category, terms_text
 from ..io import atomic_write_text, replace_folder
 from .config import GenerationConfig
 
@@ -28,14 +28,16 @@ def _percent(value: float | None) -> str:
 
 def _hub_card(config: GenerationConfig, summary: dict) -> str:
     """The dataset card (``model_cards/synthetic_dataset.md``) with the audit, quality figures and provenance."""
-    total = summary["num_samples"]
-    size = "n<1K" if total < 1_000 else "1K<n<10K" if total < 10_000 else "10K<n<100K"
+    base_model = summary.get("base_model")
+    terms = inherited_terms(base_model, config.dataset_name)
     card_data = DatasetCardData(
         pretty_name=f"Synthetic {config.dataset_name} identities",
         tags=["rlsyn-trl", "synthetic", "identity", "memorization-audit"],
         task_categories=["image-classification"],
-        size_categories=[size],
+        size_categories=[size_category(summary["num_samples"])],
+        source_datasets=[f"extended|{config.dataset_name}"],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        **(terms.metadata() if terms else {}),
     )
     audit, reference, evaluator = summary["audit"], summary["reference"], summary.get("evaluator")
     floors = reference["memorization"]["per_identity"] if reference else {}
@@ -70,16 +72,20 @@ def _hub_card(config: GenerationConfig, summary: dict) -> str:
         else "n/a",
         reference_faces=_percent(reference["face_detection_rate"]) if reference else "n/a",
         max_rate=_percent(config.max_memorization_rate),
+        terms=terms_text(terms, base_model or summary["generator_id"], summary["dataset"]),
         rows=rows,
     )
 
 
 def _write_outputs(dataset: datasets.Dataset, card: str, summary: dict, output: Path) -> None:
-    """``dataset/`` (save_to_disk + card), ``hub/`` (parquet files + card, the Hub layout) and ``audit.json``."""
+    """``dataset/`` (save_to_disk + card), ``hub/`` (parquet files + card, the Hub layout) and ``audit.json``, in
+    each of them too: a reader of the published dataset (``rlsyn-trl inspect``) finds the thresholds beside it."""
+    audit = json.dumps(summary, indent=2)
     tmp = output / (DATASET_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     dataset.save_to_disk(str(tmp))
     (tmp / "README.md").write_text(card)
+    (tmp / AUDIT_FILE).write_text(audit)
     replace_folder(tmp, output / DATASET_DIR)
 
     tmp = output / (HUB_DIR + ".tmp")
@@ -90,5 +96,6 @@ def _write_outputs(dataset: datasets.Dataset, card: str, summary: dict, output: 
         part = dataset.shard(num_shards=num_files, index=index, contiguous=True)
         part.to_parquet(str(tmp / "data" / f"train-{index:05d}-of-{num_files:05d}.parquet"))
     (tmp / "README.md").write_text(card)
+    (tmp / AUDIT_FILE).write_text(audit)
     replace_folder(tmp, output / HUB_DIR)
-    atomic_write_text(output / AUDIT_FILE, json.dumps(summary, indent=2))
+    atomic_write_text(output / AUDIT_FILE, audit)

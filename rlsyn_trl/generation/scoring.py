@@ -91,7 +91,8 @@ def _score(
         criterion=config.memorization_criterion,
         source=config.threshold_source,
     )
-    result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds, device=device)
     faces = detect_faces(samples.pixels)
     consistent = nearest_prototype(features, bank.features, bank.labels) == labels
     evaluator = load_feature_extractor(config.evaluator, config.evaluator_revision) if config.evaluator else None
@@ -102,7 +103,7 @@ def _score(
     if "test" in data and len(data["test"]):
         test = _Images.from_split(data["test"], resolution, channels)
         test_features = encoder.encode_batched(test.pixels)
-        test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds)
+        test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds, device=device)
         reference = {
             "num_images": len(test.labels),
             "memorization": memorization_rates(test_result, test.labels, label_names),
@@ -153,7 +154,11 @@ def _score(
             "reward": rewards["total"].tolist(),
             "nn_real_distance": result.pixel_distance.tolist(),
             "nn_real_feature_distance": result.feature_distance.tolist(),
+            "nn_real_index": result.pixel_index.tolist(),
+            "nn_real_feature_index": result.feature_index.tolist(),
             "memorized": result.memorized.tolist(),
+            "memorized_by": result.memorized_by(),
+            "identity_consistent": consistent.tolist(),
             "face_detected": faces.tolist(),
             "seed": rows["seed"],
             "sample_id": rows["sample_id"],
@@ -179,7 +184,11 @@ def dataset_features(label: datasets.ClassLabel) -> datasets.Features:
             "reward": number,
             "nn_real_distance": number,
             "nn_real_feature_distance": number,
+            "nn_real_index": datasets.Value("int64"),
+            "nn_real_feature_index": datasets.Value("int64"),
             "memorized": flag,
+            "memorized_by": text,
+            "identity_consistent": flag,
             "face_detected": flag,
             "seed": datasets.Value("int64"),
             "sample_id": datasets.Value("int64"),

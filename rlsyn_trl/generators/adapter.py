@@ -1,8 +1,10 @@
 """Identity adapters: fresh zero-initialised class embedders (+ optional LoRA) on top of a base DiT.
 
-An adapter folder holds ``adapter_config.json`` (base model id and revision, label names, resolution, LoRA
-config), ``identity_embedders.safetensors`` (one table per DiT block), ``adapter_model.safetensors`` (LoRA
-weights, peft format) and a model card. ``IdentityGenerator.from_pretrained(folder_or_hub_id)`` rebuilds the
+An adapter folder holds ``identity_adapter_config.json`` (base model id and revision, label names, resolution, LoRA
+config), ``identity_embedders.safetensors`` (one table per DiT block), ``identity_lora.safetensors`` (LoRA weights,
+peft's state-dict format) and a model card. The names are not peft's, so neither the Hub nor ``peft`` takes the
+folder for a peft adapter; folders written with peft's names (``adapter_config.json``, ``adapter_model.safetensors``)
+still load. ``IdentityGenerator.from_pretrained(folder_or_hub_id)`` rebuilds the
 generator, resolving the base model itself.
 """
 
@@ -23,6 +25,8 @@ from ..model_sources import (
     ADAPTER_CONFIG,
     ADAPTER_KIND,
     GENERATOR_KIND,
+    LEGACY_ADAPTER_CONFIG,
+    adapter_config_path,
     generator_folder_kind,
     resolve_pretrained_folder,
 )
@@ -30,7 +34,8 @@ from .dit import IdentityGenerator, class_embedders, load_base_generator
 from .loading import register_folder_loader
 
 EMBEDDERS_FILE = "identity_embedders.safetensors"
-LORA_FILE = "adapter_model.safetensors"
+LORA_FILE = "identity_lora.safetensors"
+LEGACY_FILES = (LEGACY_ADAPTER_CONFIG, "adapter_model.safetensors")  # read, never written
 ADAPTER_FORMAT = "rlsyn-identity-adapter/1"
 LORA_ADAPTER_NAME = "default"
 
@@ -123,13 +128,17 @@ def save_adapter(
         **(extra or {}),
     }
     atomic_write_json(directory / ADAPTER_CONFIG, config)
+    for name in LEGACY_FILES:  # a folder retrained in place no longer looks like a peft adapter
+        (directory / name).unlink(missing_ok=True)
     if card is not None:
         atomic_write_text(directory / "README.md", card)
     return directory
 
 
 def read_adapter_config(folder: str | os.PathLike) -> dict:
-    path = Path(folder) / ADAPTER_CONFIG
+    path = adapter_config_path(folder)
+    if path is None:
+        raise FileNotFoundError(f"{folder} holds no {ADAPTER_CONFIG}: not an rlsyn-trl identity adapter folder.")
     config = json.loads(path.read_text())
     if config.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{path} is not an rlsyn-trl identity adapter (format {config.get('format')!r}).")
@@ -165,7 +174,8 @@ def load_adapter(folder: str | os.PathLike, torch_dtype: torch.dtype | None = No
             init_lora_weights=False,
         )
         add_lora(generator, lora_config)
-        set_peft_model_state_dict(generator.transformer, load_file(str(folder / LORA_FILE)), LORA_ADAPTER_NAME)
+        lora_file = folder / LORA_FILE if (folder / LORA_FILE).is_file() else folder / LEGACY_FILES[1]
+        set_peft_model_state_dict(generator.transformer, load_file(str(lora_file)), LORA_ADAPTER_NAME)
     generator.source = str(folder)
     generator.transformer.eval()
     return generator

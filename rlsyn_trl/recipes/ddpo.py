@@ -120,6 +120,8 @@ def main(config: RLSynDDPOConfig) -> dict:
         summary["evaluation"] = evaluation
         atomic_write_json(folder / "evaluation.json", evaluation)
         atomic_write_text(folder / "evaluation.md", evaluation_table(evaluation) + "\n")
+        trainer.evaluation = evaluation  # the card's model-index reports these measured results
+        atomic_write_text(folder / "README.md", trainer.model_card())
     trainer.accelerator.wait_for_everyone()
 
     # 7. Push (private unless hub_private is false).

@@ -37,7 +37,7 @@ from ..generators.adapter import (
     save_adapter,
 )
 from ..generators.sampling import classifier_free_guidance, ddim_sample
-from ..model_sources import ADAPTER_CONFIG, resolve_pretrained_folder
+from ..model_sources import adapter_config_path, resolve_pretrained_folder
 
 NULL_PROMPT = ""
 TRAINABLE_FILE = "trainable_weights.safetensors"
@@ -186,7 +186,7 @@ class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
         """From a cold-start adapter (the saved RL adapter then records the adapter's own base) or a generator."""
         generator = IdentityGenerator.from_pretrained(path_or_id, revision)
         folder = resolve_pretrained_folder(path_or_id, revision)
-        if (folder / ADAPTER_CONFIG).is_file():
+        if adapter_config_path(folder) is not None:
             adapter = read_adapter_config(folder)
             return cls(generator, adapter["base_model"], adapter.get("base_revision"), lora_config)
         return cls(generator, str(path_or_id), revision, lora_config)

@@ -19,6 +19,7 @@ class AdapterPublishingMixin:
     Diffusion pipeline)."""
 
     provenance: dict | None = None
+    evaluation: dict | None = None  # evaluate_policies' results, once measured: the card's model-index
 
     def _save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """The identity-adapter folder with its model card and provenance (the stock one writes a Stable Diffusion
@@ -104,4 +105,5 @@ class AdapterPublishingMixin:
             batch_size=config.train_batch_size,
             learning_rate=config.train_learning_rate,
             extra=extra,
+            evaluation=self.evaluation,
         )

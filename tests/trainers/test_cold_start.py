@@ -95,9 +95,9 @@ def test_adapter_from_hub_id_in_local_cache(trained, tiny_base_dir, tmp_path, mo
     import shutil
 
     shutil.copytree(output, adapter, ignore=shutil.ignore_patterns("checkpoints"))
-    config = json.loads((adapter / "adapter_config.json").read_text())
+    config = json.loads((adapter / "identity_adapter_config.json").read_text())
     config["base_model"] = "someone/tiny-dit"
-    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    (adapter / "identity_adapter_config.json").write_text(json.dumps(config))
     put_in_hf_cache(adapter, "someone/tiny-identities", cache)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)

@@ -394,7 +394,7 @@ def test_push_to_hub_is_private_by_default(tiny, tmp_path):
         trainer.push_to_hub(api=api)
     trainer.push_to_hub("me/ddpo-adapter", api=api)
     assert api.calls[0] == ("create", "me/ddpo-adapter", True)
-    assert (api.calls[1][1] / "adapter_config.json").is_file()
+    assert (api.calls[1][1] / "identity_adapter_config.json").is_file()
 
 
 @pytest.mark.slow
@@ -457,3 +457,19 @@ def test_chunked_kl_reference_pass_reproduces_the_sampling_log_probs_before_trai
     size, steps = samples["log_probs"].shape
     assert samples["ref_log_probs"].shape == (size, steps) and size * steps > trainer.config.train_batch_size
     torch.testing.assert_close(samples["ref_log_probs"], samples["log_probs"], rtol=0, atol=1e-5)
+
+
+def test_the_recipe_card_reports_the_measured_evaluation(tiny, tmp_path):
+    """With eval_seeds, the saved card's model-index holds the cold start vs RL results of evaluation.json."""
+    import json
+
+    from huggingface_hub import ModelCard
+
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+
+    output = tmp_path / "out"
+    run_ddpo(tiny_config(tiny, output, num_epochs=1, eval_seeds=[0], eval_samples_per_identity=2))
+    evaluation = json.loads((output / "evaluation.json").read_text())
+    results = {r.metric_name: r.metric_value for r in ModelCard.load(output / "README.md").data.eval_results}
+    assert results["DDPO: identity consistency"] == round(evaluation["DDPO"]["consistency"], 4)
+    assert results["cold start: face detection rate"] == round(evaluation["cold start"]["face_rate"], 4)
