@@ -31,6 +31,7 @@ measures exactly 0. The nearest image's row and the space that flagged a sample 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -47,6 +48,18 @@ DEFAULT_CHUNK_SIZE = 256
 # negative), while the direct difference of an exact copy is exactly 0.
 _RECOMPUTE_BELOW = 1e-4
 _RECOMPUTE_PAIRS = 4096  # direct recomputation in pieces, so many near-identical pairs cannot blow the memory
+
+
+@contextlib.contextmanager
+def full_fp32_matmul():
+    """Matrix products in full fp32 for the duration: TF32 (which the runtime allows on GPUs for training) keeps
+    10 mantissa bits, too few for distances compared against a threshold near the same-identity floor."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 def _squared_norms(rows: torch.Tensor) -> torch.Tensor:
@@ -68,7 +81,8 @@ def _euclidean(
     query_norms = _squared_norms(queries) if query_norms is None else query_norms
     reference_norms = _squared_norms(references) if reference_norms is None else reference_norms
     scale = query_norms[:, None] + reference_norms[None, :]
-    squared = torch.addmm(scale, queries, references.T, alpha=-2.0).clamp_(min=0.0)
+    with full_fp32_matmul():
+        squared = torch.addmm(scale, queries, references.T, alpha=-2.0).clamp_(min=0.0)
     rows, columns = torch.nonzero(squared <= _RECOMPUTE_BELOW * scale, as_tuple=True)
     for start in range(0, len(rows), _RECOMPUTE_PAIRS):
         i, j = rows[start : start + _RECOMPUTE_PAIRS], columns[start : start + _RECOMPUTE_PAIRS]

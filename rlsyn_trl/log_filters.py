@@ -1,4 +1,4 @@
-"""A targeted filter for one library notice that every run printed, and nothing else.
+"""Library log noise silenced at the source: one notice every run printed, and loggers quieted for one call.
 
 Without torchvision, transformers' lazy module answers an import of ``CLIPImageProcessor`` or
 ``SiglipImageProcessor`` with the PIL variant and logs, once per class, "`CLIPImageProcessor` requires torchvision
@@ -10,6 +10,7 @@ records of that logger whose message is that notice: every other transformers wa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 TORCHVISION_FALLBACK_LOGGER = "transformers.utils.import_utils"
@@ -32,3 +33,21 @@ def silence_torchvision_fallback_notice() -> None:
     logger = logging.getLogger(TORCHVISION_FALLBACK_LOGGER)
     if not any(isinstance(existing, TorchvisionFallbackFilter) for existing in logger.filters):
         logger.addFilter(TorchvisionFallbackFilter())
+
+
+# accelerate's save_state / load_state log five INFO lines per checkpoint (the folder, then each file).
+CHECKPOINT_LOGGERS = ("accelerate.accelerator", "accelerate.checkpointing")
+
+
+@contextlib.contextmanager
+def quiet_logger(*names: str):
+    """Raise library loggers to WARNING for the duration of a call (their warnings and errors still show)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [library_logger.level for library_logger in loggers]
+    for library_logger in loggers:
+        library_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for library_logger, level in zip(loggers, levels):
+            library_logger.setLevel(level)

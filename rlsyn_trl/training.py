@@ -21,6 +21,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 
+from .log_filters import CHECKPOINT_LOGGERS, quiet_logger
+
 logger = logging.getLogger(__name__)
 
 
@@ -107,12 +109,13 @@ def run_training_phase(
     start_step = 0
     latest = _latest_checkpoint(checkpoint_dir) if resume else None
     if latest is not None:
-        accelerator.load_state(str(latest))
+        with quiet_logger(*CHECKPOINT_LOGGERS):
+            accelerator.load_state(str(latest))
         start_step = int(latest.name.split("-")[1])
         logger.info("Resumed %s from %s", name, latest)
     started = time.time()
     progress = tqdm(range(start_step, steps), desc=name, disable=not accelerator.is_local_main_process)
-    step = start_step
+    done = start_step  # a resumed run that had finished does no step
     for step in progress:
         model.train()
         with accelerator.accumulate(model):
@@ -130,7 +133,8 @@ def run_training_phase(
         done = step + 1
         timed_out = budget_spent(accelerator, started, max_minutes)
         if done % checkpoint_every == 0 or done == steps or timed_out:
-            accelerator.save_state(str(checkpoint_dir / f"step-{done}"))
+            with quiet_logger(*CHECKPOINT_LOGGERS):
+                accelerator.save_state(str(checkpoint_dir / f"step-{done}"))
             if accelerator.is_main_process:
                 for old in sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
                     shutil.rmtree(old, ignore_errors=True)
@@ -138,7 +142,7 @@ def run_training_phase(
         if timed_out:
             logger.warning("%s stopped by its time budget (%.1f min) at step %d of %d", name, max_minutes, done, steps)
             return done
-    return max(step + 1, start_step)
+    return done
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:

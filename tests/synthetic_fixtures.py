@@ -47,6 +47,11 @@ def build_tiny_models(root: Path) -> dict[str, Path]:
 
 def tiny_config(models: dict, datasets_cache: str, output_dir: Path, **overrides) -> GenerationConfig:
     """A 9-sample run (3 identities x 3) cut into shards of 4, so the last shard is partial."""
+    return GenerationConfig(**tiny_settings(models, datasets_cache, output_dir, **overrides))
+
+
+def tiny_settings(models: dict, datasets_cache: str, output_dir: Path, **overrides) -> dict:
+    """:func:`tiny_config`'s settings as plain values (a recipe YAML)."""
     values = {
         "adapter": str(models["adapter"]),
         "encoder": str(models["encoder"]),
@@ -59,7 +64,7 @@ def tiny_config(models: dict, datasets_cache: str, output_dir: Path, **overrides
         "output_dir": str(output_dir),
         "dataset_cache_dir": datasets_cache,
     }
-    return GenerationConfig(**{**values, **overrides})
+    return {**values, **overrides}
 
 
 def build_tiny_phis(root: Path) -> dict[str, str]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+import yaml
 from synthetic_fixtures import (
     IDENTITIES,
     PER_IDENTITY,
@@ -19,6 +23,7 @@ from synthetic_fixtures import (
     build_tiny_models,
     plant_real_copy,
     tiny_config,
+    tiny_settings,
 )
 
 from rlsyn_trl.audit import pixel_distances
@@ -28,6 +33,7 @@ from rlsyn_trl.evaluator import consistent_with
 from rlsyn_trl.generation import GenerationConfig, shard_seed
 from rlsyn_trl.generation import shards as generation_shards
 from rlsyn_trl.provenance import ProvenanceError, read_provenance, stage_record, write_provenance
+from rlsyn_trl.recipes import generate as generate_recipe
 from rlsyn_trl.recipes.generate import main as generate_synthetic_dataset
 from rlsyn_trl.settings import SettingsError
 
@@ -252,12 +258,35 @@ def test_resume_after_a_kill_inside_a_shard_write(make_config, reference, monkey
         generate_synthetic_dataset(make_config())
     shards = Path(make_config().output_dir) / "shards"
     # The half-written shard never appears under its final name.
-    assert sorted(path.name for path in shards.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet.tmp"]
+    assert sorted(path.name for path in shards.iterdir()) == ["shard-00000.parquet", "shard-00001.parquet.0.tmp"]
 
     monkeypatch.setattr(generation_shards.pq, "write_table", write_table)
     dataset, _ = generate_synthetic_dataset(make_config())
     assert not list(shards.glob("*.tmp"))
     assert_same_samples(dataset, reference[1])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_write_the_dataset_one_process_writes(models, datasets_cache, reference, tmp_path):
+    """`accelerate launch` on 2 processes: each samples every other shard, the main one scores and writes; the
+    dataset equals the 1-process run's row for row (accelerate 1.15 needs --multi_gpu + ACCELERATE_USE_CPU=1 for
+    two CPU processes)."""
+    settings = tiny_settings(models, datasets_cache, tmp_path / "run")
+    recipe = tmp_path / "generate.yaml"
+    recipe.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    done = subprocess.run(
+        [*launch, generate_recipe.__file__, "--config", str(recipe)], env=env, timeout=300, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    dataset = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    assert_same_samples(dataset, reference[1])
+    assert dataset["reward"] == pytest.approx(reference[1]["reward"], abs=1e-6)
+    assert dataset["memorized"] == reference[1]["memorized"]
+    assert (tmp_path / "run" / "provenance.json").is_file() and not list((tmp_path / "run").rglob("*.tmp"))
 
 
 def test_a_finished_run_is_reused_not_resampled(reference, monkeypatch):

@@ -44,3 +44,34 @@ def test_setup_runtime_logs_its_choice_and_stages_share_one_accelerate_state(cap
     # Every stage of a process asks for the same precision, so accelerate's per-process state accepts them all.
     for _ in range(2):
         assert Accelerator(cpu=True, mixed_precision=chosen.mixed_precision).mixed_precision == "no"
+
+
+@pytest.fixture
+def tf32_flags():
+    """TF32 switches off, restored after the test (they are process-wide; monkeypatch cannot set torch's cuBLAS one)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_tf32_is_allowed_on_gpus_for_training_and_refused_inside_the_audit(monkeypatch, tf32_flags):
+    from rlsyn_trl import audit
+
+    runtime.setup_runtime()
+    assert not torch.cuda.is_available() and not torch.backends.cuda.matmul.allow_tf32  # a CPU run changes nothing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    runtime.setup_runtime()
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    seen = []
+    addmm = torch.addmm
+
+    def recording_addmm(*args, **kwargs):
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return addmm(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    rows = torch.randn(3, 8)
+    assert audit.feature_distances(rows, rows).diagonal().eq(0).all()
+    assert seen == [False] and torch.backends.cuda.matmul.allow_tf32  # off for the distances, restored after

@@ -127,3 +127,29 @@ def test_the_recognizer_with_selection_writes_its_scored_dataset_once(ranks):
     assert len(first) == 1 and second == []
     scored = datasets.load_from_disk(first[0])
     assert {"utility", "selection_weight"} <= set(scored.column_names)
+
+
+def test_checkpoints_are_saved_and_resumed_without_accelerate_chatter(tmp_path, caplog):
+    """accelerate logs five INFO lines per save_state; the loop keeps them out of the run's log, warnings still pass."""
+    import logging
+
+    from accelerate import Accelerator
+
+    from rlsyn_trl.training import run_training_phase, warmup_cosine
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = warmup_cosine(optimizer, 1, 4)
+
+    def loss(step):
+        return model(torch.ones(1, 2)).pow(2).sum()
+
+    with caplog.at_level(logging.INFO):
+        assert run_training_phase(accelerator, "toy", model, loss, optimizer, scheduler, 4, tmp_path, 2, False) == 4
+        assert run_training_phase(accelerator, "toy", model, loss, optimizer, scheduler, 4, tmp_path, 2, True) == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-2", "step-4"]
+    assert "Resumed toy" in caplog.text
+    assert not [record for record in caplog.records if record.name.startswith("accelerate")]
+    assert logging.getLogger("accelerate.checkpointing").level == logging.NOTSET  # restored

@@ -58,6 +58,11 @@ class IdentityFeatureExtractor(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    def train(self, mode: bool = True) -> IdentityFeatureExtractor:
+        """A feature extractor is frozen: it stays in eval mode whatever it is asked (a BatchNorm in train mode would
+        make a sample's features depend on its batch, and the reward, the bank and the audit must agree)."""
+        return super().train(False)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Images in ``[-1, 1]`` ``[N, C, H, W]`` -> the model's input: its channels and order, size, normalisation."""
         images = images.to(self.device, torch.float32)
@@ -96,11 +101,7 @@ class IdentityFeatureExtractor(nn.Module):
     @torch.no_grad()
     def encode_batched(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """:meth:`embed` in eval mode, chunk by chunk (banks, audits, metrics)."""
-        was_training = self.training
-        self.eval()
-        features = torch.cat([self.embed(chunk) for chunk in images.split(batch_size)])
-        self.train(was_training)
-        return features
+        return torch.cat([self.embed(chunk) for chunk in images.split(batch_size)])
 
 
 class ProjectEncoderExtractor(IdentityFeatureExtractor):

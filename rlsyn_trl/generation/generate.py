@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import datasets
-import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from huggingface_hub import HfApi
 
 from ..generators import IdentityGenerator, ReferenceStart, resolve_pretrained_folder
@@ -15,7 +17,7 @@ from ..hub import push_synthetic_dataset
 from ..model_sources import adapter_config_path
 from ..provenance import folder_revision, write_provenance
 from .config import GenerationConfig
-from .outputs import DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
+from .outputs import AUDIT_FILE, DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
 from .scoring import _score
 from .shards import (
     RUN_FORMAT,
@@ -88,15 +90,38 @@ def write_synthetic_dataset(
     }
     if config.reference_strength is not None:  # absent when unset: runs from noise keep their fingerprints
         run["reference_strength"] = config.reference_strength
-    _check_manifest(output, run)
+    # Every process samples its share of the shards (a shard's samples depend on its index alone, so the dataset is
+    # the one a single process writes); the main process then scores and writes it, the others read it back.
+    state = PartialState(cpu=config.device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    if state.is_main_process:
+        _check_manifest(output, run)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        _check_manifest(output, run)
     plan = SamplingPlan(tuple(identities), config.samples_per_identity, config.shard_size, config.seed)
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = config.device or state.device
     reference = ReferenceStart.from_split(data["train"], generator, config.reference_range())
-    _sample_shards(generator.to(device), plan, output / SHARDS_DIR, config, reference)
+    _sample_shards(
+        generator.to(device), plan, output / SHARDS_DIR, config, reference, state.process_index, state.num_processes
+    )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        dataset, summary = _score_and_write(config, plan, data, reward, provenance, {**run, "base_model": base})
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        dataset = datasets.load_from_disk(str(output / DATASET_DIR))
+        summary = json.loads((output / AUDIT_FILE).read_text())
+    return dataset, summary
+
+
+def _score_and_write(
+    config: GenerationConfig, plan: SamplingPlan, data: datasets.DatasetDict, reward: dict, provenance: dict, run: dict
+) -> tuple[datasets.Dataset, dict]:
+    """Score every shard's samples, write the dataset, its card, the audit and the provenance (main process)."""
+    output = Path(config.output_dir)
     summary_run = {
         **run,
         "reference_strength": config.reference_strength,
-        "base_model": base,
         "shots": config.shots,
         "split_seed": config.split_seed,
         "reward_settings": reward,

@@ -114,8 +114,11 @@ def shard_path(folder: Path, shard: int) -> Path:
     return folder / f"shard-{shard:05d}.parquet"
 
 
-def _write_shard(path: Path, images: torch.Tensor, identities: list[str], sample_ids: range, seed: int) -> None:
-    """One shard as a parquet file, through a temporary name: a file under the final name is always complete."""
+def _write_shard(
+    path: Path, images: torch.Tensor, identities: list[str], sample_ids: range, seed: int, process_index: int = 0
+) -> None:
+    """One shard as a parquet file, through a temporary name (one per process): a file under the final name is always
+    complete."""
     table = datasets.Dataset.from_dict(
         {
             "sample_id": list(sample_ids),
@@ -125,7 +128,7 @@ def _write_shard(path: Path, images: torch.Tensor, identities: list[str], sample
         },
         features=SHARD_FEATURES,
     ).data.table
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{process_index}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
@@ -136,21 +139,27 @@ def _sample_shards(
     folder: Path,
     config: GenerationConfig,
     reference: ReferenceStart | None = None,
+    process_index: int = 0,
+    num_processes: int = 1,
 ) -> None:
-    """Generate every missing shard; leftovers of a write that was killed half-way are discarded first.
+    """Generate every missing shard of this process (shard ``i`` belongs to process ``i % num_processes``);
+    leftovers of a write that was killed half-way are discarded first.
 
     With ``reference`` each sample starts from a real training image drawn, with its strength, from the shard seed.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.tmp"):
+    for stale in folder.glob(f"*.{process_index}.tmp"):
         stale.unlink()
-    todo = [shard for shard in range(plan.num_shards) if not shard_path(folder, shard).is_file()]
-    done = plan.total - sum(len(plan.sample_ids(shard)) for shard in todo)
-    if done == plan.total:
+    mine = [shard for shard in range(plan.num_shards) if shard % num_processes == process_index]
+    todo = [shard for shard in mine if not shard_path(folder, shard).is_file()]
+    total = sum(len(plan.sample_ids(shard)) for shard in mine)
+    done = total - sum(len(plan.sample_ids(shard)) for shard in todo)
+    if done == total:
         logger.info("All %d samples are already written in %s: scoring them again", done, folder)
     elif done:
-        logger.info("Resuming: %d of %d samples already written in %s", done, plan.total, folder)
-    with tqdm(total=plan.total, initial=done, unit="sample", desc="generating") as progress:
+        logger.info("Resuming: %d of %d samples already written in %s", done, total, folder)
+    desc = "generating" if num_processes == 1 else f"generating (process {process_index + 1}/{num_processes})"
+    with tqdm(total=total, initial=done, unit="sample", desc=desc, disable=process_index > 0) as progress:
         for shard in todo:
             ids = plan.sample_ids(shard)
             identities = [plan.identity(sample_id) for sample_id in ids]
@@ -164,7 +173,7 @@ def _sample_shards(
                 batch_size=config.batch_size,
                 reference=reference,
             )
-            _write_shard(shard_path(folder, shard), images.cpu(), identities, ids, seed)
+            _write_shard(shard_path(folder, shard), images.cpu(), identities, ids, seed, process_index)
             progress.update(len(ids))
 
 

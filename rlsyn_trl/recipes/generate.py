@@ -6,6 +6,7 @@ The real split, and for a DDPO policy the reward it was trained with (phi and th
 the adapter's provenance: the samples are audited against the very images the adapter saw and scored with the
 trained reward; a contradicting setting is refused. Writes ``output_dir/dataset`` (``load_from_disk``),
 ``output_dir/hub`` (the Hub layout, with its card) and the run's provenance; a killed run resumes from its shards.
+Launched on N processes (GPUs), each samples every N-th shard and the main process scores and writes the dataset.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from trl import DDPOTrainer
 
 from ..generators.reference import ReferenceStart, reference_rng
 from ..io import atomic_write_json
+from ..log_filters import CHECKPOINT_LOGGERS, quiet_logger
 from ..rewards.identity_reward import IdentityReward, reward_summary
 from ..runtime import resolve_precision
 from ..tracking import build_trackers
@@ -43,31 +44,17 @@ from ..training import check_data_parallel
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout, process_state
-from .ddpo_logging import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, log_grid_image, quiet_logger
+from .ddpo_logging import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
 from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
-from .ddpo_publishing import AdapterPublishingMixin
+from .ddpo_publishing import TRAINER_STATE, AdapterPublishingMixin, latest_checkpoint
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
 
 logger = logging.getLogger(__name__)
 
 PER_TIMESTEP_KEYS = ("timesteps", "latents", "next_latents", "log_probs", "ref_log_probs")
-TRAINER_STATE = "trainer_state.json"
 MEMORY_BANK_FILE = "memory_bank.safetensors"
 # Adapters without provenance (made before it was recorded, or by hand): the cold start's own defaults.
 DEFAULT_DENOISING = {"p_uncond": ColdStartConfig.p_uncond, "min_snr_gamma": ColdStartConfig.min_snr_gamma}
-
-
-def latest_checkpoint(path: str | os.PathLike) -> Path:
-    """``path`` itself if it is a checkpoint, else its newest ``epoch-N`` checkpoint (also under ``checkpoints/``)."""
-    path = Path(path)
-    if (path / TRAINER_STATE).is_file():
-        return path
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    found = sorted(folder.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
-    found = [p for p in found if (p / TRAINER_STATE).is_file()]
-    if not found:
-        raise FileNotFoundError(f"No DDPO checkpoint (epoch-N/{TRAINER_STATE}) in {path}")
-    return found[-1]
 
 
 class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
@@ -483,7 +470,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         """Trainable tensors, optimizer, RNG states and the epoch log under ``checkpoints/epoch-N``."""
         root = Path(self.config.output_dir) / "checkpoints"
         folder = root / f"epoch-{epochs_done}"
-        self.accelerator.save_state(str(folder))
+        with quiet_logger(*CHECKPOINT_LOGGERS):
+            self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
             state = {"epoch": epochs_done, "global_step": global_step, "history": self.history}
             atomic_write_json(folder / TRAINER_STATE, state)
@@ -496,7 +484,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
 
     def _resume(self, path: str | os.PathLike) -> None:
         folder = latest_checkpoint(path)
-        self.accelerator.load_state(str(folder))
+        with quiet_logger(*CHECKPOINT_LOGGERS):
+            self.accelerator.load_state(str(folder))
         state = json.loads((folder / TRAINER_STATE).read_text())
         self.first_epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
         if self.accelerator.is_main_process:  # the epochs after the checkpoint are trained, and logged, again

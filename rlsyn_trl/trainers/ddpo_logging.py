@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import numbers
 import os
 from pathlib import Path
@@ -18,18 +16,6 @@ from ..io import atomic_write_json, atomic_write_text
 from ..visualization import save_image_grid
 
 STOCK_LOGGER = "trl.trainer.ddpo_trainer"
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str):
-    """Raise one library logger to WARNING for the duration of a call."""
-    library_logger = logging.getLogger(name)
-    level = library_logger.level
-    library_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        library_logger.setLevel(level)
 
 
 def epoch_line(record: dict, epochs: int) -> str:

@@ -1,4 +1,4 @@
-"""Saving and publishing a DDPO policy: the identity-adapter folder, its model card and the private Hub push.
+"""Saving and publishing a DDPO policy: the adapter folder, its card, the private Hub push, its checkpoints.
 
 A mixin of :class:`~rlsyn_trl.trainers.ddpo.RLSynDDPOTrainer`, kept apart so the trainer's module holds the
 training loop alone; it reads the trainer's ``config``, ``accelerator``, ``sd_pipeline``, ``reward``, ``history``
@@ -12,6 +12,21 @@ from pathlib import Path
 
 from ..cards import adapter_card
 from ..provenance import write_provenance
+
+TRAINER_STATE = "trainer_state.json"  # marks a complete DDPO checkpoint folder
+
+
+def latest_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself if it is a checkpoint, else its newest ``epoch-N`` checkpoint (also under ``checkpoints/``)."""
+    path = Path(path)
+    if (path / TRAINER_STATE).is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    found = sorted(folder.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+    found = [p for p in found if (p / TRAINER_STATE).is_file()]
+    if not found:
+        raise FileNotFoundError(f"No DDPO checkpoint (epoch-N/{TRAINER_STATE}) in {path}")
+    return found[-1]
 
 
 class AdapterPublishingMixin:

@@ -217,3 +217,14 @@ def test_the_embedded_default_is_the_project_encoder():
     phi = load_feature_extractor()
     assert phi.kind == "rlsyn_encoder" and phi.channels == 1 and phi.input_size == (32, 32)
     assert describe_feature_extractor("embedded:orl_faces/encoder")["revision"].startswith("sha256:")
+
+
+def test_a_feature_extractor_stays_in_eval_mode_so_features_do_not_depend_on_the_batch():
+    """The memory bank calls ``encode`` after the audit's ``encode_batched``: both must see BatchNorm's running
+    statistics, or the bank's features (and every reward and consistency figure) would follow batch statistics."""
+    phi = load_feature_extractor("embedded:orl_faces/encoder")
+    images = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    batched = phi.encode_batched(images)
+    phi.train()
+    assert not any(module.training for module in phi.modules())
+    torch.testing.assert_close(phi.encode(images[:3]), batched[:3], rtol=0, atol=1e-6)
