@@ -59,7 +59,9 @@ def _score(
     label_names = label_feature.names
     pil_images = [datasets.Image().decode_example(image) for image in rows["image"]]
     resolution, channels = pil_images[0].width, len(pil_images[0].getbands())
-    encoder = load_feature_extractor(reward["encoder"], config.encoder_revision)
+    # phi and the audit's products run on the accelerator; features come back to the CPU, where the bank lives.
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = load_feature_extractor(reward["encoder"], config.encoder_revision).to(device)
     labels = torch.tensor([label_names.index(name) for name in rows["identity"]])
     samples = _Images.from_pil(pil_images, labels, resolution, channels)
     train = _Images.from_split(data["train"], resolution, channels)
@@ -68,7 +70,7 @@ def _score(
         load = {"data_dir": config.data_dir, "cache_dir": config.dataset_cache_dir}
         public_split = load_identity_dataset(config.dataset_name, config.public_dataset_config, **load)["train"]
         public = _Images.from_split(public_split, resolution, channels)
-        public_features = encoder.encode_batched(public.pixels)
+        public_features = encoder.encode_batched(public.pixels).cpu()
     bank = MemoryBank.build(
         train.pixels,
         train.labels,
@@ -77,7 +79,7 @@ def _score(
         public.pixels if public else None,
         public.labels if public else None,
     )
-    features = encoder.encode_batched(samples.pixels)
+    features = encoder.encode_batched(samples.pixels).cpu()
     options = {key: value for key, value in reward.items() if key != "encoder"}
     rewards = bank.reward(features, labels, **options)
     thresholds = calibrate_thresholds(
@@ -91,7 +93,6 @@ def _score(
         criterion=config.memorization_criterion,
         source=config.threshold_source,
     )
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = audit_images(samples.pixels, features, train.pixels, bank.features, thresholds, device=device)
     faces = detect_faces(samples.pixels)
     consistent = nearest_prototype(features, bank.features, bank.labels) == labels
@@ -102,7 +103,7 @@ def _score(
     reference = None
     if "test" in data and len(data["test"]):
         test = _Images.from_split(data["test"], resolution, channels)
-        test_features = encoder.encode_batched(test.pixels)
+        test_features = encoder.encode_batched(test.pixels).cpu()
         test_result = audit_images(test.pixels, test_features, train.pixels, bank.features, thresholds, device=device)
         reference = {
             "num_images": len(test.labels),

@@ -34,6 +34,7 @@ from rlsyn_trl.priors import TrainedPrior, save_prior, train_encoder_on_batches
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.training import check_data_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ CONFIG_CLASSES = (EncoderPretrainConfig,)
 
 
 def main(config: EncoderPretrainConfig) -> dict:
-    # 1. Seed, logging, precision.
+    # 1. Seed, logging, precision; data parallel (DDP) launches only.
     runtime = setup_runtime(config.seed, config.mixed_precision)
+    check_data_parallel()
     accelerator = Accelerator(mixed_precision=runtime.mixed_precision)
     output = Path(config.output_dir)
 
