@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import __version__
+from .launch import MAX_EMBEDDED_PROCESSES
 
 PROG = "rlsyn-trl"
 PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
@@ -101,6 +102,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _processes(text: str) -> str | int:
+    if text == "auto":
+        return text
+    value = _positive_int(text)
+    if value > MAX_EMBEDDED_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"the embedded DDPO layout divides among at most {MAX_EMBEDDED_PROCESSES} processes, got {text}: "
+            "use auto, 1 or 2 (run the stages with accelerate launch for other layouts)"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -150,7 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="Fine-tune the public feature extractor, or train the tiny ResNet from scratch.",
     )
     job.add_argument(
-        "--threads", type=_positive_int, default=None, help="torch CPU threads (None: torch's own choice)."
+        "--stages",
+        choices=["all", "generation", "recognizers"],
+        default="all",
+        help="generation: the cold start, DDPO and synthetic datasets only; recognizers: the comparison rows on "
+        "the generative stages a former run left in --output-dir.",
+    )
+    job.add_argument(
+        "--processes",
+        type=_processes,
+        default="auto",
+        help="Data-parallel processes (accelerate launch). auto: one per CPU core up to 2 on a machine without GPU "
+        "(a CPU's second thread speeds a step up far less than a second process), 1 with a GPU.",
+    )
+    job.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads per process (None: the cores shared among the processes; torch's choice for one).",
     )
     job.add_argument(
         "--mixed-precision",
@@ -207,14 +237,18 @@ def run_stage(name: str, argv: list[str]) -> int:
     return 0
 
 
-def run_all(args: argparse.Namespace) -> int:
+def run_all(args: argparse.Namespace, argv: list[str]) -> int:
+    from .launch import is_main_process, launched, relaunch, resolve_processes
     from .runtime import setup_runtime
 
+    processes, threads = resolve_processes(args.processes, args.threads)
+    group = processes > 1 and not launched()
     # First: the offline defaults must be in the environment before huggingface_hub and datasets are imported.
     setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
-    from .pipeline import MainJobConfig, job_summary, results_table, run_main_job
+    from .comparison import job_summary, results_table
+    from .pipeline import MainJobConfig, run_main_job
 
-    config = MainJobConfig(
+    config = MainJobConfig(  # checks every setting before any stage starts
         output_dir=args.output_dir,
         shots=args.shots,
         split_seed=args.split_seed,
@@ -225,8 +259,22 @@ def run_all(args: argparse.Namespace) -> int:
         reference_strengths=args.reference_strengths,
         recognizer_start=args.recognizer_start,
         mixed_precision=args.mixed_precision,
+        stages=args.stages,
+        recognizer_workers=processes if group else 1,
     )
+    if group and config.stages != "recognizers":
+        # The generative stages run as a data-parallel group; the recognizer rows, independent of each other, then
+        # train side by side in this process's workers (a data-parallel recognizer step gains nothing on a CPU).
+        status = relaunch([*argv, "--processes", str(processes), "--stages", "generation"], processes, threads)
+        if status or config.stages == "generation":
+            return status
+        config = replace(config, stages="recognizers")
     results = run_main_job(config)
+    if not is_main_process():
+        return 0
+    if config.stages == "generation":
+        print("Synthetic datasets: " + ", ".join(entry["dataset"] for entry in results["synthetic"].values()))
+        return 0
     print(results_table(results))
     print()
     print(job_summary(results))
@@ -243,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = parser.parse_args(argv)
     if args.command in ("run-all", "main"):
-        return run_all(args)
+        return run_all(args, argv)
     if args.command == "inspect":
         return run_inspect(args)
     parser.print_help()

@@ -6,6 +6,7 @@ JSON + Markdown comparison, the reward curves and a sample grid. ``quick`` shrin
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -15,12 +16,20 @@ from pathlib import Path
 import torch
 import yaml
 
+from .comparison import (
+    RowJob,
+    recognizer_precision,
+    recognizer_rows,
+    results_table,
+    train_rows,
+)
 from .data import check_identity_options, dataset_to_tensors
 from .generation import GenerationConfig
 from .io import atomic_write_json, atomic_write_text
+from .launch import is_main_process
 from .metrics.identity import nearest_neighbour_accuracy
 from .provenance import resolve_data_split
-from .recognizer import TINY_MODEL, RecognizerConfig
+from .recognizer import TINY_MODEL
 from .runtime import PRECISIONS, resolve_precision
 from .settings import parse_reference_strength
 from .trainers import ColdStartConfig, RLSynDDPOConfig
@@ -29,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 RECOGNIZER_STARTS = ("encoder", "scratch")
-NO_AUGMENTATION = dict(flip=False, crop_padding=0, affine_degrees=0.0, affine_scale=0.0, brightness=0.0, contrast=0.0)
+JOB_STAGES = ("all", "generation", "recognizers")
+STAGE_RECORD = "stages.json"
+# The settings the generative stages depend on: stages=recognizers refuses a record written for others.
+STAGE_SETTINGS = ("shots", "split_seed", "seed", "quick", "prior", "encoder", "samples_per_identity", "ablation")
 
 
 def embedded_recipe(stage: str) -> dict:
@@ -97,8 +109,23 @@ class MainJobConfig:
             "real rows and the reference-guided ones only."
         },
     )
+    stages: str = field(
+        default="all",
+        metadata={
+            "help": "all; generation: the cold start, DDPO runs and synthetic datasets only; recognizers: the "
+            "comparison rows on the generative stages a former run left in output_dir (its stages.json)."
+        },
+    )
+    recognizer_workers: int = field(
+        default=1,
+        metadata={"help": "Recognizer rows trained side by side, each in its own process with its share of cores."},
+    )
 
     def __post_init__(self) -> None:
+        if self.stages not in JOB_STAGES:
+            raise ValueError(f"stages must be one of {JOB_STAGES}, got {self.stages!r}")
+        if self.recognizer_workers < 1:
+            raise ValueError(f"recognizer_workers must be >= 1, got {self.recognizer_workers}")
         for strength in self.reference_strengths:
             parse_reference_strength(strength, "reference_strengths")
         if not self.paper_rows and not self.reference_strengths:
@@ -179,16 +206,6 @@ def _precision(config: MainJobConfig) -> dict:
     return {} if config.mixed_precision == "auto" else {"mixed_precision": config.mixed_precision}
 
 
-def recognizer_precision(mixed_precision: str) -> dict:
-    """``TrainingArguments`` overrides of a recognizer row for the job's precision ('auto', 'no': fp32, as before).
-
-    Without CUDA, ``TrainingArguments`` accepts bf16 only with ``use_cpu``.
-    """
-    if mixed_precision not in ("bf16", "fp16"):
-        return {}
-    return {mixed_precision: True, **({} if torch.cuda.is_available() else {"use_cpu": True})}
-
-
 def cold_start_settings(config: MainJobConfig, output_dir: Path) -> dict:
     """``sft.yaml`` for this job's prior, split and (when quick) step count."""
     settings = _job_recipe(
@@ -248,68 +265,28 @@ def _stage_done(folder: Path, marker: str, reuse: bool) -> bool:
     if reuse and (folder / marker).is_file():
         logger.info("Reusing %s", folder)
         return True
-    if folder.exists():
+    if folder.exists() and is_main_process():
         shutil.rmtree(folder)
+    # The other processes start the stage once the folder is cleared. Only a group the stages made is used here:
+    # an accelerate state created before the first stage's Accelerator made every cold-start step 2x slower on CPU.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
     return False
 
 
-def recognizer_config(output_dir: Path, model: str, steps: int, seed: int, **overrides) -> RecognizerConfig:
-    """A main-job recognizer row: the recipe's defaults with this start, step count and seed, quiet."""
-    return RecognizerConfig(
-        output_dir=str(output_dir),
-        model=model,
-        max_steps=steps,
-        seed=seed,
-        report_to=[],
-        disable_tqdm=True,
-        **overrides,
-    )
+def run_generative_stages(config: MainJobConfig, output: Path) -> dict:
+    """Cold start, the DDPO runs and the synthetic datasets (reusing finished stages); the record the rows need.
 
-
-def recognizer_rows(ablation: bool, paper_rows: bool = True) -> list[tuple[str, str | None, dict]]:
-    """(method, synthetic source, recognizer overrides) of the job's comparison table."""
-    runs = [
-        ("real only", None, NO_AUGMENTATION),
-        ("real + standard augmentation", None, {}),
-    ]
-    if not paper_rows:
-        return runs
-    runs.append(("+ cold-start synthetic", "cold_start", {}))
-    if ablation:
-        runs += [
-            ("+ selection", "cold_start", {"selection": True}),
-            ("+ R_sem", "rl_sem", {"selection": True}),
-            ("+ R_cov", "rl_sem_cov", {"selection": True}),
-        ]
-    runs.append(("full method (RL synthetic + selection)", "rl", {"selection": True}))
-    return runs
-
-
-def run_main_job(config: MainJobConfig) -> dict:
-    """Run every stage through the recipes' entry points (reusing finished ones); write ``results.json`` / ``.md``.
-
-    The caller sets the process up once (:func:`rlsyn_trl.runtime.setup_runtime`): every stage then runs at the
-    same precision, so they share one accelerate state in this process.
+    The main process writes the record to ``stages.json``: ``--stages recognizers`` (or the process that launched
+    these stages as a data-parallel group) reads it back.
     """
     from .recipes import ddpo as ddpo_recipe
     from .recipes import generate as generate_recipe
     from .recipes import sft as sft_recipe
-    from .recipes import train_recognizer as recognizer_recipe
-    from .recipes.train_recognizer import RecognizerScriptArguments
 
-    # One precision for the whole process: accelerate keeps one state per process and refuses a second precision,
-    # so "auto" is resolved here and every stage, the recognizer rows included, runs at it.
-    config = replace(config.scaled(), mixed_precision=resolve_precision(config.mixed_precision))
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     budget_cuts: list[str] = []
     started = time.time()
-    split = RecognizerScriptArguments(
-        dataset_name="orl_faces", dataset_config="private", shots=config.shots, split_seed=config.split_seed
-    )
-    real = resolve_data_split(split).load()
-
     sft_dir = output / "sft"
     if not _stage_done(sft_dir, "provenance.json", config.reuse):
         logger.info("Stage: cold start -> %s", sft_dir)
@@ -319,9 +296,8 @@ def run_main_job(config: MainJobConfig) -> dict:
     timings["cold_start"] = time.time() - started
 
     adapters = {"cold_start": sft_dir}
-    ddpo_dir = output / "ddpo"
     for name, overrides in ddpo_runs(config).items():
-        folder = ddpo_dir if name == "rl" else output / f"ddpo_{name}"
+        folder = output / ("ddpo" if name == "rl" else f"ddpo_{name}")
         if not _stage_done(folder, "provenance.json", config.reuse):
             logger.info("Stage: DDPO (%s) -> %s", name, folder)
             settings = {**ddpo_settings(config, sft_dir, folder), **overrides}
@@ -332,15 +308,62 @@ def run_main_job(config: MainJobConfig) -> dict:
         adapters[name] = folder
     timings["ddpo"] = time.time() - started - sum(timings.values())
 
-    synthetic: dict[str, tuple[Path, dict]] = {}
+    synthetic: dict[str, dict] = {}
     for name, (source, overrides) in generation_runs(config).items():
         logger.info("Stage: generation from %s %s", adapters[source], overrides or "")
         folder = output / f"synthetic_{name}"
         settings = {**generation_settings(config, adapters[source], folder), **overrides}
         _, summary = generate_recipe.main(GenerationConfig(**settings))
-        synthetic[name] = (folder / "dataset", summary)
+        synthetic[name] = {"dataset": str(folder / "dataset"), "summary": summary}
     timings["generation"] = time.time() - started - sum(timings.values())
+    record = {"config": asdict(config), "timings_s": timings, "budget_cuts": budget_cuts, "synthetic": synthetic}
+    if is_main_process():
+        atomic_write_json(output / STAGE_RECORD, record)
+    return record
 
+
+def read_stage_record(config: MainJobConfig, output: Path) -> dict:
+    """The generative stages' record in ``output``; refused when missing or written for other settings."""
+    path = output / STAGE_RECORD
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"stages=recognizers needs the finished generative stages in {output}: no {STAGE_RECORD} there. Run the "
+            "job with stages=all (or generation) first, with the same output_dir."
+        )
+    record = json.loads(path.read_text())
+    written = {key: record["config"].get(key) for key in STAGE_SETTINGS}
+    wanted = {key: getattr(config, key) for key in STAGE_SETTINGS}
+    if written != wanted:
+        raise ValueError(f"{path} was written for {written}, not {wanted}: run stages=all or generation again.")
+    return record
+
+
+def run_main_job(config: MainJobConfig) -> dict:
+    """Run every stage through the recipes' entry points (reusing finished ones); write ``results.json`` / ``.md``.
+
+    The caller sets the process up once (:func:`rlsyn_trl.runtime.setup_runtime`): every stage then runs at the
+    same precision, so they share one accelerate state in this process. ``config.stages`` runs a part: the
+    generative stages only, or the recognizer rows on the generative stages a former run left in ``output_dir``.
+    """
+    from .recipes.train_recognizer import RecognizerScriptArguments
+
+    # One precision for the whole process: accelerate keeps one state per process and refuses a second precision,
+    # so "auto" is resolved here and every stage, the recognizer rows included, runs at it.
+    config = replace(config.scaled(), mixed_precision=resolve_precision(config.mixed_precision))
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if config.stages == "recognizers":
+        stages = read_stage_record(config, output)
+    else:
+        stages = run_generative_stages(config, output)
+        if config.stages == "generation":
+            return stages
+    started = time.time()
+    synthetic = stages["synthetic"]
+    split = RecognizerScriptArguments(
+        dataset_name="orl_faces", dataset_config="private", shots=config.shots, split_seed=config.split_seed
+    )
+    real = resolve_data_split(split).load()
     train, train_labels = dataset_to_tensors(real["train"])
     test, test_labels = dataset_to_tensors(real["test"])
     rows = [
@@ -349,19 +372,20 @@ def run_main_job(config: MainJobConfig) -> dict:
             "accuracy": nearest_neighbour_accuracy(test, test_labels, train, train_labels, "euclidean"),
         },
     ]
-    for method, source, overrides in recognizer_rows(config.ablation, config.paper_rows) + reference_rows(config):
-        logger.info("Recognizer row: %s", method)
+    plan = recognizer_rows(config.ablation, config.paper_rows) + reference_rows(config)
+    jobs = []
+    for method, source, overrides in plan:
         folder = output / "recognizer" / method.split(" (")[0].replace(" ", "_").replace("+", "plus")
         overrides = {**overrides, **recognizer_precision(config.mixed_precision)}
         if source:
-            overrides = {**overrides, "synthetic_dataset": str(synthetic[source][0])}
-        metrics = recognizer_recipe.main(
-            split,
-            recognizer_config(folder, config.recognizer_model, config.recognizer_steps, config.seed, **overrides),
+            overrides = {**overrides, "synthetic_dataset": synthetic[source]["dataset"]}
+        jobs.append(
+            RowJob(method, str(folder), config.recognizer_model, config.recognizer_steps, config.seed, overrides)
         )
+    for (method, source, _), metrics in zip(plan, train_rows(split, jobs, config.recognizer_workers), strict=True):
         row = {"method": method, "accuracy": metrics["test_accuracy"]}
         if source:
-            summary = synthetic[source][1]
+            summary = synthetic[source]["summary"]
             row.update(
                 identity_consistency=summary["identity_consistency"],
                 face_detection_rate=summary["face_detection_rate"],
@@ -369,7 +393,7 @@ def run_main_job(config: MainJobConfig) -> dict:
                 evaluator_consistency=(summary.get("evaluator") or {}).get("identity_consistency"),
             )
         rows.append(row)
-    timings["recognizers"] = time.time() - started - sum(timings.values())
+    timings = {**stages["timings_s"], "recognizers": time.time() - started}
     results = {
         "config": asdict(config),
         "recognizer_model": config.recognizer_model,
@@ -380,71 +404,18 @@ def run_main_job(config: MainJobConfig) -> dict:
         )
         + "; the same start in every row",
         "rows": rows,
-        "real_held_out_reference": next(iter(synthetic.values()))[1]["reference"],
+        "real_held_out_reference": next(iter(synthetic.values()))["summary"]["reference"],
         "timings_s": timings,
-        "budget_cuts": budget_cuts,
+        "budget_cuts": stages["budget_cuts"],
         "artefacts": {
-            "cold_start_adapter": str(sft_dir),
-            "ddpo_adapter": str(ddpo_dir),
-            "synthetic_datasets": {name: str(path) for name, (path, _) in synthetic.items()},
-            "reward_curves": str(ddpo_dir / "reward_curves.png"),
-            "cold_start_grid": str(sft_dir / "samples.png"),
+            "cold_start_adapter": str(output / "sft"),
+            "ddpo_adapter": str(output / "ddpo"),
+            "synthetic_datasets": {name: entry["dataset"] for name, entry in synthetic.items()},
+            "reward_curves": str(output / "ddpo" / "reward_curves.png"),
+            "cold_start_grid": str(output / "sft" / "samples.png"),
         },
     }
-    atomic_write_json(output / "results.json", results)
-    atomic_write_text(output / "results.md", results_table(results) + "\n")
+    if is_main_process():  # every process holds the same results; one writes them
+        atomic_write_json(output / "results.json", results)
+        atomic_write_text(output / "results.md", results_table(results) + "\n")
     return results
-
-
-def job_summary(results: dict) -> str:
-    """What a user needs after the table: where everything went, time per stage, budget cuts, what the rows say."""
-    output = Path(results["config"]["output_dir"])
-    artefacts = results["artefacts"]
-    accuracy = {row["method"]: row["accuracy"] for row in results["rows"]}
-    full = accuracy.get("full method (RL synthetic + selection)", float("nan"))
-    real, augmented = accuracy["real only"], accuracy["real + standard augmentation"]
-    best = max(real, augmented)
-    verdict = "help" if full > best else "do not help"
-    timings = ", ".join(f"{stage.replace('_', ' ')} {seconds:.0f} s" for stage, seconds in results["timings_s"].items())
-    lines = [
-        f"Results: {output / 'results.md'} and {output / 'results.json'}",
-        f"Adapters: {artefacts['cold_start_adapter']} (cold start), {artefacts['ddpo_adapter']} (DDPO)",
-        "Synthetic datasets: " + ", ".join(artefacts["synthetic_datasets"].values()),
-        f"Reward curves: {artefacts['reward_curves']}; cold-start samples: {artefacts['cold_start_grid']}",
-        f"Time: {timings} (total {sum(results['timings_s'].values()):.0f} s)",
-        "Time budgets: " + ("; ".join(results["budget_cuts"]) or "no stage was cut short"),
-        f"Reading: the full method reaches {100 * full:.1f}% on the held-out real photos against "
-        f"{100 * real:.1f}% for real only and {100 * augmented:.1f}% for real + standard augmentation, so on this "
-        f"split the synthetic samples {verdict} (one split is noisy: compare means over split seeds). Identity "
-        "consistency is measured with the reward's own encoder, which the policy is trained to please, and with "
-        "an independent evaluator that never saw the reward (when the generation recipe names one).",
-    ]
-    return "\n".join(lines)
-
-
-def results_table(results: dict) -> str:
-    def percent(value):
-        return "-" if value is None else f"{100 * value:.1f}"
-
-    lines = [
-        f"ORL private, {results['config']['shots']} shot(s), split seed {results['config']['split_seed']}; "
-        f"recognizer {results['recognizer_start']}",
-        "",
-        "| method | test accuracy | synthetic identity consistency (reward's phi) | identity consistency "
-        "(independent evaluator) | synthetic face detection | memorised |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in results["rows"]:
-        lines.append(
-            f"| {row['method']} | {percent(row['accuracy'])} | {percent(row.get('identity_consistency'))} | "
-            f"{percent(row.get('evaluator_consistency'))} | {percent(row.get('face_detection_rate'))} | "
-            f"{percent(row.get('memorization_rate'))} |"
-        )
-    reference = results.get("real_held_out_reference")
-    if reference:
-        lines.append(
-            f"| (real held-out photos, for reference) | - | {percent(reference['identity_consistency'])} | "
-            f"{percent(reference.get('evaluator_identity_consistency'))} | "
-            f"{percent(reference['face_detection_rate'])} | {percent(reference['memorization']['rate'])} |"
-        )
-    return "\n".join(lines)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .launch import is_main_process
 from .log_filters import silence_torchvision_fallback_notice
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ def setup_runtime(
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # One voice per job: the other processes of a data-parallel group log warnings and errors only.
+        level = log_level if is_main_process() else logging.WARNING
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(mixed_precision, device)
     if device == "cuda":

@@ -91,3 +91,13 @@ def build_trackers(
             inner = tracker_class(project_name)
         trackers.append(ScalarConfigTracker(inner))
     return trackers
+
+
+def end_trackers(accelerator) -> None:
+    """Close the stage's trackers and keep the process group.
+
+    ``Accelerator.end_training`` also destroys the process group, which the next stage of a data-parallel
+    ``run-all`` (every stage in the same processes) still needs; the group ends with the processes.
+    """
+    for tracker in accelerator.trackers:
+        tracker.finish()

@@ -173,15 +173,15 @@ def test_a_missing_config_lists_the_packaged_ones(monkeypatch, capsys):
 
 
 def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
-    from rlsyn_trl import pipeline, runtime
+    from rlsyn_trl import comparison, pipeline, runtime
 
     calls = {}
     monkeypatch.setattr(runtime, "setup_runtime", lambda *args, **kwargs: calls.setdefault("runtime", (args, kwargs)))
     monkeypatch.setattr(pipeline, "run_main_job", lambda config: calls.setdefault("job", config) and {})
-    monkeypatch.setattr(pipeline, "results_table", lambda results: "table")
-    monkeypatch.setattr(pipeline, "job_summary", lambda results: "summary")
+    monkeypatch.setattr(comparison, "results_table", lambda results: "table")
+    monkeypatch.setattr(comparison, "job_summary", lambda results: "summary")
     argv = ["run-all", "--output-dir", str(tmp_path), "--threads", "2", "--mixed-precision", "bf16", "--shots", "2",
-            "--reference-strengths", "0.4", "0.8"]  # fmt: skip
+            "--reference-strengths", "0.4", "0.8", "--processes", "1"]  # fmt: skip
     assert cli.main(argv) == 0
     args, kwargs = calls["runtime"]
     assert kwargs["threads"] == 2 and kwargs["mixed_precision"] == "bf16" and kwargs["offline"]
@@ -197,13 +197,8 @@ def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_job_precision_reaches_every_stage(precision, tmp_path):
-    from rlsyn_trl.pipeline import (
-        MainJobConfig,
-        cold_start_settings,
-        ddpo_settings,
-        recognizer_config,
-        recognizer_precision,
-    )
+    from rlsyn_trl.comparison import recognizer_config, recognizer_precision
+    from rlsyn_trl.pipeline import MainJobConfig, cold_start_settings, ddpo_settings
     from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
     job = MainJobConfig(output_dir=str(tmp_path), mixed_precision=precision)

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from rlsyn_trl.cli import main
+from rlsyn_trl.comparison import recognizer_rows
 from rlsyn_trl.generation import GenerationConfig
 from rlsyn_trl.pipeline import (
     MainJobConfig,
@@ -14,16 +15,16 @@ from rlsyn_trl.pipeline import (
     ddpo_settings,
     generation_runs,
     generation_settings,
-    recognizer_rows,
     reference_rows,
 )
 from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
 
 @pytest.mark.slow
-def test_quick_main_job_end_to_end(tmp_path, capsys):
-    """CI's end-to-end run: every stage of the chain on the embedded default, with few steps."""
-    assert main(["main", "--quick", "--output-dir", str(tmp_path)]) == 0
+def test_quick_main_job_end_to_end(tmp_path, capfd):
+    """CI's end-to-end run: every stage of the chain on the embedded default, with few steps, as two data-parallel
+    processes (what ``auto`` starts on a 2-core CPU); the ablation then reuses its stages in this one process."""
+    assert main(["main", "--quick", "--output-dir", str(tmp_path), "--processes", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     methods = [row["method"] for row in results["rows"]]
     assert methods == [
@@ -41,17 +42,19 @@ def test_quick_main_job_end_to_end(tmp_path, capsys):
     assert results["recognizer_model"] == "embedded:orl_faces/encoder"  # the better real-only start, every row
     assert "public feature extractor" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "ddpo" / "identity_adapter_config.json").is_file()
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
+    assert out.count("Reading: the full method") == 1  # the main process reports, the other one does not
     assert "full method" in out and str(tmp_path / "results.md") in out and "Time: cold start" in out
     assert "Time budgets: no stage was cut short" in out and "Reading: the full method reaches" in out
     assert results["budget_cuts"] == []
     assert set(results["timings_s"]) == {"cold_start", "ddpo", "generation", "recognizers"}
 
     # The ablation reuses the finished stages and adds DDPO runs with reward terms switched on in turn.
-    assert main(["main", "--quick", "--ablation", "--output-dir", str(tmp_path)]) == 0
+    adapter = (tmp_path / "ddpo" / "identity_lora.safetensors").read_bytes()
+    assert main(["main", "--quick", "--ablation", "--output-dir", str(tmp_path), "--processes", "1"]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [row["method"] for row in rows] == [*methods[:4], "+ selection", "+ R_sem", "+ R_cov", methods[4]]
-    assert rows[1]["accuracy"] == results["rows"][1]["accuracy"]  # same seed, same real-only recognizer
+    assert (tmp_path / "ddpo" / "identity_lora.safetensors").read_bytes() == adapter  # reused, not trained again
     for name, weights in (("rl_sem", [1.0, 0.0, 0.0]), ("rl_sem_cov", [1.0, 0.75, 0.0])):
         adapter = json.loads((tmp_path / f"ddpo_{name}" / "identity_adapter_config.json").read_text())
         assert adapter["reward"]["weights"] == weights

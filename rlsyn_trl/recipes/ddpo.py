@@ -29,6 +29,7 @@ from rlsyn_trl.provenance import (
 )
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.tracking import end_trackers
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
 from rlsyn_trl.trainers.ddpo_config import process_state
 from rlsyn_trl.trainers.ddpo_data import (
@@ -127,7 +128,7 @@ def main(config: RLSynDDPOConfig) -> dict:
     # 7. Push (private unless hub_private is false).
     if config.push_to_hub:
         summary["hub_url"] = trainer.push_to_hub()
-    trainer.accelerator.end_training()
+    end_trackers(trainer.accelerator)
     return summary
 
 

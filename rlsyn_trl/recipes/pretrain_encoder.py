@@ -34,6 +34,7 @@ from rlsyn_trl.priors import TrainedPrior, save_prior, train_encoder_on_batches
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.tracking import end_trackers
 from rlsyn_trl.training import check_data_parallel
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def main(config: EncoderPretrainConfig) -> dict:
         atomic_write_text(output / "README.md", card)
         atomic_write_json(output / "summary.json", summary)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_trackers(accelerator)
     return summary
 
 

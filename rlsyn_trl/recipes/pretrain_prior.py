@@ -32,7 +32,7 @@ from rlsyn_trl.priors import (
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
-from rlsyn_trl.tracking import build_trackers
+from rlsyn_trl.tracking import build_trackers, end_trackers
 from rlsyn_trl.training import check_data_parallel
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def main(config: PriorConfig) -> dict:
     if accelerator.is_main_process:
         atomic_write_json(output / "summary.json", summary)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_trackers(accelerator)
     return summary
 
 

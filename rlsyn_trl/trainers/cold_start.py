@@ -33,7 +33,7 @@ from ..settings import (
     check_settings,
     require_positive,
 )
-from ..tracking import build_trackers
+from ..tracking import build_trackers, end_trackers
 from ..training import check_data_parallel, local_batch_size, run_training_phase, sample_batches, warmup_cosine
 from ..visualization import save_image_grid
 
@@ -245,4 +245,4 @@ class ColdStartTrainer:
         )
 
     def end(self) -> None:
-        self.accelerator.end_training()
+        end_trackers(self.accelerator)
