@@ -2,12 +2,13 @@
 
     HF_HUB_OFFLINE=1 python benchmarks/cpu_processes.py [--adapter outputs/main/sft] [--samples 120] [--epochs 2]
 
-``rlsyn-trl run-all`` runs the generative stages as one process per core (``--processes auto``) and the recognizer
-rows side by side. This measures why, in one run on this machine, from the same cold-start adapter (a 40-step cold
-start is trained first when ``--adapter`` is missing): the cold start (``--steps`` steps), DDPO (``--epochs``
-epochs) and generation (``--samples`` samples) as ``rlsyn-trl <stage>`` in one process against ``accelerate launch``
-of the same command as N processes, and ``--rows`` recognizer rows one after another against side by side. Each line
-prints both times and the ratio (one process / N processes). Run it on an otherwise idle machine.
+``rlsyn-trl run-all`` runs the generative stages as one process per core (``--processes auto``); its rows can
+train side by side (``--recognizer-workers``). This measures both choices in one run on this machine: the cold
+start (``--steps`` steps), then from its adapter (or ``--adapter``) DDPO (``--epochs`` epochs) and generation
+(``--samples`` samples), each as ``rlsyn-trl <stage>`` in one process against ``accelerate launch`` of the same
+command as N processes, and ``--rows`` recognizer rows one after another against side by side. Each line prints
+both times and the ratio (one process / N processes). Fixed costs (process start, imports, a last shard that only
+one process samples) weigh more in small runs. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations

@@ -173,8 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=_processes,
         default="auto",
-        help="Data-parallel processes (accelerate launch). auto: one per CPU core up to 2 on a machine without GPU "
-        "(a CPU's second thread speeds a step up far less than a second process), 1 with a GPU.",
+        help="Data-parallel processes of the cold start, DDPO and generation (accelerate launch). auto: one per CPU "
+        "core up to 2 on a machine without GPU, 1 with a GPU.",
+    )
+    job.add_argument(
+        "--recognizer-workers",
+        type=_positive_int,
+        default=1,
+        help="Recognizer rows trained side by side, each in a spawned process with its share of the cores.",
     )
     job.add_argument(
         "--threads",
@@ -260,11 +266,11 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> int:
         recognizer_start=args.recognizer_start,
         mixed_precision=args.mixed_precision,
         stages=args.stages,
-        recognizer_workers=processes if group else 1,
+        recognizer_workers=args.recognizer_workers,
     )
     if group and config.stages != "recognizers":
-        # The generative stages run as a data-parallel group; the recognizer rows, independent of each other, then
-        # train side by side in this process's workers (a data-parallel recognizer step gains nothing on a CPU).
+        # The generative stages run as a data-parallel group; the recognizer rows then train here, with every thread
+        # (a data-parallel recognizer step is slower on a CPU: its gradient all-reduce costs more than it saves).
         status = relaunch([*argv, "--processes", str(processes), "--stages", "generation"], processes, threads)
         if status or config.stages == "generation":
             return status

@@ -1,9 +1,9 @@
 """The end-to-end job's comparison: recognizer rows trained side by side, the results table and the summary.
 
 Every row trains and tests the same recognizer start on the same real split, with or without a synthetic set, so
-the rows differ only by their data. The rows are independent: on a CPU they train side by side, one process per
-worker with its share of the cores, because a recognizer step gains little from a second thread (one row of the
-embedded default: 69 s alone with 2 threads; rows in data-parallel processes took 110 s each).
+the rows differ only by their data. The rows are independent, so they can train side by side in spawned workers
+(``recognizer_workers``), each with its share of the cores; on the 2-core CPU of docs/results.md that was no faster
+than one after another with both threads (a worker pays its imports), and a data-parallel row was slower still.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def test_run_all_launches_the_generative_stages_then_trains_the_rows_here(monkey
     ((command, env),) = calls
     assert command[-len(argv) - 4 :] == [*argv, "--processes", "2", "--stages", "generation"]
     assert env["OMP_NUM_THREADS"] == "1" and env["ACCELERATE_USE_CPU"] == "1"
-    ((job,),) = [jobs]  # then the rows, in this process, two side by side
-    assert (job.stages, job.recognizer_workers) == ("recognizers", 2)
+    ((job,),) = [jobs]  # then the rows, in this process
+    assert (job.stages, job.recognizer_workers) == ("recognizers", 1)
     assert capsys.readouterr().out.split()[-2:] == ["table", "summary"]
 
     # --stages generation stops after the group; a failed group is reported and nothing else runs.
