@@ -41,7 +41,20 @@ RECOGNIZER_STARTS = ("encoder", "scratch")
 JOB_STAGES = ("all", "generation", "recognizers")
 STAGE_RECORD = "stages.json"
 # The settings the generative stages depend on: stages=recognizers refuses a record written for others.
-STAGE_SETTINGS = ("shots", "split_seed", "seed", "quick", "prior", "encoder", "samples_per_identity", "ablation")
+STAGE_SETTINGS = (
+    "shots",
+    "split_seed",
+    "seed",
+    "quick",
+    "prior",
+    "encoder",
+    "samples_per_identity",
+    "inference_steps",
+    "ablation",
+    "reference_strengths",
+    "reference_ddpo",
+    "paper_rows",
+)
 
 
 def embedded_recipe(stage: str) -> dict:

@@ -154,3 +154,18 @@ def test_reference_guided_rows_plan_valid_stage_settings(tmp_path):
         MainJobConfig(reference_strengths=[1.5])
     with pytest.raises(ValueError, match="paper_rows"):
         MainJobConfig(paper_rows=False)
+
+
+def test_the_rows_refuse_a_stage_record_written_for_other_rows(tmp_path):
+    """stages=recognizers must not pair rows with synthetic sets the record does not hold."""
+    from dataclasses import asdict
+
+    from rlsyn_trl.pipeline import STAGE_RECORD, read_stage_record
+
+    written = MainJobConfig(output_dir=str(tmp_path))
+    (tmp_path / STAGE_RECORD).write_text(json.dumps({"config": asdict(written)}))
+    assert read_stage_record(written, tmp_path)["config"]["shots"] == 1
+    with pytest.raises(ValueError, match="reference_strengths"):
+        read_stage_record(replace(written, reference_strengths=[0.4]), tmp_path)
+    with pytest.raises(FileNotFoundError, match="stages=all"):
+        read_stage_record(written, tmp_path / "empty")
