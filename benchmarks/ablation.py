@@ -29,21 +29,59 @@ import numpy as np
 from rlsyn_trl.pipeline import MainJobConfig, run_main_job
 from rlsyn_trl.runtime import setup_runtime
 
+BASELINE = "real + standard augmentation"
+REAL_ROWS = ("raw-pixel 1-NN", "real only", BASELINE)
+
+
+def _methods(runs: dict[int, list[dict]]) -> list[str]:
+    """Every row's method in first-seen order: runs of other shot counts may have other rows (e.g. fewer strengths)."""
+    return list(dict.fromkeys(row["method"] for done in runs.values() for run in done for row in run["rows"]))
+
+
+def _rows(done: list[dict], method: str) -> list[dict]:
+    """The runs' rows for ``method`` (matched by name, not position)."""
+    return [row for run in done for row in run["rows"] if row["method"] == method]
+
 
 def ablation_table(runs: dict[int, list[dict]]) -> str:
     """Markdown: one row per method, one column per shot count, accuracy mean +- std over the runs' seeds."""
     shots = sorted(runs)
-    methods = [row["method"] for row in next(iter(runs.values()))[0]["rows"]]
     lines = ["| method | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |"]
     lines.append("|---|" + "---|" * len(shots))
-    for index, method in enumerate(methods):
+    for method in _methods(runs):
         cells = []
         for k in shots:
-            accuracies = 100 * np.array([run["rows"][index]["accuracy"] for run in runs[k]])
-            spread = f" +- {accuracies.std():.1f}" if len(accuracies) > 1 else " (one seed)"
-            cells.append(f"{accuracies.mean():.1f}{spread}")
+            accuracies = 100 * np.array([row["accuracy"] for row in _rows(runs[k], method)])
+            spread = f" +- {accuracies.std():.1f}" if len(accuracies) > 1 else ""
+            cells.append(f"{accuracies.mean():.1f}{spread} (n={len(accuracies)})" if len(accuracies) else "-")
         name = "+ R_exp (full method)" if method.startswith("full method") else method
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gain_table(runs: dict[int, list[dict]], baseline: str = BASELINE) -> str:
+    """Markdown: each synthetic row's gain over ``baseline`` on the same split (paired), next to the baseline's spread.
+
+    The spread over splits is mostly the splits' difficulty, which a paired gain cancels: a row that wins on every
+    split by a margin smaller than the spread shows in the per-split column.
+    """
+    lines = [f"| method | shots | gain over {baseline}, mean | per split seed | {baseline}: std over splits |"]
+    lines.append("|---|---|---|---|---|")
+    for k in sorted(runs):
+        for method in _methods(runs):
+            if method in REAL_ROWS:
+                continue
+            pairs = []
+            for run in runs[k]:
+                accuracy = {row["method"]: row["accuracy"] for row in run["rows"]}
+                if method in accuracy and baseline in accuracy:
+                    pairs.append((run["config"]["split_seed"], 100 * accuracy[method], 100 * accuracy[baseline]))
+            if not pairs:
+                continue
+            gains = [mine - base for _, mine, base in pairs]
+            per_split = ", ".join(f"{seed}: {gain:+.1f}" for (seed, _, _), gain in zip(pairs, gains))
+            spread = np.std([base for _, _, base in pairs])
+            lines.append(f"| {method} | {k} | {np.mean(gains):+.1f} | {per_split} | {spread:.1f} |")
     return "\n".join(lines)
 
 
@@ -57,14 +95,15 @@ def quality_table(runs: dict[int, list[dict]]) -> str:
     lines = ["| method | shots | consistency (phi) | consistency (evaluator) | face detection | memorised |"]
     lines.append("|---|---|---|---|---|---|")
     for k in sorted(runs):
-        for index, row in enumerate(runs[k][0]["rows"]):
-            if "identity_consistency" not in row:
+        for method in _methods(runs):
+            rows = _rows(runs[k], method)
+            if not rows or "identity_consistency" not in rows[0]:
                 continue
             cells = [
-                mean([run["rows"][index].get(key) for run in runs[k]])
+                mean([row.get(key) for row in rows])
                 for key in ("identity_consistency", "evaluator_consistency", "face_detection_rate", "memorization_rate")
             ]
-            lines.append(f"| {row['method']} | {k} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -119,7 +158,8 @@ def write_report(runs: dict[int, list[dict]], output: Path) -> str:
         f"ORL private identities, split seeds {seeds} (each its own cold start and DDPO runs), test accuracy % "
         f"mean +- std; recognizer {first['recognizer_start']}."
     )
-    report = header + "\n\n" + ablation_table(runs) + "\n\n" + quality_table(runs)
+    tables = (ablation_table(runs), gain_table(runs), quality_table(runs))
+    report = header + "\n\n" + "\n\n".join(tables)
     output.mkdir(parents=True, exist_ok=True)
     (output / "ablation.md").write_text(report + "\n")
     (output / "ablation.json").write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=2))
