@@ -8,7 +8,7 @@ another quarter sampling ``samples_per_identity`` synthetic images per identity.
 per budget ``steps:samples`` (samples per identity: the first k of each identity's samples, which are k independent
 draws of the same sampler). The first budget is the baseline: the table gives each row's accuracy, mean +- std over
 the runs, the gain over the baseline on the same split, and the rows' training time with its ratio to the baseline.
-Sampling time is proportional to the samples per identity (the generation stage's own timing). Run it on an
+Sampling time is nearly proportional to the samples per identity (the generation stage's own timing). Run it on an
 otherwise idle machine: only rows of one run are compared.
 """
 
