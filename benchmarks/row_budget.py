@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=2 python benchmarks/row_budget.py --run outputs/main_split{0,1,2} [--budgets 300:20 200:10]
 
-``rlsyn-trl run-all`` spends about a quarter of its time on four recognizer rows of ``recognizer_steps`` steps and
-another quarter sampling ``samples_per_identity`` synthetic images per identity. For each finished job in ``--run``
+``rlsyn-trl run-all`` spends about a quarter of its time on recognizer rows of ``recognizer_steps`` steps and
+another sampling ``samples_per_identity`` synthetic images per identity. For each finished job in ``--run``
 (its generative stages; ``rlsyn-trl run-all --stages generation --split-seed S``), this trains the job's rows once
 per budget ``steps:samples`` (samples per identity: the first k of each identity's samples, which are k independent
 draws of the same sampler). The first budget is the baseline: the table gives each row's accuracy, mean +- std over

@@ -81,7 +81,10 @@ class MainJobConfig:
             "and sample_eta), the chain the RL policy was optimised on, used for both adapters."
         },
     )
-    recognizer_steps: int = 300
+    recognizer_steps: int = field(
+        default_factory=lambda: embedded_recipe("recognizer")["max_steps"],
+        metadata={"help": "Training steps of every recognizer row (default: recipes/orl_faces/recognizer.yaml's)."},
+    )
     recognizer_start: str = field(
         default="encoder",
         metadata={
@@ -100,8 +103,8 @@ class MainJobConfig:
     ablation: bool = field(
         default=False,
         metadata={
-            "help": "Add the paper's ablation rows: + selection on cold-start samples, then DDPO runs with only R_sem, "
-            "R_sem + R_cov, and all three terms switched on (benchmarks/ablation.py)."
+            "help": "Add the paper's ablation rows: cold-start samples without and with selection, then DDPO runs "
+            "with only R_sem, R_sem + R_cov, and all three terms switched on (benchmarks/ablation.py)."
         },
     )
 
@@ -118,7 +121,7 @@ class MainJobConfig:
     paper_rows: bool = field(
         default=True,
         metadata={
-            "help": "The cold-start synthetic and full-method rows (and the DDPO runs behind them); false keeps the "
+            "help": "The full-method row (and the ablation's rows, with the DDPO runs behind them); false keeps the "
             "real rows and the reference-guided ones only."
         },
     )
@@ -189,7 +192,9 @@ def generation_runs(config: MainJobConfig) -> dict[str, tuple[str, dict]]:
     """Synthetic sets of the job, name -> (adapter name, generation overrides)."""
     runs = {}
     if config.paper_rows:
-        runs = {"cold_start": ("cold_start", {}), **{name: (name, {}) for name in reward_variants(config.ablation)}}
+        runs = {name: (name, {}) for name in reward_variants(config.ablation)}
+        if config.ablation:  # the cold-start samples are the ablation's first row
+            runs = {"cold_start": ("cold_start", {}), **runs}
     for strength in config.reference_strengths:
         runs[f"cold_start_{_tag(strength)}"] = ("cold_start", {"reference_strength": strength})
         if config.reference_ddpo:

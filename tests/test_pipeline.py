@@ -31,9 +31,9 @@ def test_quick_main_job_end_to_end(tmp_path, capfd):
         "raw-pixel 1-NN",
         "real only",
         "real + standard augmentation",
-        "+ cold-start synthetic",
         "full method (RL synthetic + selection)",
     ]
+    assert not (tmp_path / "synthetic_cold_start").exists()  # the cold-start samples are the ablation's
     assert all(0 <= row["accuracy"] <= 1 for row in results["rows"])
     for row in results["rows"][3:]:
         assert 0 <= row["identity_consistency"] <= 1 and 0 <= row["face_detection_rate"] <= 1
@@ -53,7 +53,8 @@ def test_quick_main_job_end_to_end(tmp_path, capfd):
     adapter = (tmp_path / "ddpo" / "identity_lora.safetensors").read_bytes()
     assert main(["main", "--quick", "--ablation", "--output-dir", str(tmp_path), "--processes", "1"]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert [row["method"] for row in rows] == [*methods[:4], "+ selection", "+ R_sem", "+ R_cov", methods[4]]
+    ablation_rows = ["+ cold-start synthetic", "+ selection", "+ R_sem", "+ R_cov"]
+    assert [row["method"] for row in rows] == [*methods[:3], *ablation_rows, methods[3]]
     assert (tmp_path / "ddpo" / "identity_lora.safetensors").read_bytes() == adapter  # reused, not trained again
     for name, weights in (("rl_sem", [1.0, 0.0, 0.0]), ("rl_sem_cov", [1.0, 0.75, 0.0])):
         adapter = json.loads((tmp_path / f"ddpo_{name}" / "identity_adapter_config.json").read_text())
@@ -147,6 +148,11 @@ def test_reference_guided_rows_plan_valid_stage_settings(tmp_path):
             assert (
                 GenerationConfig(**settings).sampler_options()["reference_strength"] == overrides["reference_strength"]
             )
+    default = MainJobConfig()  # the main comparison: one synthetic set, the full method's
+    assert list(generation_runs(default)) == ["rl"] and list(ddpo_runs(default)) == ["rl"]
+    for ablation in (False, True):
+        job = replace(default, ablation=ablation)
+        assert {source for _, source, _ in recognizer_rows(ablation) if source} == set(generation_runs(job))
     with_paper = MainJobConfig(ablation=True, reference_strengths=[0.6], reference_ddpo=False)
     assert list(ddpo_runs(with_paper)) == ["rl_sem", "rl_sem_cov", "rl"]
     assert list(generation_runs(with_paper)) == ["cold_start", "rl_sem", "rl_sem_cov", "rl", "cold_start_ref0.6"]

@@ -75,3 +75,40 @@ def test_tf32_is_allowed_on_gpus_for_training_and_refused_inside_the_audit(monke
     rows = torch.randn(3, 8)
     assert audit.feature_distances(rows, rows).diagonal().eq(0).all()
     assert seen == [False] and torch.backends.cuda.matmul.allow_tf32  # off for the distances, restored after
+
+
+FAULT_PROBE = """
+import resource, sys, torch
+from rlsyn_trl.runtime import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "1" else False
+x = torch.ones(16 * 2**20)  # 64 MB: above glibc's largest default mmap threshold (32 MB)
+for _ in range(3):
+    y = x * 2
+    del y
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    y = x * 2
+    del y
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="the allocator setting is glibc's (Linux)")
+def test_freed_activations_are_reused_instead_of_page_faulted_in_again(monkeypatch):
+    import subprocess
+    import sys
+
+    def faults(keep: bool) -> tuple[str, int]:
+        output = subprocess.run([sys.executable, "-c", FAULT_PROBE, str(int(keep))], capture_output=True, text=True)
+        applied, count = output.stdout.split()
+        return applied, int(count)
+
+    (default_applied, default_faults), (kept_applied, kept_faults) = faults(False), faults(True)
+    assert (default_applied, kept_applied) == ("False", "True")
+    assert default_faults > 5 * 16 * 2**20 * 4 // 4096 // 2  # each 64 MB result faulted in again
+    assert kept_faults < default_faults / 20
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(True) or True)
+    runtime.setup_runtime()
+    assert calls == [True]  # every entry point gets it on a CPU

@@ -18,6 +18,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 from ..io import atomic_write_json
 from ..model_sources import GENERATOR_KIND, MODEL_INDEX
 from .loading import load_generator, register_folder_loader
+from .lora_merge import merged_lora
 from .reference import ReferenceStart, reference_rng
 from .sampling import classifier_free_guidance, ddim_sample, uses_guidance
 
@@ -308,7 +309,8 @@ class IdentityGenerator:
         """Images in [-1, 1] for the given identity labels; the same seed gives the same images.
 
         ``reference`` starts each sample from one of its identity's real images noised to the drawn strength
-        (:mod:`.reference`); the draws come from ``seed`` too, made for all labels before any batch.
+        (:mod:`.reference`); the draws come from ``seed`` too, made for all labels before any batch. LoRA updates are
+        folded into the weights while sampling and the exact weights restored after (:mod:`.lora_merge`).
         """
         if not isinstance(labels, torch.Tensor):
             labels = self.labels_for(labels)
@@ -321,19 +323,20 @@ class IdentityGenerator:
         was_training = self.transformer.training
         self.transformer.eval()
         outputs = []
-        for start in range(0, len(labels), batch_size):
-            chunk = labels[start : start + batch_size].to(self.device)
-            starts = {} if draw is None else reference.starts(self, draw, slice(start, start + batch_size))
-            result = self._ddim(
-                chunk,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                eta=eta,
-                generator=generator,
-                progress=progress,
-                **starts,
-            )
-            outputs.append(self.decode(result.latents))
+        with merged_lora(self.transformer):
+            for start in range(0, len(labels), batch_size):
+                chunk = labels[start : start + batch_size].to(self.device)
+                starts = {} if draw is None else reference.starts(self, draw, slice(start, start + batch_size))
+                result = self._ddim(
+                    chunk,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    eta=eta,
+                    generator=generator,
+                    progress=progress,
+                    **starts,
+                )
+                outputs.append(self.decode(result.latents))
         self.transformer.train(was_training)
         return torch.cat(outputs)
 

@@ -13,6 +13,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 
 from ..data import dataset_to_tensors
+from ..encoders.identity_encoder import IdentityEncoder
 from ..evaluation import evaluate_recognizer
 from ..metrics import load_metric
 from ..selection import DynamicSampleSelectionCallback
@@ -60,6 +61,12 @@ class RecognizerTrainer(Trainer):
             self.add_callback(LogLineCallback())
         self.augmentation, self.synthetic_ratio = augmentation, synthetic_ratio
         self.identities_per_batch, self.synthetic_blocks = identities_per_batch, synthetic_blocks
+        backbone = getattr(getattr(self.model, "recognizer", None), "backbone", None)
+        if self.args.device.type == "cpu" and isinstance(backbone, IdentityEncoder):
+            # oneDNN's CPU convolutions run on channels-last weights without a reorder per call: the identity
+            # encoder's training step took 0.63x the time (benchmarks/cpu_speedups.py). Only this backbone: the
+            # same switch on a tiny IResNet corrupted the heap in its backward pass (torch 2.13, AVX2).
+            backbone.to(memory_format=torch.channels_last)
 
     def _get_train_sampler(self, train_dataset: MixedIdentityDataset | None = None) -> MixedBatchSampler:
         generator = torch.Generator().manual_seed(self.args.seed)

@@ -91,3 +91,28 @@ def test_a_push_without_a_repo_is_refused_before_training(tmp_path):
     script_args = RecognizerScriptArguments(dataset_name="orl_faces", dataset_config="private", shots=1, split_seed=0)
     with pytest.raises(ValueError, match="--hub_model_id"):
         main(script_args, tiny_settings(tmp_path, push_to_hub=True))
+
+
+def test_the_identity_encoder_trains_channels_last_on_a_cpu_to_the_same_weights(orl_private, tmp_path, monkeypatch):
+    import rlsyn_trl.recognizer.trainer as trainer_module
+
+    layouts = []
+    original_init = trainer_module.RecognizerTrainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        weight = self.model.recognizer.backbone.backbone[0][3].weight  # 32 -> 32 channels
+        layouts.append(weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous())
+
+    monkeypatch.setattr(trainer_module.RecognizerTrainer, "__init__", recording_init)
+    # SGD: its step is proportional to the gradient (Adam's first steps turn a near-zero gradient's sign into a
+    # learning-rate-sized step, which makes rounding look like a different run)
+    settings = {"model": "embedded:orl_faces/encoder", "max_steps": 4, "optim": "sgd", "learning_rate": 0.1}
+    train_recognizer(tiny_settings(tmp_path / "channels_last", **settings), orl_private)
+    monkeypatch.setattr(trainer_module, "IdentityEncoder", type("NotThisBackbone", (), {}))  # the default layout
+    train_recognizer(tiny_settings(tmp_path / "default", **settings), orl_private)
+    assert layouts == [True, False]
+    fast, default = (load_file(tmp_path / run / "model.safetensors") for run in ("channels_last", "default"))
+    assert fast.keys() == default.keys()
+    for name in fast:  # rounding only: the same run in another memory layout
+        torch.testing.assert_close(fast[name], default[name], rtol=1e-4, atol=1e-5)
