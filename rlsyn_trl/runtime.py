@@ -102,6 +102,7 @@ class Runtime:
     mixed_precision: str
     threads: int
     cpu_capability: str
+    keeps_freed_memory: bool = False
 
 
 def setup_runtime(
@@ -128,8 +129,7 @@ def setup_runtime(
         level = log_level if is_main_process() else logging.WARNING
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        keep_freed_memory()
+    keeps_freed_memory = device == "cpu" and keep_freed_memory()
     precision = resolve_precision(mixed_precision, device)
     if device == "cuda":
         # TF32 tensor cores for the generator's and recognizers' matrix products (10-bit mantissa: below the noise
@@ -140,16 +140,19 @@ def setup_runtime(
         from transformers import set_seed
 
         set_seed(seed)
-    runtime = Runtime(device, precision, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability())
+    runtime = Runtime(
+        device, precision, torch.get_num_threads(), torch.backends.cpu.get_cpu_capability(), keeps_freed_memory
+    )
     why = ""
     if mixed_precision in (None, "auto"):
         why = f" (auto: native bf16 {'found' if precision == 'bf16' else 'not found'})"
     logger.info(
-        "Runtime: %s, %d thread(s), CPU capability %s, mixed precision %s%s",
+        "Runtime: %s, %d thread(s), CPU capability %s, mixed precision %s%s%s",
         device,
         runtime.threads,
         runtime.cpu_capability,
         precision,
         why,
+        ", freed memory kept for reuse (glibc)" if keeps_freed_memory else "",
     )
     return runtime

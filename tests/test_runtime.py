@@ -40,6 +40,7 @@ def test_setup_runtime_logs_its_choice_and_stages_share_one_accelerate_state(cap
     with caplog.at_level(logging.INFO, logger="rlsyn_trl.runtime"):
         chosen = runtime.setup_runtime(seed=3, mixed_precision="auto")
     assert chosen.mixed_precision == "no" and "native bf16 not found" in caplog.text
+    assert chosen.keeps_freed_memory == ("freed memory kept for reuse" in caplog.text)
     assert torch.get_num_threads() == chosen.threads
     # Every stage of a process asks for the same precision, so accelerate's per-process state accepts them all.
     for _ in range(2):
@@ -112,5 +113,4 @@ def test_freed_activations_are_reused_instead_of_page_faulted_in_again(monkeypat
 
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(True) or True)
-    runtime.setup_runtime()
-    assert calls == [True]  # every entry point gets it on a CPU
+    assert runtime.setup_runtime().keeps_freed_memory and calls == [True]  # every entry point gets it on a CPU
