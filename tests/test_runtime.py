@@ -83,33 +83,34 @@ import resource, sys, torch
 from rlsyn_trl.runtime import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "1" else False
 x = torch.ones(16 * 2**20)  # 64 MB: above glibc's largest default mmap threshold (32 MB)
-# The heap settles first: small blocks allocated between results can leave an early freed block a few bytes too
-# short for the next result, which then extends the heap (fresh pages fault once); after ten rounds it reuses.
-for _ in range(10):
+faults = []
+for _ in range(25):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     y = x * 2
     del y
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    y = x * 2
-    del y
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, *faults[1:])  # the first result faults in either way
 """
 
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="the allocator setting is glibc's (Linux)")
 def test_freed_activations_are_reused_instead_of_page_faulted_in_again(monkeypatch):
+    import statistics
     import subprocess
     import sys
 
-    def faults(keep: bool) -> tuple[str, int]:
+    def faults_per_result(keep: bool) -> tuple[str, list[int]]:
         output = subprocess.run([sys.executable, "-c", FAULT_PROBE, str(int(keep))], capture_output=True, text=True)
-        applied, count = output.stdout.split()
-        return applied, int(count)
+        applied, *counts = output.stdout.split()
+        return applied, [int(count) for count in counts]
 
-    (default_applied, default_faults), (kept_applied, kept_faults) = faults(False), faults(True)
+    (default_applied, default_faults), (kept_applied, kept_faults) = faults_per_result(False), faults_per_result(True)
     assert (default_applied, kept_applied) == ("False", "True")
-    assert default_faults > 5 * 16 * 2**20 * 4 // 4096 // 2  # each 64 MB result faulted in again
-    assert kept_faults < default_faults / 20
+    result_pages = 16 * 2**20 * 4 // 4096
+    assert min(default_faults) > result_pages // 2  # without the setting every 64 MB result is faulted in again
+    # With it, results reuse freed memory. While the heap settles, an early freed block can be a few bytes short of
+    # the next result, which then extends the heap once (up to 6 of the first 9 results in 100 runs): most reuse.
+    assert statistics.median(kept_faults) < result_pages // 20, kept_faults
 
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(True) or True)
