@@ -10,7 +10,11 @@ once, before any tensor work, so the choices are made in one place and logged:
   ran 6x slower than on reused memory. :func:`keep_freed_memory` raises glibc's mmap and trim thresholds.
 - **Precision.** ``mixed_precision: auto`` picks bf16 only where the device computes it natively (a CUDA GPU with
   bf16, a CPU with AVX512-BF16 or AMX) and fp32 elsewhere: on an AVX2-only CPU bf16 autocast made a cold-start step
-  about 10x slower than fp32.
+  about 10x slower than fp32. ``RLSYN_TRL_NATIVE_BF16=1`` (or ``0``) overrides the probe, so an AVX2 machine can run
+  the path an AVX512-BF16 machine or a GPU takes (slowly), and the other way round.
+- **One precision per process.** accelerate keeps one ``AcceleratorState`` per process, and so does this package:
+  every stage trainer calls :func:`claim_process_precision` before building its accelerator, so a stage that asks
+  for another precision than the one the process already runs is refused with the fix, not half-built.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+NATIVE_BF16_ENV = "RLSYN_TRL_NATIVE_BF16"  # "1" / "0": override the capability probe (tests, CI)
 
 
 @cache
@@ -45,8 +50,23 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def forced_native_bf16() -> bool | None:
+    """The probe's answer forced by ``RLSYN_TRL_NATIVE_BF16`` (``1``/``true`` or ``0``/``false``), None when unset."""
+    value = os.environ.get(NATIVE_BF16_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{NATIVE_BF16_ENV} must be 1 or 0 (or unset to probe the device), got {value!r}")
+
+
 def native_bf16(device: str | torch.device | None = None) -> bool:
     """Whether ``device`` (default: CUDA when available, else the CPU) computes bf16 natively."""
+    forced = forced_native_bf16()
+    if forced is not None:
+        return forced
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -66,6 +86,27 @@ def resolve_precision(requested: str | None, device: str | torch.device | None =
     if requested != "auto":
         return requested
     return "bf16" if native_bf16(device) else "no"
+
+
+def claim_process_precision(mixed_precision: str | None) -> str:
+    """Resolve ``mixed_precision`` and check it against the precision this process already runs under, if any.
+
+    accelerate's ``AcceleratorState`` is one per process and cannot change precision once built; a second stage
+    asking for another one would fail inside accelerate with a message about restarting the runtime. Here the
+    conflict is named with both values and the fix, before any model is touched. Returns the resolved precision.
+    """
+    from accelerate.state import AcceleratorState
+
+    precision = resolve_precision(mixed_precision)
+    running = AcceleratorState._shared_state.get("_mixed_precision")
+    if running is not None and running != precision:
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r} resolves to {precision!r}, but this process already runs under "
+            f"{running!r} (an earlier stage or Accelerator built accelerate's state). One process runs one precision: "
+            f"pass --mixed_precision {running} (or auto, which resolves the same way in every stage of a process), "
+            "or run this stage in its own process (`accelerate launch` or `rlsyn-trl <stage>`)."
+        )
+    return precision
 
 
 KEEP_FREED_BYTES = 1 << 30  # blocks up to 1 GiB come from (and return to) the heap
@@ -145,7 +186,9 @@ def setup_runtime(
     )
     why = ""
     if mixed_precision in (None, "auto"):
-        why = f" (auto: native bf16 {'found' if precision == 'bf16' else 'not found'})"
+        found = "found" if precision == "bf16" else "not found"
+        forced = f", forced by {NATIVE_BF16_ENV}" if forced_native_bf16() is not None else ""
+        why = f" (auto: native bf16 {found}{forced})"
     logger.info(
         "Runtime: %s, %d thread(s), CPU capability %s, mixed precision %s%s%s",
         device,

@@ -1,5 +1,6 @@
-"""Shared test set-up: offline Hub, fast CPU math, a per-session datasets cache."""
+"""Shared test set-up: offline Hub, fast CPU math, a per-session datasets cache, accelerate's state per module."""
 
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,6 +10,40 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_flush_denormal(True)
+
+
+@contextlib.contextmanager
+def isolated_accelerate_state():
+    """Inside: accelerate's per-process state (precision, gradient accumulation) as a new process has it, none.
+
+    After: the state as it was, in place (accelerators built before share that dict and keep working).
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    states = (AcceleratorState._shared_state, GradientState._shared_state)
+    saved = [dict(state) for state in states]
+    for state in states:
+        state.clear()
+    try:
+        yield
+    finally:
+        for state, before in zip(states, saved):
+            state.clear()
+            state.update(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_accelerate_state():
+    """Each test module starts as a new process would, so no module depends on which ran before it."""
+    with isolated_accelerate_state():
+        yield
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """For a test that builds a stage in another precision than its module's shared fixtures."""
+    with isolated_accelerate_state():
+        yield
 
 
 @pytest.fixture(scope="session")

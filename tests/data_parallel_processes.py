@@ -24,6 +24,7 @@ import rlsyn_trl.priors as priors  # noqa: E402
 import rlsyn_trl.trainers.cold_start as cold_start  # noqa: E402
 from rlsyn_trl.generators import IdentityGenerator  # noqa: E402
 from rlsyn_trl.generators.adapter import freeze_backbone, replace_class_embedders  # noqa: E402
+from rlsyn_trl.runtime import claim_process_precision  # noqa: E402
 
 NAMES = ["a", "b", "c", "d"]
 BATCHES: dict[str, dict] = {}
@@ -89,7 +90,7 @@ def run_prior(output: str) -> dict[str, torch.Tensor]:
         generator_batch_size=4, warmup_steps=1, use_lfw_faces=False, encoder_widths=[8], embedding_size=8,
         encoder_steps=2, encoder_batch_size=4, checkpoint_every=100, seed=0,
     )  # fmt: skip
-    accelerator = Accelerator(mixed_precision="no")
+    accelerator = Accelerator(mixed_precision=claim_process_precision(config.mixed_precision))  # as the recipe
     images = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     labels = torch.arange(4).repeat_interleave(3)
     encoder = priors.train_encoder(config, accelerator, images, labels, len(NAMES))

@@ -37,6 +37,8 @@ from rlsyn_trl.recipes import generate as generate_recipe
 from rlsyn_trl.recipes.generate import main as generate_synthetic_dataset
 from rlsyn_trl.settings import SettingsError
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 torch.set_num_threads(1)
 
 

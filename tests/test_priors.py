@@ -14,6 +14,8 @@ from rlsyn_trl.recipes.sft import main as train_cold_start
 from rlsyn_trl.settings import SettingsError
 from rlsyn_trl.trainers import ColdStartConfig
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "orl_faces"
 
 

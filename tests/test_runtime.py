@@ -6,6 +6,8 @@ from accelerate import Accelerator
 
 from rlsyn_trl import runtime
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 
 @pytest.mark.parametrize(
     "flags, expected",
@@ -16,6 +18,7 @@ from rlsyn_trl import runtime
     ],
 )
 def test_auto_precision_follows_the_cpu(monkeypatch, flags, expected):
+    monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
     assert runtime.resolve_precision("auto", "cpu") == expected
     assert runtime.resolve_precision(None, "cpu") == expected
@@ -23,11 +26,36 @@ def test_auto_precision_follows_the_cpu(monkeypatch, flags, expected):
 
 
 def test_auto_precision_on_a_gpu(monkeypatch):
+    monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert runtime.resolve_precision("auto", "cuda") == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     assert runtime.resolve_precision("auto", "cuda") == "no"
+
+
+@pytest.mark.parametrize("value, native, precision", [("1", True, "bf16"), ("0", False, "no"), ("true", True, "bf16")])
+def test_the_probe_can_be_forced_either_way(monkeypatch, caplog, value, native, precision):
+    """RLSYN_TRL_NATIVE_BF16 makes an AVX2 machine take the bf16 path (and a bf16 machine the fp32 one), logged."""
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"} if native else {"avx512_bf16"}))
+    monkeypatch.setenv(runtime.NATIVE_BF16_ENV, value)
+    assert runtime.native_bf16("cpu") is native and runtime.resolve_precision("auto", "cpu") == precision
+    assert runtime.resolve_precision("no", "cpu") == "no"  # an explicit setting is never overridden
+    with caplog.at_level(logging.INFO, logger="rlsyn_trl.runtime"):
+        assert runtime.setup_runtime(mixed_precision="auto").mixed_precision == precision
+    assert f"forced by {runtime.NATIVE_BF16_ENV}" in caplog.text
+    monkeypatch.setenv(runtime.NATIVE_BF16_ENV, "maybe")
+    with pytest.raises(ValueError, match="RLSYN_TRL_NATIVE_BF16 must be 1 or 0"):
+        runtime.resolve_precision("auto", "cpu")
+
+
+def test_a_second_precision_in_one_process_is_refused_with_the_fix(fresh_accelerate_state):
+    assert runtime.claim_process_precision("bf16") == "bf16"  # nothing built yet: any precision is free
+    Accelerator(cpu=True, mixed_precision="bf16")
+    assert runtime.claim_process_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match=r"mixed_precision='no' resolves to 'no', but this process already runs under "
+                                         r"'bf16'.*--mixed_precision bf16"):  # fmt: skip
+        runtime.claim_process_precision("no")
 
 
 def test_a_bad_precision_names_the_setting():
@@ -36,6 +64,7 @@ def test_a_bad_precision_names_the_setting():
 
 
 def test_setup_runtime_logs_its_choice_and_stages_share_one_accelerate_state(caplog, monkeypatch):
+    monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
     with caplog.at_level(logging.INFO, logger="rlsyn_trl.runtime"):
         chosen = runtime.setup_runtime(seed=3, mixed_precision="auto")

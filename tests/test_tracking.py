@@ -10,6 +10,8 @@ from rlsyn_trl.generators.adapter import freeze_backbone, replace_class_embedder
 from rlsyn_trl.tracking import scalar_config
 from rlsyn_trl.trainers import ColdStartConfig, ColdStartTrainer
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 
 def test_scalar_config_flattens_what_tensorboard_refuses():
     flat = scalar_config({"lr": 1e-3, "steps": 3, "on": True, "name": "x", "targets": ["to_q", "to_v"],

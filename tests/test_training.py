@@ -11,6 +11,8 @@ import torch
 
 from rlsyn_trl.training import check_data_parallel, local_batch_size, process_seed, sample_batches
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 HELPER = Path(__file__).with_name("data_parallel_processes.py")
 
 

@@ -6,6 +6,7 @@ One :class:`IdentityGenerator` serves the embedded pixel-space prior and a laten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -249,19 +250,33 @@ class IdentityGenerator:
         return (error * min_snr_weights(scheduler, timesteps, min_snr_gamma)).mean()
 
     # -- sampling ---------------------------------------------------------------------------------------------
+    def mixed_precision_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to the transformer's half dtype when its weights mix half and full precision, else nothing.
+
+        A policy trained under mixed precision keeps a bf16 (or fp16) backbone and float32 trainable weights (LoRA,
+        identity embedders), as TRL's ``DDPOTrainer`` leaves it; outside autocast their matrix products would meet
+        two dtypes. Sampling it under its own autocast computes what its training-time forward computed.
+        """
+        dtypes = {p.dtype for p in self.transformer.parameters() if p.is_floating_point()}
+        half = sorted(dtypes & {torch.bfloat16, torch.float16}, key=str)
+        if not half or len(dtypes) == 1:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=half[0])
+
     def _ddim(self, labels: torch.Tensor, **options):
         """The shared guided DDIM sampler on this generator: its denoiser, scheduler, null class, shape and dtype."""
         null = torch.full_like(labels, self.null_label)
-        return ddim_sample(
-            self.model_output,
-            self.scheduler,
-            labels,
-            null,
-            self.latent_shape,
-            device=self.device,
-            dtype=self.dtype,
-            **options,
-        )
+        with self.mixed_precision_autocast():
+            return ddim_sample(
+                self.model_output,
+                self.scheduler,
+                labels,
+                null,
+                self.latent_shape,
+                device=self.device,
+                dtype=self.dtype,
+                **options,
+            )
 
     def trajectory(
         self,
@@ -274,7 +289,7 @@ class IdentityGenerator:
         with_log_probs: bool = False,
         progress: bool = False,
     ) -> SampleTrajectory:
-        """Run the shared DDIM sampler (``generators.sampling.ddim_sample``) from noise in the model's dtype."""
+        """Run the shared DDIM sampler (``generators.sampling.ddim_sample``): a float32 chain, the model's dtype."""
         labels = labels.to(self.device)
         result = self._ddim(
             labels,

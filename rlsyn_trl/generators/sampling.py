@@ -12,6 +12,12 @@ noise a pure-noise start would have used). A sample with start step 0 starts fro
 is the pure-noise chain, bit for bit. :func:`start_step` maps a strength to the start step as diffusers' image-to-image
 pipelines do.
 
+Precision: the chain and every step run in float32 whatever the model's precision. Under bf16 the model's prediction
+is bf16, and TRL's step computed ``-(x - mu)^2 / 2 sigma^2`` in it: the log-probability recorded while sampling and
+the one recomputed for the same step while training differed by up to 0.03, so DDPO's clipped ratio measured
+rounding. :func:`log_prob_step` casts the prediction up and runs the step outside autocast; the chain (noise
+included) is float32, so the next latents that training reads back are the very numbers the step produced.
+
 Guidance convention: one forward pass over ``[null; cond]`` (the order of TRL's ``DDPOTrainer.calculate_loss``, so
 the stock trainer recomputes the same numbers), combined as ``null + g * (cond - null)``. A scale of exactly 1 is the
 conditional prediction alone, computed without the null pass.
@@ -31,6 +37,11 @@ from trl.models.modeling_sd_base import scheduler_step
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 unless it already is float32 or float64."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def classifier_free_guidance(
     denoise: Denoiser,
     latents: torch.Tensor,
@@ -39,11 +50,41 @@ def classifier_free_guidance(
     null: torch.Tensor,
     guidance_scale: float,
 ) -> torch.Tensor:
-    """``null + g * (cond - null)``, both branches in one forward pass batched as ``[null; cond]``."""
+    """``null + g * (cond - null)``, both branches in one forward pass batched as ``[null; cond]``.
+
+    The combination is float32 whatever dtype the model returns: under autocast a policy (float32 trainable weights
+    in its last layers) and its frozen KL reference return the same numbers in float32 and bf16 respectively.
+    """
     both_t = timesteps if timesteps.ndim == 0 else torch.cat([timesteps, timesteps])
-    output = denoise(torch.cat([latents, latents]), both_t, torch.cat([null, cond]))
+    output = full_precision(denoise(torch.cat([latents, latents]), both_t, torch.cat([null, cond])))
     unconditional, conditional = output.chunk(2)
     return unconditional + guidance_scale * (conditional - unconditional)
+
+
+def log_prob_step(
+    scheduler,
+    model_output: torch.Tensor,
+    timestep: torch.Tensor,
+    sample: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+):
+    """TRL's DDIM step with its log-probability, in float32 outside autocast, for sampling and training alike.
+
+    Returns TRL's ``DDPOSchedulerOutput`` (``latents``, ``log_probs``); see the module docstring for why.
+    """
+    with torch.autocast(sample.device.type, enabled=False):
+        return scheduler_step(
+            scheduler,
+            full_precision(model_output),
+            timestep,
+            full_precision(sample),
+            eta=eta,
+            prev_sample=None if prev_sample is None else full_precision(prev_sample),
+            generator=generator,
+        )
 
 
 def uses_guidance(guidance_scale: float) -> bool:
@@ -121,9 +162,10 @@ def ddim_sample(
     """Run DDIM from Gaussian noise under classifier-free guidance.
 
     ``cond`` and ``null`` are what ``denoise`` takes as conditioning (labels, or DDPO's ``[B, 1, 1]`` label
-    "embeddings"), one row per sample. The noise has ``dtype`` (the model's, so a bf16 model samples without a dtype
-    error) and comes from ``generator``: one generator for the batch, or a list with one per sample, which makes
-    each sample independent of how a run is split into batches. Every step is TRL's ``scheduler_step``, whether or
+    "embeddings"), one row per sample. The noise and the chain are float32 (float64 if ``dtype`` is), whatever the
+    model's ``dtype``: ``denoise`` casts its input to the model's own dtype. The noise comes from ``generator``: one
+    generator for the batch, or a list with one per sample, which makes each sample independent of how a run is
+    split into batches. Every step is :func:`log_prob_step`, whether or
     not log-probabilities are returned, so the chain is the same in both cases and the log-probabilities are exactly
     those DDPO recomputes with ``prev_sample`` (with ``eta=0`` the steps are deterministic and log-probs undefined).
 
@@ -134,7 +176,8 @@ def ddim_sample(
     """
     device = torch.device(device) if device is not None else cond.device
     scheduler.set_timesteps(num_inference_steps, device=device)
-    latents = randn_tensor((cond.shape[0], *latent_shape), generator=generator, device=device, dtype=dtype)
+    chain_dtype = torch.promote_types(dtype or torch.float32, torch.float32)
+    latents = randn_tensor((cond.shape[0], *latent_shape), generator=generator, device=device, dtype=chain_dtype)
     if start_steps is not None:
         start_steps = torch.as_tensor(start_steps, dtype=torch.long, device=device)
         latents = _starting_latents(scheduler, latents, init_latents, start_steps)
@@ -151,7 +194,7 @@ def ddim_sample(
             output = classifier_free_guidance(denoise, rows_latents, t, rows_cond, rows_null, guidance_scale)
         else:
             output = denoise(rows_latents, t, rows_cond)
-        return scheduler_step(scheduler, output, t, rows_latents, eta=eta, generator=rows_generator)
+        return log_prob_step(scheduler, output, t, rows_latents, eta=eta, generator=rows_generator)
 
     for index, t in enumerate(steps):
         active = None if start_steps is None else start_steps <= index

@@ -33,7 +33,7 @@ from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.priors import TrainedPrior, save_prior, train_encoder_on_batches
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.runtime import claim_process_precision, setup_runtime
 from rlsyn_trl.tracking import end_trackers
 from rlsyn_trl.training import check_data_parallel
 
@@ -46,7 +46,7 @@ def main(config: EncoderPretrainConfig) -> dict:
     # 1. Seed, logging, precision; data parallel (DDP) launches only.
     runtime = setup_runtime(config.seed, config.mixed_precision)
     check_data_parallel()
-    accelerator = Accelerator(mixed_precision=runtime.mixed_precision)
+    accelerator = Accelerator(mixed_precision=claim_process_precision(runtime.mixed_precision))
     output = Path(config.output_dir)
 
     # 2. Which identities phi may see: refused here, before any image is read, if the target's are among them.

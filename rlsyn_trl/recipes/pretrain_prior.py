@@ -31,7 +31,7 @@ from rlsyn_trl.priors import (
 )
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.runtime import claim_process_precision, setup_runtime
 from rlsyn_trl.tracking import build_trackers, end_trackers
 from rlsyn_trl.training import check_data_parallel
 
@@ -45,7 +45,8 @@ def main(config: PriorConfig) -> dict:
     runtime = setup_runtime(config.seed, config.mixed_precision)
     check_data_parallel()
     trackers = build_trackers(config.log_with, "rlsyn_prior", Path(config.output_dir) / "logs")
-    accelerator = Accelerator(mixed_precision=runtime.mixed_precision, log_with=trackers or None)
+    precision = claim_process_precision(runtime.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, log_with=trackers or None)
     check_data_parallel(accelerator.state)
     config.check_processes(accelerator.num_processes)
     accelerator.init_trackers("rlsyn_prior", config=config.tracker_config())

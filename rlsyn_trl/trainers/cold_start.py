@@ -23,7 +23,7 @@ from ..generators import IdentityGenerator, class_embedders
 from ..generators.adapter import add_lora, freeze_backbone, replace_class_embedders, save_adapter
 from ..io import atomic_write_json
 from ..provenance import write_provenance
-from ..runtime import resolve_precision
+from ..runtime import claim_process_precision
 from ..settings import (
     DataSplitSettings,
     LoraSettings,
@@ -119,7 +119,7 @@ class ColdStartTrainer:
         check_data_parallel()
         trackers = build_trackers(config.log_with, "rlsyn_sft", Path(config.output_dir) / "logs")
         self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(config.mixed_precision), log_with=trackers or None
+            mixed_precision=claim_process_precision(config.mixed_precision), log_with=trackers or None
         )
         check_data_parallel(self.accelerator.state)
         local_batch_size(config.batch_size, self.accelerator.num_processes)  # a clear error before any work

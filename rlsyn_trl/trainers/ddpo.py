@@ -30,15 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 from trl import DDPOTrainer
 
+from ..generators.lora_merge import mergeable_lora_layers
 from ..generators.reference import ReferenceStart, reference_rng
 from ..io import atomic_write_json
 from ..log_filters import CHECKPOINT_LOGGERS, quiet_logger
 from ..rewards.identity_reward import IdentityReward, reward_summary
-from ..runtime import resolve_precision
+from ..runtime import claim_process_precision
 from ..tracking import build_trackers
 from ..training import check_data_parallel
 from ..visualization import save_curves
@@ -97,7 +97,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             resume_from="",
             sample_num_batches_per_epoch=batches,
             log_with=trackers,
-            mixed_precision=resolve_precision(config.mixed_precision),
+            mixed_precision=claim_process_precision(config.mixed_precision),
         )
         with quiet_logger(STOCK_LOGGER):  # the stock __init__ logs its whole config (~2,000 characters) at INFO
             super().__init__(
@@ -134,9 +134,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         """A frozen copy of the starting (cold-start) policy for the KL anchor, called like the trained denoiser."""
         reference = copy.copy(self.sd_pipeline.generator)
         reference.transformer = copy.deepcopy(reference.transformer).requires_grad_(False).eval()
-        for layer in reference.transformer.modules():
-            if isinstance(layer, LoraLayer):
-                layer.merge()  # frozen for good: one matmul per layer instead of three
+        for layer in mergeable_lora_layers(reference.transformer):
+            layer.merge()  # frozen for good: one matmul per layer instead of three (bf16 bases stay unmerged)
         return LabelConditionedDenoiser(reference)
 
     def _setup_optimizer(self, trainable_layers_parameters):
@@ -261,10 +260,10 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                     self.config.sample_guidance_scale,
                     cfg=self.config.train_cfg,
                 )
-                step = self.sd_pipeline.scheduler_step(
-                    output, part["timesteps"], part["latents"], eta=self.config.sample_eta,
-                    prev_sample=part["next_latents"],
-                )  # fmt: skip
+            step = self.sd_pipeline.scheduler_step(
+                output, part["timesteps"], part["latents"], eta=self.config.sample_eta,
+                prev_sample=part["next_latents"],
+            )  # fmt: skip
             log_probs.append(step.log_probs)
         taken_log_probs = torch.cat(log_probs)
         if bool(rows.all()):
@@ -365,8 +364,9 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                     global_step += 1
         return global_step
 
-    def _loss_terms(self, sample: dict[str, torch.Tensor], j: int) -> dict[str, torch.Tensor]:
-        """The stock PPO loss for timestep column ``j``, plus the KL and denoising anchors when weighted."""
+    def policy_log_probs(self, sample: dict[str, torch.Tensor], j: int) -> torch.Tensor:
+        """log p_theta of the sampled step in column ``j``, recomputed as the sampler computed it (its autocast, the
+        step in float32): before any update it equals ``log_probs[:, j]``, so the PPO ratio is 1 in fp32 and bf16."""
         latents, timesteps = sample["latents"][:, j], sample["timesteps"][:, j]
         with self.autocast():
             output = guided_prediction(
@@ -378,9 +378,14 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                 self.config.sample_guidance_scale,
                 cfg=self.config.train_cfg,
             )
-            log_prob = self.sd_pipeline.scheduler_step(
-                output, timesteps, latents, eta=self.config.sample_eta, prev_sample=sample["next_latents"][:, j]
-            ).log_probs
+        return self.sd_pipeline.scheduler_step(
+            output, timesteps, latents, eta=self.config.sample_eta, prev_sample=sample["next_latents"][:, j]
+        ).log_probs
+
+    def _loss_terms(self, sample: dict[str, torch.Tensor], j: int) -> dict[str, torch.Tensor]:
+        """The stock PPO loss for timestep column ``j``, plus the KL and denoising anchors when weighted."""
+        log_prob = self.policy_log_probs(sample, j)
+        latents = sample["latents"][:, j]
         advantages = sample["advantages"].clamp(-self.config.train_adv_clip_max, self.config.train_adv_clip_max)
         ratio = torch.exp(log_prob - sample["log_probs"][:, j])
         policy_loss = self.loss(advantages, self.config.train_clip_range, ratio)

@@ -10,10 +10,10 @@ import torch
 
 from ..encoders import IdentityFeatureExtractor
 from ..generators import IdentityGenerator, ReferenceStart
+from ..generators.lora_merge import merged_lora
 from ..metrics.identity import identity_consistency
 from ..realism import detect_faces
 from ..rewards.identity_reward import REWARD_TERMS, IdentityReward, encode_images
-from .ddpo_pipeline import merged_lora
 
 EVALUATION_COLUMNS = {
     "sem": "R_sem",

@@ -10,9 +10,8 @@ stock trainer and :class:`~rlsyn_trl.trainers.ddpo.RLSynDDPOTrainer` run the sam
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,9 @@ from accelerate import PartialState
 from accelerate.utils import extract_model_from_parallel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from peft import LoraConfig
-from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from trl import DDPOStableDiffusionPipeline
-from trl.models.modeling_sd_base import DDPOPipelineOutput, DDPOSchedulerOutput, scheduler_step
+from trl.models.modeling_sd_base import DDPOPipelineOutput, DDPOSchedulerOutput
 
 from ..data.preprocessing import to_unit_range
 from ..generators import IdentityGenerator
@@ -36,7 +34,8 @@ from ..generators.adapter import (
     read_adapter_config,
     save_adapter,
 )
-from ..generators.sampling import classifier_free_guidance, ddim_sample
+from ..generators.lora_merge import merged_lora
+from ..generators.sampling import classifier_free_guidance, ddim_sample, log_prob_step
 from ..model_sources import adapter_config_path, resolve_pretrained_folder
 
 NULL_PROMPT = ""
@@ -107,27 +106,6 @@ class LabelConditionedDenoiser(torch.nn.Module):
         return Transformer2DModelOutput(sample=self._generator.model_output(sample, timestep, labels))
 
 
-@contextlib.contextmanager
-def merged_lora(module: torch.nn.Module) -> Iterator[None]:
-    """LoRA folded into the base weights for gradient-free passes, and the exact base weights restored on exit.
-
-    An unmerged LoRA layer runs three matmuls instead of one: sampling the prior-sized DiT on a CPU was 45% slower.
-    Merged outputs differ only by float rounding (about 1e-6 here); restoring copies rather than subtracting the
-    LoRA product keeps the frozen weights bit-exact, so resumed and uninterrupted runs stay identical.
-    """
-    layers = [layer for layer in module.modules() if isinstance(layer, LoraLayer) and not layer.merged]
-    originals = [layer.get_base_layer().weight.detach().clone() for layer in layers]
-    for layer in layers:
-        layer.merge()
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for layer, original in zip(layers, originals):
-                layer.unmerge()
-                layer.get_base_layer().weight.copy_(original)
-
-
 def guided_prediction(
     unet: torch.nn.Module,
     latents: torch.Tensor,
@@ -141,7 +119,8 @@ def guided_prediction(
 
     The pipeline samples through the same rule and the trainer's loss and KL reference recompute through this
     function, so the training pass reproduces the sampler's log-probabilities (up to the float rounding of the LoRA
-    merged while sampling): the PPO ratio starts at 1.
+    merged while sampling a float32 policy; a half-precision backbone samples unmerged, as it trains): the PPO ratio
+    starts at 1.
     """
     if not cfg:
         return unet(latents, timesteps, embeds).sample
@@ -238,7 +217,8 @@ class IdentityDDPOPipeline(DDPOStableDiffusionPipeline):
         return DDPOPipelineOutput(images, result.chain, result.log_probs)
 
     def scheduler_step(self, *args, **kwargs) -> DDPOSchedulerOutput:
-        return scheduler_step(self.scheduler, *args, **kwargs)
+        """TRL's step with log-probability, in float32 outside autocast: the one the sampler takes."""
+        return log_prob_step(self.scheduler, *args, **kwargs)
 
     @property
     def unet(self) -> torch.nn.Module:

@@ -19,6 +19,8 @@ from rlsyn_trl.trainers import RLSynDDPOConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
 from ddpo_processes import build_trainer  # noqa: E402
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 torch.set_num_threads(1)
 KINDS = ["rlsyn_recognizer", "transformers", "onnx_arcface"]
 

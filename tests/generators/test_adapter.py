@@ -8,6 +8,8 @@ from rlsyn_trl.generators import IdentityGenerator, class_embedders
 from rlsyn_trl.generators.adapter import LORA_FILE, add_lora, replace_class_embedders, save_adapter
 from rlsyn_trl.model_sources import ADAPTER_CONFIG
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 torch.set_num_threads(1)
 
 

@@ -4,6 +4,8 @@ from conftest import build_tiny_generator, put_in_hf_cache
 
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, class_embedders
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 
 def test_build_pixel_dit_is_zero_initialised_and_never_drops_labels():
     transformer = build_pixel_dit(5, resolution=16, width=32, depth=2, heads=2, patch_size=4)

@@ -11,6 +11,8 @@ from rlsyn_trl.generators import IdentityGenerator
 from rlsyn_trl.generators.adapter import add_lora, replace_class_embedders
 from rlsyn_trl.generators.lora_merge import mergeable_lora_layers, merged_lora
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 torch.set_num_threads(1)
 
 

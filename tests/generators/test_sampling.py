@@ -14,6 +14,8 @@ from rlsyn_trl.generators import IdentityGenerator, ReferenceStart, ddim_sample,
 from rlsyn_trl.settings import SettingsError, parse_reference_strength
 from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline, guided_prediction, label_embeds
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 torch.set_num_threads(1)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = [
     sys.executable,

@@ -9,6 +9,8 @@ from rlsyn_trl.recipes.sft import main as train_cold_start
 from rlsyn_trl.settings import SettingsError
 from rlsyn_trl.trainers import ColdStartConfig, prepare_identity_generator
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 PRIVATE = [f"s{i}" for i in range(21, 41)]
 
 

@@ -35,6 +35,8 @@ HELPER = Path(__file__).with_name("ddpo_processes.py")
 sys.path.insert(0, str(HELPER.parent))
 from ddpo_processes import build_trainer  # noqa: E402
 
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, datasets_cache):
@@ -199,7 +201,7 @@ def test_identity_prompt_fn_yields_whole_groups():
     assert all(["a", "b", "c"][meta["label"]] == name for name, meta in draws)
 
 
-def test_stock_ddpo_trainer_drives_the_pipeline(tiny, tmp_path):
+def test_stock_ddpo_trainer_drives_the_pipeline(tiny, tmp_path, fresh_accelerate_state):
     from trl import DDPOConfig, DDPOTrainer
 
     pipeline = IdentityDDPOPipeline.from_pretrained(tiny["adapter"])
@@ -243,9 +245,12 @@ def test_trainer_trains_logs_and_saves_a_loadable_adapter(tiny, tmp_path):
     assert any(not torch.equal(start[n], final[n]) for n in final)
     card = (folder / "README.md").read_text()
     assert "DDPO" in card and tiny["adapter"] in card
+    # Under bf16 the policy keeps TRL's bf16 copy of the backbone: the fp32 reload samples the same to bf16 rounding.
+    tolerance = {} if trainer.accelerator.mixed_precision == "no" else {"rtol": 0, "atol": 0.02}
     torch.testing.assert_close(
         loaded.sample([0, 1], seed=3, num_inference_steps=2),
         trainer.sd_pipeline.generator.sample([0, 1], seed=3, num_inference_steps=2),
+        **tolerance,
     )
 
 
@@ -447,6 +452,47 @@ def test_ddpo_logs_reward_terms_anchors_and_sample_grids_to_tensorboard(tiny, tm
     anchors = {f"train/{name}" for name in ("policy_loss", "approx_kl", "clipfrac", "kl_ref", "denoise_loss")}
     assert terms | anchors | {"image:samples"} <= scalars
     assert hparams["ddpo_trainer_config/kl_coef"] == 0.1 and "ddpo_trainer_config/lora_target_modules" in hparams
+
+
+PRECISIONS = ["no", "bf16"]  # both, whatever auto resolves to here: bf16 is emulated (slowly) on an AVX2 CPU
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_the_ppo_ratio_is_one_before_the_first_update(tiny, tmp_path, fresh_accelerate_state, precision):
+    """The training pass recomputes the sampler's log-probs (train_batch_size rows at a time, as it trains) to 1e-5:
+    the clipped ratio measures the policy's change, not rounding, under fp32 and bf16 alike."""
+    trainer = build_trainer(tiny_config(tiny, tmp_path, mixed_precision=precision, kl_coef=0.0))
+    assert trainer.accelerator.mixed_precision == precision
+    samples, _ = trainer._sample_epoch(0, trainer.epoch_labels(0))
+    size, steps = samples["log_probs"].shape
+    assert samples["latents"].dtype == samples["next_latents"].dtype == samples["log_probs"].dtype == torch.float32
+    chunk = trainer.config.train_batch_size
+    for start in range(0, size, chunk):
+        batch = {key: value[start : start + chunk] for key, value in samples.items()}
+        for j in range(steps):
+            with torch.no_grad():
+                recomputed = trainer.policy_log_probs(batch, j)
+            torch.testing.assert_close(recomputed, batch["log_probs"][:, j], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_the_trained_policy_samples_in_the_process_that_trained_it(tiny, tmp_path, fresh_accelerate_state, precision):
+    """Mixed precision leaves a bf16 backbone with float32 LoRA and embedders: the policy still samples, under its
+    own autocast, what the saved adapter samples (exactly in fp32, to bf16 rounding in bf16)."""
+    trainer = build_trainer(tiny_config(tiny, tmp_path, mixed_precision=precision, num_epochs=1))
+    trainer.train()
+    policy = trainer.sd_pipeline.generator
+    backbone = {p.dtype for n, p in policy.transformer.named_parameters() if not p.requires_grad}
+    assert backbone == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    in_process = policy.sample([0, 1, 2], seed=3, num_inference_steps=3)
+    loaded = IdentityGenerator.from_pretrained(trainer.save_pretrained())
+    reloaded = loaded.sample([0, 1, 2], seed=3, num_inference_steps=3)
+    assert in_process.dtype == torch.float32 and torch.isfinite(in_process).all()
+    if precision == "no":
+        torch.testing.assert_close(in_process, reloaded)
+    else:
+        assert (in_process - reloaded).abs().mean() < 0.02
+        assert not torch.equal(in_process, reloaded)  # it did run in bf16
 
 
 def test_chunked_kl_reference_pass_reproduces_the_sampling_log_probs_before_training(tiny, tmp_path):
