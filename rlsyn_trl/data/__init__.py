@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
+from ._folders import folder_fingerprint
 from ._options import CheckedBuilder
 from .casia_webface import CasiaWebFace
 from .cuhk03 import Cuhk03Np
@@ -43,8 +45,7 @@ def load_identity_dataset(
     ``options`` are the builder config's fields, e.g. ``shots=2, seed=0`` for ``orl_faces``/``private``, or the
     stages' ``shots``/``seed``, which builders with fixed splits (the ReID releases) take only as ``shots=None``.
     """
-    builder_class, options = _checked_options(name, config_name, options)
-    builder = builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
+    builder = _builder(name, config_name, data_dir, cache_dir, options)
     try:
         builder.download_and_prepare()
     except DatasetGenerationError as error:
@@ -61,9 +62,7 @@ def identity_names(
 ) -> list[str]:
     """The identities (``label`` names) of a benchmark's training split, from the builder's info alone: folders
     and file names are listed, no image is read and nothing is built, so a check on them runs in seconds."""
-    builder_class, options = _checked_options(name, config_name, options)
-    builder = builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **options)
-    return list(builder.info.features["label"].names)
+    return list(_builder(name, config_name, data_dir, cache_dir, options).info.features["label"].names)
 
 
 def check_identity_options(name: str, config_name: str | None = None, **options) -> None:
@@ -73,6 +72,16 @@ def check_identity_options(name: str, config_name: str | None = None, **options)
     ``shots=7`` fails in milliseconds with the allowed values rather than after the first stages.
     """
     _checked_options(name, config_name, options)
+
+
+def _builder(
+    name: str, config_name: str | None, data_dir: str | None, cache_dir: str | None, options: dict
+) -> datasets.DatasetBuilder:
+    """The checked builder, its cache keyed by the contents of ``data_dir`` (:func:`folder_fingerprint`) as well."""
+    builder_class, options = _checked_options(name, config_name, options)
+    folder = data_dir is not None and Path(data_dir).expanduser().is_dir()
+    fingerprint = {"hash": folder_fingerprint(data_dir)} if folder else {}
+    return builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **fingerprint, **options)
 
 
 def _checked_options(name: str, config_name: str | None, options: dict) -> tuple[type[datasets.DatasetBuilder], dict]:

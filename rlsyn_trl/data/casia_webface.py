@@ -7,6 +7,7 @@ with ``seed`` make that subset a pure function of (folder contents, options).
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from ._folders import image_value, list_images, read_image, require_data_dir
 from ._options import CheckedBuilder, require_count
+
+logger = logging.getLogger(__name__)
 
 MISSING_DATA_MESSAGE = (
     "CASIA-WebFace cannot be downloaded automatically. Request it from its authors (CBSR, Institute of Automation, "
@@ -29,15 +32,33 @@ def select_subset(
 ) -> dict[str, list[str]]:
     """Pick ``num_identities`` identities and ``images_per_identity`` images of each (``None``: all).
 
-    Identities with fewer images than ``images_per_identity`` are skipped, never padded, so every identity of the
-    subset has exactly that many images. One ``numpy`` generator seeded by ``seed`` draws the identities among the
-    eligible ones (sorted by name), then each chosen identity's images in name order; results are sorted by name.
+    Identities are never padded, so every identity of the subset has exactly ``images_per_identity`` images. When
+    ``num_identities`` draws a subset, identities with fewer images are not eligible and are skipped with a warning
+    that names them; when every identity is asked for (``num_identities`` None), one with too few images is refused
+    (a folder of your own people must not lose one silently). One ``numpy`` generator seeded by ``seed`` draws the
+    identities among the eligible ones (sorted by name), then each chosen identity's images in name order; results
+    are sorted by name.
     """
     for option, value in (("num_identities", num_identities), ("images_per_identity", images_per_identity)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be a positive integer or None, got {value}")
     minimum = images_per_identity or 1
     eligible = sorted(name for name, files in identities.items() if len(files) >= minimum)
+    short = {name: len(files) for name, files in sorted(identities.items()) if 0 < len(files) < minimum}
+    if short:
+        listed = ", ".join(f"{name} ({count})" for name, count in list(short.items())[:10])
+        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+        if num_identities is None:
+            raise ValueError(
+                f"{len(short)} identity folder(s) hold fewer than the {minimum} images per identity asked for "
+                f"(shots / images_per_identity): {listed}{more}. Every identity is used (no identity subset), so none "
+                f"is dropped silently: add photos, lower shots to {min(short.values())}, or move those folders out "
+                "of data_dir."
+            )
+        logger.warning(
+            "%d identities hold fewer than %d images and are not eligible for the %d drawn: %s%s",
+            len(short), minimum, num_identities, listed, more,
+        )  # fmt: skip
     needed = num_identities or 1
     if len(eligible) < needed:
         raise ValueError(
@@ -59,7 +80,8 @@ def select_subset(
 @dataclass
 class CasiaWebFaceConfig(datasets.BuilderConfig):
     """Subset options (see :func:`select_subset`): identities with fewer than ``images_per_identity`` images are
-    skipped; the defaults (``None``) keep every identity and every image."""
+    skipped, with a warning, from a drawn subset and refused otherwise; the defaults (``None``) keep every identity
+    and every image."""
 
     num_identities: int | None = None
     images_per_identity: int | None = None

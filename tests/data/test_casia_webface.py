@@ -67,9 +67,22 @@ def test_select_subset_by_hand():
         "b": ["1.jpg", "2.jpg"],
         "c": ["9.jpg"],
     }
-    subset = select_subset(identities, None, 2, seed=0)
+    subset = select_subset(identities, 2, 2, seed=0)
     assert list(subset) == ["a", "b"] and subset["b"] == ["1.jpg", "2.jpg"] and len(subset["a"]) == 2
-    assert subset == select_subset(identities, None, 2, seed=0)
+    assert subset == select_subset(identities, 2, 2, seed=0)
+
+
+def test_an_identity_with_too_few_photos_is_named_never_dropped_silently(caplog):
+    """Every identity asked for: one with fewer photos than the shots is refused, with its name and the fix; a
+    drawn subset skips it with a warning naming it."""
+    identities = {"b": ["1.jpg", "2.jpg"], "a": ["3.jpg", "1.jpg", "2.jpg"], "c": ["9.jpg"], "empty": []}
+    with pytest.raises(
+        ValueError, match=r"1 identity folder\(s\) hold fewer than the 2 images .*: c \(1\)\..*lower shots to 1"
+    ):
+        select_subset(identities, None, 2, seed=0)
+    with caplog.at_level("WARNING", logger="rlsyn_trl.data.casia_webface"):
+        assert list(select_subset(identities, 1, 2, seed=0)) in (["a"], ["b"])
+    assert "not eligible for the 1 drawn: c (1)" in caplog.text
 
 
 def test_too_few_identities_raises(casia_root, tmp_path):
@@ -120,3 +133,22 @@ def test_upper_case_suffixes_are_images(casia_root, tmp_path):
     save_image(casia_root / "0000099" / "003.Jpeg")
     sources = build(casia_root, tmp_path)["source"][:]
     assert {"0000099/001.jpg", "0000099/002.JPG", "0000099/003.Jpeg"} <= set(sources)
+
+
+def test_the_cache_is_keyed_by_the_folder_not_by_the_data_dir_text(tmp_path, monkeypatch):
+    """The same `--data_dir my_faces` in two working folders holds other people: each run gets its own; photos
+    added to a folder after a first run are read, not served from the first build."""
+    cache = str(tmp_path / "cache")
+    people = {"A": ["alice", "bob"], "B": ["carol", "dave"]}
+    for folder, names in people.items():
+        for name in names:
+            for number in (1, 2):
+                save_image(tmp_path / folder / "my_faces" / name / f"{number}.jpg")
+    for folder, names in people.items():
+        monkeypatch.chdir(tmp_path / folder)
+        dataset = load_identity_dataset("casia_webface", data_dir="my_faces", cache_dir=cache, shots=2, seed=0)
+        assert dataset["train"].features["label"].names == names
+    save_image(tmp_path / "B" / "my_faces" / "erin" / "1.jpg")
+    save_image(tmp_path / "B" / "my_faces" / "erin" / "2.jpg")
+    again = load_identity_dataset("casia_webface", data_dir="my_faces", cache_dir=cache, shots=2, seed=0)
+    assert again["train"].features["label"].names == ["carol", "dave", "erin"]
