@@ -91,6 +91,31 @@ def test_run_all_refuses_bad_shots_at_once():
     assert result.returncode == 2 and "seed=-1 is not allowed" in result.stderr
 
 
+def test_a_refused_stage_prints_the_refusal_without_a_traceback_unless_asked(tmp_path):
+    args = ("sft", "--config", "orl_faces/sft", "--learning_rate", "-1", "--output_dir", str(tmp_path))
+    refused = run_cli(*args)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "SettingsError: --learning_rate -1.0: must be > 0." in refused.stderr and "--debug" in refused.stderr
+    debugged = run_cli(*args, "--debug")
+    assert debugged.returncode == 1 and "Traceback (most recent call last)" in debugged.stderr
+    assert "SettingsError: --learning_rate -1.0" in debugged.stderr
+
+
+def test_only_the_package_own_refusals_lose_their_traceback(capsys):
+    from rlsyn_trl.runtime import resolve_precision
+
+    def refuse(argv):
+        raise ValueError(f"refused {argv}")
+
+    with pytest.raises(ValueError, match="refused"):  # raised outside rlsyn_trl: the traceback stays
+        cli.run_reporting_refusals(refuse, ["--x"])
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):  # --debug: the package's own too
+        cli.run_reporting_refusals(lambda argv: resolve_precision("fp8"), ["--debug"])
+    assert cli.run_reporting_refusals(lambda argv: resolve_precision("fp8"), []) == 1
+    assert "ValueError: mixed_precision must be one of" in capsys.readouterr().err
+    assert cli.run_reporting_refusals(lambda argv: {"summary": 1}, []) == 0  # a recipe's summary is success
+
+
 def test_cli_shots_are_the_orl_builders():
     from rlsyn_trl.data.orl import ALLOWED_SHOTS
     from rlsyn_trl.runtime import PRECISIONS
@@ -120,11 +145,12 @@ def test_lazy_api_resolves():
 
 @pytest.mark.parametrize("stage", ["prior", "pretrain-encoder", "sft", "ddpo", "generate", "train-recognizer"])
 def test_every_recipe_has_one_command_line(stage):
-    """``accelerate launch recipes/<stage>.py`` and ``rlsyn-trl <stage>`` both call the recipe's ``cli``."""
+    """``accelerate launch recipes/<stage>.py`` and ``rlsyn-trl <stage>`` both call the recipe's ``cli`` (and print
+    a refusal the same way)."""
     recipe = importlib.import_module(f"rlsyn_trl.recipes.{cli.STAGES[stage].module}")
     assert isinstance(recipe.CONFIG_CLASSES, tuple) and callable(recipe.cli) and callable(recipe.main)
     source = Path(recipe.__file__).read_text()
-    assert source.rstrip().endswith('if __name__ == "__main__":\n    cli()')
+    assert source.rstrip().endswith('if __name__ == "__main__":\n    sys.exit(run_reporting_refusals(cli))')
 
 
 def _capture_main(monkeypatch, module):

@@ -14,7 +14,9 @@ ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/ddp
 from __future__ import annotations
 
 import logging
+import sys
 
+from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extractor
 from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
@@ -141,4 +143,4 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_reporting_refusals(cli))

@@ -12,10 +12,12 @@ Launched on N processes (GPUs), each samples every N-th shard and the main proce
 from __future__ import annotations
 
 import logging
+import sys
 
 import datasets
 from huggingface_hub import HfApi
 
+from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor
 from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
@@ -98,4 +100,4 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> tuple[dataset
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_reporting_refusals(cli))

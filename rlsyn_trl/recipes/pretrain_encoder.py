@@ -15,12 +15,14 @@ the training images' fingerprints) that ``--encoder`` of the DDPO and generation
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import datasets
 from accelerate import Accelerator
 
+from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoder_pretraining import (
     EncoderPretrainConfig,
     encoder_card,
@@ -102,4 +104,4 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_reporting_refusals(cli))

@@ -12,11 +12,13 @@ provenance (the public split and the fingerprints of the images it saw), so a co
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from accelerate import Accelerator
 
+from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import dataset_to_tensors
 from rlsyn_trl.io import atomic_write_json
 from rlsyn_trl.priors import (
@@ -105,4 +107,4 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_reporting_refusals(cli))

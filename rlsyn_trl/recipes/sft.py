@@ -10,7 +10,9 @@ provenance (the split and the fingerprints of the images it saw) and a sample gr
 from __future__ import annotations
 
 import logging
+import sys
 
+from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.generators import resolve_pretrained_folder
 from rlsyn_trl.hub import push_adapter
 from rlsyn_trl.provenance import parent_reference, resolve_data_split, stage_record
@@ -68,4 +70,4 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_reporting_refusals(cli))

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
 from rlsyn_trl.cards import recognizer_card
+from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.data.face_verification import RFW_RACES
 from rlsyn_trl.evaluation import RFW_PREFIX
@@ -167,4 +169,4 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_reporting_refusals(cli))
