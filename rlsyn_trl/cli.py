@@ -292,8 +292,9 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 DEBUG_ENV = "RLSYN_TRL_DEBUG"
-# What this package raises to refuse a setting or an input (SettingsError and ProvenanceError are ValueErrors).
-REFUSALS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FileExistsError)
+# What this package raises to refuse a setting or an input (SettingsError and ProvenanceError are ValueErrors), or
+# to stop a diverged training (TrainingDiverged is a FloatingPointError).
+REFUSALS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FileExistsError, ArithmeticError)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

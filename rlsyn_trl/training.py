@@ -72,6 +72,33 @@ def local_batch_size(batch_size: int, num_processes: int, setting: str = "batch_
     return batch_size // num_processes
 
 
+class TrainingDiverged(FloatingPointError):
+    """A loss, weight or sample became NaN or infinite: the stage stops before writing it as a result."""
+
+
+def check_finite(accelerator: Accelerator, value: float, what: str, advice: str) -> None:
+    """Raise :class:`TrainingDiverged` on every process when ``value`` is not finite on ANY process (so none waits
+    forever for another in its next collective)."""
+    diverged = not math.isfinite(value)
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([diverged], dtype=torch.float32, device=accelerator.device)
+        diverged = bool(accelerator.reduce(flag, "sum").item() > 0)
+    if diverged:
+        raise TrainingDiverged(f"{what} is not finite (NaN or infinite): training diverged. {advice}")
+
+
+def require_finite(values: dict, model: torch.nn.Module, what: str, advice: str) -> None:
+    """Raise :class:`TrainingDiverged` naming the logged values and trainable weights of ``model`` that are not finite.
+
+    For values every process shares (gathered or reduced logs, weights kept equal by DDP), so all raise together.
+    """
+    bad = [key for key, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    weights = [n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad or weights:
+        listed = ", ".join(bad[:4] + [f"{len(weights)} trainable tensor(s) such as {weights[0]}"] * bool(weights))
+        raise TrainingDiverged(f"{what}: {listed} not finite (NaN or infinite): training diverged. {advice}")
+
+
 def budget_spent(accelerator: Accelerator, started: float, max_minutes: float | None) -> bool:
     """Whether ``max_minutes`` since ``started`` have passed on ANY process (every process gets the same answer)."""
     if max_minutes is None:
@@ -128,8 +155,13 @@ def run_training_phase(
             optimizer.zero_grad(set_to_none=True)
         if after_step is not None:
             after_step()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        accelerator.log({f"{name}/loss": loss.item(), f"{name}/lr": lr_scheduler.get_last_lr()[0]}, step=step)
+        value, lr = loss.item(), lr_scheduler.get_last_lr()[0]
+        last = _latest_checkpoint(checkpoint_dir)
+        kept = f"; {last} holds the weights before it" if last is not None else ""
+        advice = f"Lower the learning rate (it was {lr:.3g} at this step){kept}. Nothing was saved as the result."
+        check_finite(accelerator, value, f"The {name} loss at step {step + 1}", advice)
+        progress.set_postfix(loss=f"{value:.4f}")
+        accelerator.log({f"{name}/loss": value, f"{name}/lr": lr}, step=step)
         done = step + 1
         timed_out = budget_spent(accelerator, started, max_minutes)
         if done % checkpoint_every == 0 or done == steps or timed_out:

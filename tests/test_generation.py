@@ -350,3 +350,24 @@ def test_the_orl_recipe_parses_into_a_config():
     (config,) = TrlParser((GenerationConfig,)).parse_args_and_config(["--config", str(recipe), "--seed", "3"])
     assert config.samples_per_identity == 50 and config.seed == 3 and config.hub_private
     assert config.shots is None and config.memorization_criterion == "either" and config.max_memorization_rate == 0.05
+
+
+@pytest.mark.parametrize("fill", [float("nan"), -1.0])
+def test_non_finite_or_flat_samples_are_refused_before_any_shard_is_written(make_config, monkeypatch, fill):
+    """A diverged adapter samples NaN (written as black squares) or one flat colour: generation stops, naming it."""
+    from rlsyn_trl.generators import IdentityGenerator
+
+    real_sample = IdentityGenerator.sample
+
+    def broken(self, identities, **options):
+        images = real_sample(self, identities, **options)
+        images[1] = fill
+        return images
+
+    monkeypatch.setattr(IdentityGenerator, "sample", broken)
+    config = make_config()
+    with pytest.raises(
+        ValueError, match=r"1 of \d+ samples \(ids \[1\]\) are non-finite or one flat colour: the adapter"
+    ):
+        generate_synthetic_dataset(config)
+    assert not list((Path(config.output_dir) / "shards").glob("*.parquet"))

@@ -114,6 +114,24 @@ def shard_path(folder: Path, shard: int) -> Path:
     return folder / f"shard-{shard:05d}.parquet"
 
 
+def require_real_samples(images: torch.Tensor, sample_ids: range, adapter: str | None = None) -> None:
+    """Refuse samples that are NaN/infinite or one flat colour: a diverged generator, never a dataset.
+
+    A NaN image is written as a black square, and a black square passes the memorisation audit (it is far from
+    every real photo); no diffusion sample of a working model is exactly constant.
+    """
+    flat = images.flatten(1)
+    broken = ~torch.isfinite(flat).all(dim=1) | (flat.amax(dim=1) == flat.amin(dim=1))
+    if bool(broken.any()):
+        ids = [sample_ids[i] for i in broken.nonzero().flatten().tolist()]
+        source = f"the adapter {adapter}" if adapter else "the generator"
+        raise ValueError(
+            f"{len(ids)} of {len(images)} samples (ids {ids[:5]}{'...' if len(ids) > 5 else ''}) are non-finite or "
+            f"one flat colour: {source} is broken, e.g. a diverged training (check its loss and reward logs), so "
+            "nothing is written. Retrain it with a lower learning rate."
+        )
+
+
 def _write_shard(
     path: Path, images: torch.Tensor, identities: list[str], sample_ids: range, seed: int, process_index: int = 0
 ) -> None:
@@ -173,6 +191,7 @@ def _sample_shards(
                 batch_size=config.batch_size,
                 reference=reference,
             )
+            require_real_samples(images, ids, config.adapter)
             _write_shard(shard_path(folder, shard), images.cpu(), identities, ids, seed, process_index)
             progress.update(len(ids))
 

@@ -40,7 +40,7 @@ from ..log_filters import CHECKPOINT_LOGGERS, quiet_logger
 from ..rewards.identity_reward import IdentityReward, reward_summary
 from ..runtime import claim_process_precision
 from ..tracking import build_trackers
-from ..training import check_data_parallel
+from ..training import check_data_parallel, require_finite
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout, process_state
@@ -107,8 +107,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                 pipeline,
                 hook,
             )
-        # The stock trainer calls the raw module; the prepared one (DDP across processes) keeps gradients in sync.
-        self.sd_pipeline.unet = self.trainable_layers
+        self.sd_pipeline.unet = self.trainable_layers  # the prepared (DDP) module: gradients stay in sync
         # With reference starts the trained steps are a fraction of the shortest truncated chain, not of the whole.
         self.num_train_timesteps = config.trained_timesteps()
         self.accelerator.gradient_accumulation_steps = (
@@ -309,6 +308,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             "time/train_s": trained - scored,
             "time/epoch_s": trained - started,
         }
+        advice = f"Lower train_learning_rate ({self.config.train_learning_rate:g}); nothing of this epoch was saved."
+        require_finite(record, self.sd_pipeline.unet, f"DDPO epoch {epoch + 1}", advice)
         self.history.append(record)
         self.accelerator.log(record, step=global_step)
         done = epoch + 1

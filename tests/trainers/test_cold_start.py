@@ -174,3 +174,15 @@ def test_adapter_records_its_provenance(trained, tiny_base_dir):
 def test_bad_settings_name_the_flag_before_any_work(tmp_path, overrides, flag):
     with pytest.raises(SettingsError, match=f"--{flag}"):
         tiny_config(tmp_path, tmp_path / "out", **overrides)
+
+
+def test_a_diverged_cold_start_stops_and_saves_no_adapter(tiny_base_dir, tmp_path, monkeypatch, datasets_cache):
+    from rlsyn_trl.model_sources import adapter_config_path
+    from rlsyn_trl.training import TrainingDiverged
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", datasets_cache)
+    config = tiny_config(tiny_base_dir, tmp_path / "out", learning_rate=1e30, max_steps=6, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match=r"cold_start loss at step \d+ is not finite.*Lower the learning rate"):
+        train_cold_start(config)
+    assert adapter_config_path(tmp_path / "out") is None and not (tmp_path / "out" / "provenance.json").exists()
+    assert list((tmp_path / "out" / "checkpoints").glob("step-*"))  # the steps before it stay, as checkpoints

@@ -519,3 +519,15 @@ def test_the_recipe_card_reports_the_measured_evaluation(tiny, tmp_path):
     results = {r.metric_name: r.metric_value for r in ModelCard.load(output / "README.md").data.eval_results}
     assert results["DDPO: identity consistency"] == round(evaluation["DDPO"]["consistency"], 4)
     assert results["cold start: face detection rate"] == round(evaluation["cold start"]["face_rate"], 4)
+
+
+def test_a_diverged_policy_stops_before_it_is_saved(tiny, tmp_path):
+    """A learning rate that blows the policy up stops the run at the epoch it happens, with the fix; the recipe then
+    writes no adapter (and generation would refuse its NaN samples: tests/test_generation.py)."""
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+    from rlsyn_trl.training import TrainingDiverged
+
+    config = tiny_config(tiny, tmp_path / "out", train_learning_rate=1e30, embedder_learning_rate=1e30, save_freq=1)
+    with pytest.raises(TrainingDiverged, match=r"DDPO epoch \d: .* not finite .*Lower train_learning_rate \(1e\+30\)"):
+        run_ddpo(config)
+    assert not (tmp_path / "out" / "provenance.json").exists()
