@@ -1,8 +1,10 @@
-"""Atomic file and folder writes: a file under its final name is always complete.
+"""Atomic file and folder writes: a file under its final name is always complete; reads that name a bad file.
 
 Every artefact of the chain (adapters, checkpoints' side files, shards, cards, summaries) is written through a
 temporary name in the same folder and renamed into place, so a process killed half-way leaves either the old file or
-the new one, never half of one. One helper for all of them keeps that promise in one place.
+the new one, never half of one. One helper for all of them keeps that promise in one place. A file damaged
+elsewhere (a truncated copy, a hand edit) is read through :func:`read_json` / :func:`read_safetensors`, which name
+the file and what it should hold instead of a bare parser error.
 """
 
 from __future__ import annotations
@@ -50,3 +52,32 @@ def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
     else:
         os.replace(tmp, final)
     return final
+
+
+class DamagedFileError(ValueError):
+    """A file the chain wrote (or expects) cannot be parsed: the message names it and what it should hold."""
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """The JSON value in ``path``; :class:`DamagedFileError` naming the file and ``what`` it holds when it is not."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(
+            f"{path} should hold {what} but is not valid JSON ({error}): it is damaged or was not written by "
+            "rlsyn-trl. Write it again (rerun the stage that made it) or restore a good copy."
+        ) from error
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> dict:
+    """The tensors in ``path``; :class:`DamagedFileError` naming the file and ``what`` it holds when unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise DamagedFileError(
+            f"{path} should hold {what} but cannot be read as safetensors ({error}): it is truncated or damaged. "
+            "Copy the folder again, or rerun the stage that wrote it."
+        ) from error

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from .io import atomic_write_json
+from .io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +241,7 @@ def read_provenance(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / PROVENANCE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    record = read_json(path, "a provenance record")
     if record.get("format") != PROVENANCE_FORMAT:
         raise ProvenanceError(f"{path} is not an rlsyn-trl provenance record (format {record.get('format')!r}).")
     return record
@@ -257,7 +256,7 @@ def input_provenance(folder: str | os.PathLike) -> dict:
     from .model_sources import adapter_config_path
 
     config_path = adapter_config_path(folder)
-    config = json.loads(config_path.read_text()) if config_path is not None else {}
+    config = read_json(config_path, "an identity adapter's config") if config_path is not None else {}
     data = {key: config[key] for key in ("shots", "split_seed") if config.get(key) is not None}
     return stage_record(config.get("stage", "unknown"), data or None)
 

@@ -81,3 +81,12 @@ def test_reward_settings_follow_the_policy(tmp_path):
         inherit_settings(RewardSettings(reward_alpha=0.9), trained, REWARD_FIELDS, "the policy")
     parent = parent_reference("some/adapter", tmp_path)
     assert parent["id"] == "some/adapter" and parent["revision"].startswith("sha256:") and parent["provenance"] is None
+
+
+def test_a_damaged_provenance_file_is_named(tmp_path):
+    from rlsyn_trl.io import DamagedFileError
+    from rlsyn_trl.provenance import PROVENANCE_FILE, read_provenance
+
+    (tmp_path / PROVENANCE_FILE).write_text('{"format": "rlsyn-trl/provenance", "data": ')  # cut short
+    with pytest.raises(DamagedFileError, match=rf"{PROVENANCE_FILE} should hold a provenance record but is not valid"):
+        read_provenance(tmp_path)

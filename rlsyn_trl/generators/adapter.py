@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from diffusers.models.embeddings import LabelEmbedding
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..io import atomic_write, atomic_write_json, atomic_write_text, read_json, read_safetensors
 from ..model_sources import (
     ADAPTER_CONFIG,
     ADAPTER_KIND,
@@ -139,7 +139,7 @@ def read_adapter_config(folder: str | os.PathLike) -> dict:
     path = adapter_config_path(folder)
     if path is None:
         raise FileNotFoundError(f"{folder} holds no {ADAPTER_CONFIG}: not an rlsyn-trl identity adapter folder.")
-    config = json.loads(path.read_text())
+    config = read_json(path, "an identity adapter's config")
     if config.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{path} is not an rlsyn-trl identity adapter (format {config.get('format')!r}).")
     return config
@@ -155,7 +155,7 @@ def load_adapter(folder: str | os.PathLike, torch_dtype: torch.dtype | None = No
     generator = load_base_generator(base_folder, torch_dtype, source=str(config["base_model"]))
     generator.resolution = config.get("resolution") or generator.resolution  # e.g. 128 px faces on a 256 px DiT
     replace_class_embedders(generator, config["label_names"])
-    tables = load_file(str(folder / EMBEDDERS_FILE))
+    tables = read_safetensors(folder / EMBEDDERS_FILE, "the adapter's identity embedder tables")
     embedders = class_embedders(generator.transformer)
     if len(tables) != len(embedders):
         raise ValueError(
@@ -175,7 +175,8 @@ def load_adapter(folder: str | os.PathLike, torch_dtype: torch.dtype | None = No
         )
         add_lora(generator, lora_config)
         lora_file = folder / LORA_FILE if (folder / LORA_FILE).is_file() else folder / LEGACY_FILES[1]
-        set_peft_model_state_dict(generator.transformer, load_file(str(lora_file)), LORA_ADAPTER_NAME)
+        lora_weights = read_safetensors(lora_file, "the adapter's LoRA weights")
+        set_peft_model_state_dict(generator.transformer, lora_weights, LORA_ADAPTER_NAME)
     generator.source = str(folder)
     generator.transformer.eval()
     return generator

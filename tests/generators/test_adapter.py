@@ -37,3 +37,23 @@ def test_adapter_files_are_not_peft_names_and_legacy_folders_load(tmp_path, tiny
     assert torch.equal(legacy.sample(["a", "b"], seed=0, num_inference_steps=2), expected)
     save_adapter(legacy, folder, str(tiny_base_dir), lora_config=lora)  # saved again in place: the new names only
     assert not {path.name for path in folder.iterdir()} & {"adapter_config.json", "adapter_model.safetensors"}
+
+
+def test_a_damaged_adapter_file_is_named_with_what_it_should_hold(tmp_path, tiny_base_dir):
+    from rlsyn_trl.generators.adapter import EMBEDDERS_FILE
+    from rlsyn_trl.io import DamagedFileError
+
+    generator = IdentityGenerator.from_pretrained(tiny_base_dir)
+    replace_class_embedders(generator, ["a", "b"])
+    lora = LoraConfig(r=2, lora_alpha=2, target_modules=["attn1.to_q"])
+    add_lora(generator, lora)
+    folder = save_adapter(generator, tmp_path / "adapter", str(tiny_base_dir), lora_config=lora)
+    for name, holds in ((LORA_FILE, "LoRA weights"), (EMBEDDERS_FILE, "identity embedder tables")):
+        good = (folder / name).read_bytes()
+        (folder / name).write_bytes(good[: len(good) // 2])  # a copy cut short
+        with pytest.raises(DamagedFileError, match=rf"{name} should hold the adapter's {holds} .*truncated"):
+            IdentityGenerator.from_pretrained(folder)
+        (folder / name).write_bytes(good)
+    (folder / ADAPTER_CONFIG).write_text("{not json")
+    with pytest.raises(DamagedFileError, match=rf"{ADAPTER_CONFIG} should hold an identity adapter's config"):
+        IdentityGenerator.from_pretrained(folder)
