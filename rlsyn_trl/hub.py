@@ -26,6 +26,34 @@ class SyntheticDatasetNotFoundError(FileNotFoundError):
     """``load_synthetic_dataset`` got neither an existing local folder nor a Hub dataset repo it can read."""
 
 
+def check_push_possible(repo_id: str | None, setting: str = "hub_model_id", api: HfApi | None = None) -> None:
+    """Refuse, before any training or sampling, a push that could only fail at the end of the run.
+
+    A valid ``owner/name`` id is required; without an injected ``api`` the Hub must be reachable in principle (not
+    ``HF_HUB_OFFLINE``) and a token must be there (``hf auth login`` or ``HF_TOKEN``): both failed only after
+    the work was done.
+    """
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id or "")
+    except HFValidationError as error:
+        raise ValueError(f"--{setting} {repo_id!r} is not a Hub repo id: use owner/name ({error}).") from None
+    if api is not None:
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            "--push_to_hub true, but HF_HUB_OFFLINE is set: the upload at the end would fail. Unset HF_HUB_OFFLINE, "
+            "or run without --push_to_hub and upload the output folder later (`hf upload`)."
+        )
+    if get_token() is None:
+        raise ValueError(
+            f"--push_to_hub true, but no Hugging Face token is set, so the upload to {repo_id} at the end would "
+            "fail: run `hf auth login` or set HF_TOKEN first."
+        )
+
+
 def _push_folder(
     folder: str | os.PathLike,
     repo_id: str,

@@ -198,3 +198,28 @@ def test_repo_not_found_online_names_the_repo_and_the_fix(tmp_path, monkeypatch)
     monkeypatch.setattr("huggingface_hub.snapshot_download", not_found)
     with pytest.raises(SyntheticDatasetNotFoundError, match=r"'owner/gone' was not found on the Hugging Face Hub, or"):
         load_synthetic_dataset("owner/gone")
+
+
+def test_a_push_that_cannot_work_is_refused_before_any_work(monkeypatch, tiny_base_dir, tmp_path):
+    import huggingface_hub
+
+    from rlsyn_trl.hub import check_push_possible
+    from rlsyn_trl.recipes.sft import main as train_cold_start
+    from rlsyn_trl.trainers import ColdStartConfig
+
+    with pytest.raises(ValueError, match="--hub_model_id 'not a repo' is not a Hub repo id: use owner/name"):
+        check_push_possible("not a repo")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set: the upload at the end would fail"):
+        check_push_possible("me/adapter")
+    check_push_possible("me/adapter", api=RecordingHfApi())  # an injected client decides for itself
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(ValueError, match="no Hugging Face token is set.*hf auth login"):
+        check_push_possible("me/adapter")
+    config = ColdStartConfig(
+        base_model=str(tiny_base_dir), output_dir=str(tmp_path / "sft"), push_to_hub=True, hub_model_id="me/adapter"
+    )
+    with pytest.raises(ValueError, match="no Hugging Face token"):  # refused before any data, model or step
+        train_cold_start(config)
+    assert not (tmp_path / "sft").exists()

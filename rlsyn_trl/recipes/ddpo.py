@@ -20,6 +20,7 @@ from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extractor
 from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
+from rlsyn_trl.hub import check_push_possible
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
     DataSplit,
@@ -51,6 +52,8 @@ CONFIG_CLASSES = (RLSynDDPOConfig,)
 def main(config: RLSynDDPOConfig) -> dict:
     # 1. Seed, logging, precision; an evaluator that is phi is refused before any work.
     setup_runtime(config.seed, config.mixed_precision)
+    if config.push_to_hub:
+        check_push_possible(config.hub_model_id)
     check_independent_evaluator(config.evaluator, config.evaluator_revision, config.encoder)
 
     # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.

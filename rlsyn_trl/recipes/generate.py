@@ -22,6 +22,7 @@ from rlsyn_trl.encoders import describe_feature_extractor
 from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
+from rlsyn_trl.hub import check_push_possible
 from rlsyn_trl.provenance import (
     check_same_train_images,
     inherit_settings,
@@ -43,6 +44,8 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
     """``api`` replaces the ``HfApi`` used to push (tests pass a recording stand-in)."""
     # 1. Seed, logging.
     setup_runtime(config.seed)
+    if config.push_to_hub:
+        check_push_possible(config.hub_dataset_id, "hub_dataset_id", api)
 
     # 2. Inputs: the adapter, the split it was trained on, the reward it was trained with (a DDPO policy).
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)

@@ -14,7 +14,7 @@ import sys
 
 from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.generators import resolve_pretrained_folder
-from rlsyn_trl.hub import push_adapter
+from rlsyn_trl.hub import check_push_possible, push_adapter
 from rlsyn_trl.provenance import parent_reference, resolve_data_split, stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.runtime import setup_runtime
@@ -28,6 +28,8 @@ CONFIG_CLASSES = (ColdStartConfig,)
 def main(config: ColdStartConfig) -> dict:
     # 1. Seed, logging, precision.
     setup_runtime(config.seed, config.mixed_precision)
+    if config.push_to_hub:
+        check_push_possible(config.hub_model_id)
 
     # 2. Inputs: the real split (no input artefact to inherit it from) and the base model with fresh embedders.
     split = resolve_data_split(config)

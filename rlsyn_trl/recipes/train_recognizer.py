@@ -33,7 +33,7 @@ from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.data.face_verification import RFW_RACES
 from rlsyn_trl.evaluation import RFW_PREFIX
-from rlsyn_trl.hub import load_synthetic_dataset, push_model_folder
+from rlsyn_trl.hub import check_push_possible, load_synthetic_dataset, push_model_folder
 from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
     check_no_leak,
@@ -113,6 +113,8 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub true needs the repo to push to: set --hub_model_id owner/name.")
     setup_runtime(config.seed)
+    if config.push_to_hub:
+        check_push_possible(config.hub_model_id)
 
     # 2. Inputs: the real split, the synthetic set (checked against the split's evaluation images), test pair sets.
     split = resolve_data_split(script_args)
