@@ -140,6 +140,12 @@ def load_synthetic_dataset(
     folder = Path(repo_id_or_path).expanduser()
     if not folder.is_dir():
         folder = _dataset_snapshot(str(repo_id_or_path), revision)
+    elif not any(folder.rglob("*.parquet")) and not any(folder.rglob("*.arrow")):
+        what = "an identity adapter" if any(folder.glob("*adapter_config.json")) else "no data files"
+        raise SyntheticDatasetNotFoundError(
+            f"{folder} holds {what}, not a synthetic dataset: expected the folder `rlsyn-trl generate` wrote (its "
+            "dataset/ or hub/ folder, with parquet or arrow files) or a Hub dataset id owner/name."
+        )
     return datasets.load_dataset(str(folder), split=split, cache_dir=str(cache_dir) if cache_dir else None)
 
 

@@ -287,7 +287,16 @@ def read_dataset_provenance(path_or_id: str | os.PathLike, revision: str | None 
     if folder.is_dir():
         return read_provenance(folder) or read_provenance(folder.parent)
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(str(path_or_id))
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"No synthetic dataset at {path_or_id}: no such folder, and not a Hub dataset id (owner/name). Pass the "
+            "folder `rlsyn-trl generate` wrote (e.g. outputs/orl_faces/synthetic/dataset) or a Hub dataset id."
+        ) from None
 
     try:
         path = hf_hub_download(str(path_or_id), PROVENANCE_FILE, repo_type="dataset", revision=revision)

@@ -223,3 +223,13 @@ def test_a_push_that_cannot_work_is_refused_before_any_work(monkeypatch, tiny_ba
     with pytest.raises(ValueError, match="no Hugging Face token"):  # refused before any data, model or step
         train_cold_start(config)
     assert not (tmp_path / "sft").exists()
+
+
+def test_a_wrong_synthetic_dataset_path_says_what_was_expected(tmp_path, tiny_base_dir):
+    from rlsyn_trl.hub import SyntheticDatasetNotFoundError, load_synthetic_dataset
+    from rlsyn_trl.provenance import read_dataset_provenance
+
+    with pytest.raises(FileNotFoundError, match="No synthetic dataset at missing/dir/x: no such folder"):
+        read_dataset_provenance("missing/dir/x")
+    with pytest.raises(SyntheticDatasetNotFoundError, match="holds no data files, not a synthetic dataset"):
+        load_synthetic_dataset(tiny_base_dir / "scheduler")
