@@ -223,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .inspection.app import build_app, import_gradio, launch
+    from .inspection.app import build_app, check_port_free, import_gradio, launch
 
-    import_gradio()  # a missing extra is reported before any data is loaded
+    import_gradio()  # a missing extra, or a port in use, is reported before any data is loaded
+    check_port_free(args.host, args.port)
     from .inspection import load_inspection
 
     inspection = load_inspection(args.dataset, args.revision, args.data_dir, args.cache_dir)

@@ -193,6 +193,28 @@ def _theme_at_launch(gr) -> bool:
     return "theme" in pyinspect.signature(gr.Blocks.launch).parameters
 
 
+def check_port_free(host: str, port: int | None) -> None:
+    """Refuse a port another server holds, before any data is loaded (Gradio found out only after printing the
+    address, with its own advice); the message offers a port that is free now."""
+    import socket
+
+    if port is None:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+            return
+        except OSError:
+            pass
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as spare:
+        spare.bind((host, 0))
+        free = spare.getsockname()[1]
+    raise ValueError(
+        f"Port {port} on {host} is in use (another app, or an earlier `rlsyn-trl inspect` still running): pass "
+        f"--port {free} (free now) or stop the other server."
+    )
+
+
 def launch(demo, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT, block: bool = True):
     """Serve ``demo`` on ``host:port``: no share link, no browser opened, no server-side rendering (no Node)."""
     gr = import_gradio()

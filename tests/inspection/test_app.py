@@ -159,3 +159,16 @@ def test_adapter_tab_samples_an_identity_and_seed(inspected_run, datasets_cache)
     assert len(first) == 2 and first[0][1] == "s22, seed 3, #0"
     assert [image.tobytes() for image, _ in first] == [image.tobytes() for image, _ in again]
     assert first[0][0].size == (16, 16)
+
+
+def test_a_port_in_use_is_refused_before_loading_with_a_free_one(inspected_run, datasets_cache, capsys):
+    from rlsyn_trl import cli
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((DEFAULT_HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["inspect", str(inspected_run[0]), "--cache-dir", datasets_cache, "--port", str(port)]
+        assert cli.main(args) == 1
+    error = capsys.readouterr().err
+    assert f"Port {port} on 127.0.0.1 is in use" in error and "pass --port " in error and "Traceback" not in error
