@@ -87,6 +87,58 @@ def check_finite(accelerator: Accelerator, value: float, what: str, advice: str)
         raise TrainingDiverged(f"{what} is not finite (NaN or infinite): training diverged. {advice}")
 
 
+def saved_activation_bytes(loss: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of ``loss()``: what a step holds in memory."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss()  # the graph is dropped at once: nothing is kept
+    return sum(storages.values())
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a step: the GPU's free memory, or the host's available RAM (shared by a CPU launch)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def check_batch_memory(
+    accelerator: Accelerator, loss_of: Callable[[int], torch.Tensor], batch_size: int, setting: str = "batch_size"
+) -> None:
+    """Refuse a global batch whose activations cannot fit, before the first step, naming the largest that does.
+
+    ``loss_of(n)`` is the training loss on ``n`` samples. Two probes (1 and 2 samples) give the bytes a sample adds;
+    a CPU launch's processes share the host's memory, so there it is the global batch that must fit. The decision
+    is taken by all processes together (one refusing alone would leave the others waiting).
+    """
+    one, two = saved_activation_bytes(lambda: loss_of(1)), saved_activation_bytes(lambda: loss_of(2))
+    per_sample = max(two - one, 1)
+    on_gpu = accelerator.device.type == "cuda"
+    samples = batch_size // accelerator.num_processes if on_gpu else batch_size
+    usable = 0.8 * available_memory(accelerator.device)
+    too_big = per_sample * samples > usable
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([too_big], dtype=torch.float32, device=accelerator.device)
+        too_big = bool(accelerator.reduce(flag, "sum").item() > 0)
+    if too_big:
+        fits = max(1, int(usable // per_sample)) * (accelerator.num_processes if on_gpu else 1)
+        fits -= fits % accelerator.num_processes
+        raise ValueError(
+            f"--{setting} {batch_size}: a training step would hold about {per_sample * samples / 2**30:.1f} GiB of "
+            f"activations ({per_sample / 2**20:.2f} MiB a sample), more than the {usable / 2**30:.1f} GiB usable "
+            f"on {accelerator.device} (80% of what is free). Use --{setting} {max(fits, accelerator.num_processes)} "
+            "or less."
+        )
+
+
 def require_finite(values: dict, model: torch.nn.Module, what: str, advice: str) -> None:
     """Raise :class:`TrainingDiverged` naming the logged values and trainable weights of ``model`` that are not finite.
 

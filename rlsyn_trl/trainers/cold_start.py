@@ -34,7 +34,14 @@ from ..settings import (
     require_positive,
 )
 from ..tracking import build_trackers, end_trackers
-from ..training import check_data_parallel, local_batch_size, run_training_phase, sample_batches, warmup_cosine
+from ..training import (
+    check_batch_memory,
+    check_data_parallel,
+    local_batch_size,
+    run_training_phase,
+    sample_batches,
+    warmup_cosine,
+)
 from ..visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
@@ -164,9 +171,24 @@ class ColdStartTrainer:
         with self.accelerator.autocast():
             return self.generator.denoising_loss(x, y, self.config.p_uncond, self.config.min_snr_gamma)
 
+    def probe_loss(self, samples: int) -> torch.Tensor:
+        """The loss on the first ``samples`` training images (repeated when there are fewer): a memory probe."""
+        index = torch.arange(samples) % len(self.images)
+        device = self.accelerator.device
+        prepared = self.generator.transformer
+        self.generator.transformer = self.accelerator.unwrap_model(prepared)  # no DDP bookkeeping for a probe
+        try:
+            with self.accelerator.autocast():
+                return self.generator.denoising_loss(
+                    self.images[index].to(device), self.labels[index].to(device), self.config.p_uncond, None
+                )
+        finally:
+            self.generator.transformer = prepared
+
     def train(self) -> int:
         """Run (or resume) the loop; returns the number of steps done."""
         config = self.config
+        check_batch_memory(self.accelerator, self.probe_loss, config.batch_size)
         self.steps_done = run_training_phase(
             self.accelerator,
             "cold_start",

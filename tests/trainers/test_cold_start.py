@@ -186,3 +186,22 @@ def test_a_diverged_cold_start_stops_and_saves_no_adapter(tiny_base_dir, tmp_pat
         train_cold_start(config)
     assert adapter_config_path(tmp_path / "out") is None and not (tmp_path / "out" / "provenance.json").exists()
     assert list((tmp_path / "out" / "checkpoints").glob("step-*"))  # the steps before it stay, as checkpoints
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_the_first_step(tiny_base_dir, tmp_path, monkeypatch, datasets_cache):
+    import re
+
+    import rlsyn_trl.trainers.cold_start as cold_start
+    import rlsyn_trl.training as training
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", datasets_cache)
+    monkeypatch.setattr(training, "available_memory", lambda device: 64 * 2**20)  # a machine with 64 MiB free
+    steps = []
+    monkeypatch.setattr(cold_start, "run_training_phase", lambda *args, **kwargs: steps.append(1) or 0)
+    with pytest.raises(ValueError, match=r"--batch_size 100000: a training step would hold about .* GiB") as refused:
+        train_cold_start(tiny_config(tiny_base_dir, tmp_path / "out", batch_size=100_000))
+    assert not steps
+    fits = int(re.search(r"Use --batch_size (\d+) or less", str(refused.value)).group(1))
+    assert 1 <= fits < 100_000
+    train_cold_start(tiny_config(tiny_base_dir, tmp_path / "fits", batch_size=fits))  # the suggestion is accepted
+    assert steps == [1]
