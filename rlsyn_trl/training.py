@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 
+from .io import atomic_write_json, read_json
 from .log_filters import CHECKPOINT_LOGGERS, quiet_logger
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,9 @@ def check_batch_memory(
     a CPU launch's processes share the host's memory, so there it is the global batch that must fit. The decision
     is taken by all processes together (one refusing alone would leave the others waiting).
     """
-    one, two = saved_activation_bytes(lambda: loss_of(1)), saved_activation_bytes(lambda: loss_of(2))
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the probes leave the random streams as they were
+        one, two = saved_activation_bytes(lambda: loss_of(1)), saved_activation_bytes(lambda: loss_of(2))
     per_sample = max(two - one, 1)
     on_gpu = accelerator.device.type == "cuda"
     samples = batch_size // accelerator.num_processes if on_gpu else batch_size
@@ -137,6 +140,44 @@ def check_batch_memory(
             f"on {accelerator.device} (80% of what is free). Use --{setting} {max(fits, accelerator.num_processes)} "
             "or less."
         )
+
+
+RUN_RECORD = "run.json"
+
+
+def run_record(config, resumable: set[str], **extra) -> dict:
+    """What a run's checkpoints depend on: every setting of ``config`` but the ``resumable`` ones (step counts,
+    budgets, logging, output), plus ``extra`` (e.g. the training images' fingerprints), as JSON values."""
+    import dataclasses
+    import json
+
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in resumable}
+    return json.loads(json.dumps({**values, **extra}, default=str, sort_keys=True))
+
+
+def check_resume(saved: dict | None, current: dict, checkpoint: Path | str) -> None:
+    """Refuse to continue ``checkpoint`` under settings other than those of the run that wrote it.
+
+    A resume that mixed them gave a model trained on one split (or from one adapter) whose provenance named
+    another. Checkpoints without a record (written before records existed) are accepted as they are.
+    """
+    if saved is None:
+        return
+    changed = [key for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    if changed:
+        shown = "; ".join(
+            f"{key}: {_short(saved.get(key))} there, {_short(current.get(key))} now" for key in changed[:5]
+        )
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: it was written by a run with other settings ({shown}"
+            f"{'; ...' if len(changed) > 5 else ''}). Resume with that run's settings, or start afresh in another "
+            "--output_dir."
+        )
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(value) if hasattr(value, '__len__') else ''} items)"
 
 
 def require_finite(values: dict, model: torch.nn.Module, what: str, advice: str) -> None:
@@ -176,8 +217,12 @@ def run_training_phase(
     max_minutes: float | None = None,
     after_step: Callable[[], None] | None = None,
     seed: int | None = None,
+    record: dict | None = None,
 ) -> int:
     """A plain optimisation loop with a progress bar, tracker logging, periodic checkpoints and resume.
+
+    ``record`` (:func:`run_record`) is written beside every checkpoint, and a resume from a checkpoint whose
+    record differs is refused (:func:`check_resume`).
 
     Returns the number of steps done. ``loss_fn(step)`` draws its own batch and returns a scalar loss. With ``seed``
     each process reseeds its random streams with :func:`process_seed` first (a resumed run then restores the
@@ -188,6 +233,11 @@ def run_training_phase(
     start_step = 0
     latest = _latest_checkpoint(checkpoint_dir) if resume else None
     if latest is not None:
+        if record is not None:
+            saved = latest / RUN_RECORD
+            check_resume(
+                read_json(saved, "the settings of a checkpoint's run") if saved.is_file() else None, record, latest
+            )
         with quiet_logger(*CHECKPOINT_LOGGERS):
             accelerator.load_state(str(latest))
         start_step = int(latest.name.split("-")[1])
@@ -219,6 +269,8 @@ def run_training_phase(
         if done % checkpoint_every == 0 or done == steps or timed_out:
             with quiet_logger(*CHECKPOINT_LOGGERS):
                 accelerator.save_state(str(checkpoint_dir / f"step-{done}"))
+            if accelerator.is_main_process and record is not None:
+                atomic_write_json(checkpoint_dir / f"step-{done}" / RUN_RECORD, record)
             if accelerator.is_main_process:
                 for old in sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
                     shutil.rmtree(old, ignore_errors=True)

@@ -30,6 +30,7 @@ NAMES = ["a", "b", "c", "d"]
 BATCHES: dict[str, dict] = {}
 PROBES: list[torch.Tensor] = []
 WRITES: list[str] = []
+MEMORY_PROBE: list[bool] = []
 
 
 def tiny_split(images_per_identity: int = 3, size: int = 16) -> datasets.Dataset:
@@ -62,11 +63,23 @@ def recording(phase: str, sample_batches):
 
 def probe_then_denoise(original):
     def denoising_loss(self, *args, **kwargs):
-        with torch.random.fork_rng(devices=[]):  # what the next draws (noise, timesteps, drops) will be
-            PROBES.append(torch.rand(8))
+        if not MEMORY_PROBE:  # the cold start's memory check before its first step is not a training step
+            with torch.random.fork_rng(devices=[]):  # what the next draws (noise, timesteps, drops) will be
+                PROBES.append(torch.rand(8))
         return original(self, *args, **kwargs)
 
     return denoising_loss
+
+
+def flagged_memory_probe(original):
+    def probe_loss(self, samples):
+        MEMORY_PROBE.append(True)
+        try:
+            return original(self, samples)
+        finally:
+            MEMORY_PROBE.clear()
+
+    return probe_loss
 
 
 def trainable(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -124,6 +137,7 @@ def main(output: str) -> None:
     cold_start.sample_batches = recording("cold_start", cold_start.sample_batches)
     priors.sample_batches = recording("prior", priors.sample_batches)
     IdentityGenerator.denoising_loss = probe_then_denoise(IdentityGenerator.denoising_loss)
+    cold_start.ColdStartTrainer.probe_loss = flagged_memory_probe(cold_start.ColdStartTrainer.probe_loss)
 
     trainer = run_cold_start(os.path.join(output, "sft"), rank)
     cold_start_weights = trainable(trainer.generator.transformer)

@@ -22,7 +22,7 @@ from ..data.augmentation import IdentityAugmentation
 from ..generators import IdentityGenerator, class_embedders
 from ..generators.adapter import add_lora, freeze_backbone, replace_class_embedders, save_adapter
 from ..io import atomic_write_json
-from ..provenance import write_provenance
+from ..provenance import image_fingerprints, write_provenance
 from ..runtime import claim_process_precision
 from ..settings import (
     DataSplitSettings,
@@ -38,6 +38,7 @@ from ..training import (
     check_batch_memory,
     check_data_parallel,
     local_batch_size,
+    run_record,
     run_training_phase,
     sample_batches,
     warmup_cosine,
@@ -112,6 +113,13 @@ def prepare_identity_generator(
     return generator
 
 
+# Settings a resumed cold start may change: step counts and budgets, logging, the preview grid, where it writes.
+RESUMABLE_SETTINGS = {
+    "max_steps", "max_minutes", "checkpoint_every", "resume", "output_dir", "data_dir", "log_with",
+    "grid_per_identity", "num_inference_steps", "guidance_scale", "eta", "push_to_hub", "hub_model_id", "hub_private",
+}  # fmt: skip
+
+
 class ColdStartTrainer:
     """Fits a prepared generator's identity embedders (+ LoRA) on real images with the denoising loss.
 
@@ -134,6 +142,8 @@ class ColdStartTrainer:
         generator.resolution = config.resolution or generator.resolution
         channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
         self.images, self.labels = dataset_to_tensors(train, generator.resolution, channels)
+        # The images themselves (not the folder's name or the split's options) decide what a checkpoint continues.
+        self.record = run_record(config, RESUMABLE_SETTINGS, train_images=image_fingerprints(train))
         embedder_params = [p for e in class_embedders(generator.transformer) for p in e.parameters()]
         lora_params = [p for n, p in generator.transformer.named_parameters() if "lora_" in n]
         groups = [{"params": embedder_params, "lr": config.learning_rate}]
@@ -202,6 +212,7 @@ class ColdStartTrainer:
             config.resume,
             config.max_minutes,
             seed=config.seed,
+            record=self.record,
         )
         if self.steps_done < config.max_steps:
             logger.warning(

@@ -40,7 +40,7 @@ from ..log_filters import CHECKPOINT_LOGGERS, quiet_logger
 from ..rewards.identity_reward import IdentityReward, reward_summary
 from ..runtime import claim_process_precision
 from ..tracking import build_trackers
-from ..training import check_data_parallel, require_finite
+from ..training import check_data_parallel, check_resume, require_finite
 from ..visualization import save_curves
 from .cold_start import ColdStartConfig
 from .ddpo_config import RLSynDDPOConfig, epoch_layout, process_state
@@ -108,8 +108,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
                 hook,
             )
         self.sd_pipeline.unet = self.trainable_layers  # the prepared (DDP) module: gradients stay in sync
-        # With reference starts the trained steps are a fraction of the shortest truncated chain, not of the whole.
-        self.num_train_timesteps = config.trained_timesteps()
+        self.num_train_timesteps = config.trained_timesteps()  # with reference starts: of the shortest chain
         self.accelerator.gradient_accumulation_steps = (
             config.train_gradient_accumulation_steps * self.num_train_timesteps
         )
@@ -121,7 +120,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
             None if strength is None else ReferenceStart(self.train_images, self.train_labels, strength)
         )
         self.reference = self._reference_policy() if config.kl_coef > 0 else None
-        self.first_epoch, self.global_step, self.history = 0, 0, []
+        self.first_epoch, self.global_step, self.history, self.record = 0, 0, [], config.resume_record()
         self._train_stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         if self.accelerator.is_main_process:
             self.reward.bank.save(output / MEMORY_BANK_FILE)
@@ -479,7 +478,7 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         with quiet_logger(*CHECKPOINT_LOGGERS):
             self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
-            state = {"epoch": epochs_done, "global_step": global_step, "history": self.history}
+            state = {"epoch": epochs_done, "global_step": global_step, "history": self.history, "run": self.record}
             atomic_write_json(folder / TRAINER_STATE, state)
             checkpoints = sorted(root.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in checkpoints[: -self.config.num_checkpoint_limit]:
@@ -490,9 +489,10 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
 
     def _resume(self, path: str | os.PathLike) -> None:
         folder = latest_checkpoint(path)
+        state = json.loads((folder / TRAINER_STATE).read_text())
+        check_resume(state.get("run"), self.record, folder)  # another adapter or split: refused, not mixed
         with quiet_logger(*CHECKPOINT_LOGGERS):
             self.accelerator.load_state(str(folder))
-        state = json.loads((folder / TRAINER_STATE).read_text())
         self.first_epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
         if self.accelerator.is_main_process:  # the epochs after the checkpoint are trained, and logged, again
             self.metrics_tracker.drop_epochs_from(self.first_epoch)

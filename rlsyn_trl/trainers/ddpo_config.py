@@ -198,6 +198,25 @@ class RLSynDDPOConfig(
         """Steps trained per sample (TRL's ``num_train_timesteps``), a fraction of the shortest chain."""
         return int(self.shortest_chain() * self.train_timestep_fraction)
 
+    def resume_record(self) -> dict:
+        """What a checkpoint of this run continues (``training.run_record``): every setting but step counts,
+        budgets, logging, evaluation and publishing, and the starting adapter by its content, not its path."""
+        from ..generators import resolve_pretrained_folder
+        from ..provenance import folder_revision
+        from ..training import run_record
+
+        adapter = folder_revision(resolve_pretrained_folder(self.adapter, self.adapter_revision))
+        return run_record(self, DDPO_RESUMABLE_SETTINGS | {"adapter"}, adapter_content=adapter)
+
+
+# Settings a resumed DDPO run may change (TRL's logging fields included).
+DDPO_RESUMABLE_SETTINGS = {
+    "resume_from", "num_epochs", "max_minutes", "save_freq", "num_checkpoint_limit", "output_dir", "logdir",
+    "log_with", "log_image_freq", "tracker_kwargs", "tracker_project_name", "project_kwargs", "accelerator_kwargs",
+    "eval_seeds", "eval_samples_per_identity", "evaluator", "evaluator_revision", "grid_identities", "data_dir",
+    "push_to_hub", "hub_model_id", "hub_private",
+}  # fmt: skip
+
 
 def epoch_layout(config: RLSynDDPOConfig, num_processes: int, num_identities: int) -> int:
     """Check that identity groups fill whole sample batches on every process; return the batches per process."""

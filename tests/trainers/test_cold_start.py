@@ -205,3 +205,16 @@ def test_a_batch_that_cannot_fit_is_refused_before_the_first_step(tiny_base_dir,
     assert 1 <= fits < 100_000
     train_cold_start(tiny_config(tiny_base_dir, tmp_path / "fits", batch_size=fits))  # the suggestion is accepted
     assert steps == [1]
+
+
+def test_a_resume_with_another_split_is_refused_naming_what_changed(
+    tiny_base_dir, tmp_path, monkeypatch, datasets_cache
+):
+    """Split 0's checkpoints continued under split 1 gave an adapter that saw split 0 and said split 1."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", datasets_cache)
+    output = tmp_path / "r"
+    train_cold_start(tiny_config(tiny_base_dir, output, max_steps=2, checkpoint_every=1, split_seed=0))
+    with pytest.raises(ValueError, match=r"Cannot resume from .*step-2: .*split_seed: 0 there, 1 now.*train_images"):
+        train_cold_start(tiny_config(tiny_base_dir, output, max_steps=3, resume=True, split_seed=1))
+    summary = train_cold_start(tiny_config(tiny_base_dir, output, max_steps=3, resume=True, split_seed=0))
+    assert summary["steps"] == 3  # the same run's settings, more steps: resumed

@@ -531,3 +531,21 @@ def test_a_diverged_policy_stops_before_it_is_saved(tiny, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"DDPO epoch \d: .* not finite .*Lower train_learning_rate \(1e\+30\)"):
         run_ddpo(config)
     assert not (tmp_path / "out" / "provenance.json").exists()
+
+
+def test_a_resume_from_another_adapter_is_refused(tiny, tmp_path):
+    """Continuing a checkpoint under another --adapter gave its weights and named the other adapter as parent."""
+    build_trainer(tiny_config(tiny, tmp_path / "ref", num_epochs=1, save_freq=1)).train()
+    other = tmp_path / "another_sft"
+    shutil.copytree(tiny["adapter"], other)
+    tables = other / "identity_embedders.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    save_file({name: table + 1 for name, table in load_file(tables).items()}, tables)  # another cold start
+    resumed = tiny_config(tiny, tmp_path / "b", adapter=str(other), resume_from=str(tmp_path / "ref"))
+    with pytest.raises(
+        ValueError, match=r"Cannot resume from .*epoch-1: .*adapter_content: 'sha256:\w+' there, 'sha256:\w+' now"
+    ):
+        build_trainer(resumed)
+    same = build_trainer(tiny_config(tiny, tmp_path / "c", num_epochs=2, resume_from=str(tmp_path / "ref")))
+    assert same.first_epoch == 1  # the same adapter, more epochs: resumed
