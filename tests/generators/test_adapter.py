@@ -6,7 +6,7 @@ from peft import LoraConfig, PeftConfig
 
 from rlsyn_trl.generators import IdentityGenerator, class_embedders
 from rlsyn_trl.generators.adapter import LORA_FILE, add_lora, replace_class_embedders, save_adapter
-from rlsyn_trl.model_sources import ADAPTER_CONFIG
+from rlsyn_trl.utils.model_sources import ADAPTER_CONFIG
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 

@@ -25,9 +25,9 @@ from rlsyn_trl.trainers import (
     RLSynDDPOTrainer,
     identity_prompt_fn,
 )
-from rlsyn_trl.trainers.ddpo_config import epoch_layout
-from rlsyn_trl.trainers.ddpo_pipeline import guided_prediction, label_embeds
-from rlsyn_trl.trainers.identity_groups import identity_advantages
+from rlsyn_trl.trainers.ddpo.config import epoch_layout
+from rlsyn_trl.trainers.ddpo.identity_groups import identity_advantages
+from rlsyn_trl.trainers.ddpo.pipeline import guided_prediction, label_embeds
 
 torch.set_num_threads(1)
 RESOLUTION = 16

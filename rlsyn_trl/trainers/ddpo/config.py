@@ -12,9 +12,8 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from trl import DDPOConfig
 
-from ..generators.sampling import start_step
-from ..runtime import PRECISIONS
-from ..settings import (
+from ...generators.sampling import start_step
+from ...settings import (
     DataSplitSettings,
     EvaluatorSettings,
     LoraSettings,
@@ -25,6 +24,7 @@ from ..settings import (
     require,
     require_positive,
 )
+from ...utils.runtime import PRECISIONS
 
 MIN_GROUP_SIZE = 4
 
