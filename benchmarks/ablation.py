@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlsyn_trl.pipeline import MainJobConfig, run_main_job
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.job.pipeline import MainJobConfig, run_main_job
+from rlsyn_trl.utils.runtime import setup_runtime
 
 BASELINE = "real + standard augmentation"
 REAL_ROWS = ("raw-pixel 1-NN", "real only", BASELINE)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from rlsyn_trl.audit import AuditThresholds, audit_images, calibrate_thresholds
+from rlsyn_trl.generation.audit import AuditThresholds, audit_images, calibrate_thresholds
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")

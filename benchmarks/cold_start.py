@@ -18,13 +18,13 @@ import yaml
 
 from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset
 from rlsyn_trl.encoders import load_encoder
+from rlsyn_trl.generation.realism import face_detection_rate
 from rlsyn_trl.generators import IdentityGenerator
 from rlsyn_trl.metrics.identity import identity_consistency
-from rlsyn_trl.realism import face_detection_rate
 from rlsyn_trl.recipes import sft
-from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import ColdStartConfig
-from rlsyn_trl.visualization import save_image_grid
+from rlsyn_trl.utils.runtime import setup_runtime
+from rlsyn_trl.utils.visualization import save_image_grid
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlsyn_trl.launch import available_cores, launch_command, launch_environment
+from rlsyn_trl.utils.launch import available_cores, launch_command, launch_environment
 
 
 def timed(command: list[str], environment: dict[str, str]) -> float:
@@ -43,7 +43,7 @@ def stage_times(argv: list[str], output: Path, processes: int) -> tuple[float, f
 
 def row_times(work: Path, rows: int, steps: int, workers: int) -> tuple[float, float]:
     """Seconds of ``rows`` real-only recognizer rows one after another, then ``workers`` side by side."""
-    from rlsyn_trl.comparison import RowJob, train_rows
+    from rlsyn_trl.job.comparison import RowJob, train_rows
     from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments
 
     split = RecognizerScriptArguments(dataset_name="orl_faces", dataset_config="private", shots=1, split_seed=0)

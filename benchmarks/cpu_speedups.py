@@ -7,7 +7,8 @@
    embedded prior with a cold-start adapter's shape (fresh embedders, LoRA rank 8 with non-zero weights), sampling
    as the end-to-end job does: 64 samples per batch, 10 stochastic DDIM steps, guidance 2.
 2. Freed memory kept: the same sampling (merged) in a fresh process with and without
-   ``rlsyn_trl.runtime.keep_freed_memory`` (glibc's mmap and trim thresholds; the allocator is chosen per process).
+   ``rlsyn_trl.utils.runtime.keep_freed_memory`` (glibc's mmap and trim thresholds; the allocator is chosen per
+   process).
 3. Channels-last recognizer: a training step (forward and backward, batch 64, 32x32 grey) of the shipped identity
    encoder, as the recognizer trainer runs it on a CPU, against the default memory format.
 
@@ -87,7 +88,7 @@ def lora_merge_row(repeats: int) -> dict:
 
 def allocator_child(keep: bool, repeats: int, threads: int) -> None:
     """Runs in a fresh process: glibc's settings apply to a whole process."""
-    from rlsyn_trl.runtime import keep_freed_memory
+    from rlsyn_trl.utils.runtime import keep_freed_memory
 
     torch.set_num_threads(threads)
     applied = keep_freed_memory() if keep else False
@@ -115,7 +116,7 @@ def allocator_row(repeats: int, threads: int) -> dict:
 
 def channels_last_row(repeats: int) -> dict:
     from rlsyn_trl.encoders.identity_encoder import IdentityEncoder
-    from rlsyn_trl.model_sources import resolve_pretrained_folder
+    from rlsyn_trl.utils.model_sources import resolve_pretrained_folder
 
     encoder = IdentityEncoder.from_pretrained(resolve_pretrained_folder("embedded:orl_faces/encoder")).train()
     fast = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
@@ -146,7 +147,7 @@ def main() -> None:
         allocator_child(bool(args.allocator_child), args.repeats, args.threads)
         return
     torch.set_num_threads(args.threads)
-    from rlsyn_trl.runtime import cpu_flags
+    from rlsyn_trl.utils.runtime import cpu_flags
 
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s), best of {args.repeats}")
     print(f"bf16-relevant flags: {sorted(flag for flag in cpu_flags() if 'bf16' in flag or 'amx' in flag) or 'none'}")

@@ -83,7 +83,7 @@ def main() -> None:
     result = {"adapter": str(adapter), "threads": args.threads, "seconds": seconds, "epochs": runs}
     (output / "ddpo_precision.json").write_text(json.dumps(result, indent=1))
 
-    from rlsyn_trl.visualization import save_curves
+    from rlsyn_trl.utils.visualization import save_curves
 
     curves = {
         f"{name} ({'fp32' if precision == 'no' else precision})": [record[COLUMNS[name]] for record in runs[precision]]

@@ -9,7 +9,7 @@ DDPO adapter's provenance, the memory bank of the split the adapters were traine
 shown both as the mean leave-one-out share and at the group level, E(G_y): with the unbiased spread S the share of
 a group averages to Var_i(S(G without g_i)) / tau^2 >= 0, so a collapsed group gets share 0 rather than a penalty,
 while E(G_y) falls with any gap to the target spread. The total uses z-scores over both policies' samples (a
-per-policy z-score would centre each total at 0). Realism is the LBP face-detection rate (rlsyn_trl.realism);
+per-policy z-score would centre each total at 0). Realism is the LBP face-detection rate (rlsyn_trl.generation.realism);
 real held-out images give its reference.
 Requirements: R_cov and R_exp rise, R_sem falls by at most 0.02, the face-detection rate does not fall.
 """
@@ -26,6 +26,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from trl import TrlParser  # noqa: E402
 
 from rlsyn_trl.encoders import load_encoder  # noqa: E402
+from rlsyn_trl.generation.realism import face_detection_rate  # noqa: E402
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder  # noqa: E402
 from rlsyn_trl.metrics.identity import identity_consistency  # noqa: E402
 from rlsyn_trl.provenance import (  # noqa: E402
@@ -35,16 +36,15 @@ from rlsyn_trl.provenance import (  # noqa: E402
     input_provenance,
     resolve_data_split,
 )
-from rlsyn_trl.realism import face_detection_rate  # noqa: E402
-from rlsyn_trl.runtime import setup_runtime  # noqa: E402
 from rlsyn_trl.settings import REWARD_FIELDS  # noqa: E402
 from rlsyn_trl.trainers import RLSynDDPOConfig, evaluate_policies, evaluation_table  # noqa: E402
-from rlsyn_trl.trainers.ddpo_data import (  # noqa: E402
+from rlsyn_trl.trainers.ddpo.data import (  # noqa: E402
     build_identity_reward,
     check_same_identities,
     identity_tensors,
     needs_public_spread,
 )
+from rlsyn_trl.utils.runtime import setup_runtime  # noqa: E402
 
 
 def checks(evaluation: dict, cold: str, rl: str) -> list[tuple[str, float, bool]]:

@@ -30,7 +30,6 @@ from trl import DDPOConfig, DDPOTrainer  # noqa: E402
 from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset  # noqa: E402
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, default_scheduler  # noqa: E402
-from rlsyn_trl.runtime import setup_runtime  # noqa: E402
 from rlsyn_trl.trainers import (  # noqa: E402
     IdentityDDPOPipeline,
     IdentityReward,
@@ -38,6 +37,7 @@ from rlsyn_trl.trainers import (  # noqa: E402
     RLSynDDPOTrainer,
     identity_prompt_fn,
 )
+from rlsyn_trl.utils.runtime import setup_runtime  # noqa: E402
 
 RESOLUTION = 16
 IDENTITIES = 8

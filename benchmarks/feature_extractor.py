@@ -23,7 +23,7 @@ from rlsyn_trl.encoders import load_feature_extractor
 from rlsyn_trl.metrics.identity import nearest_neighbour_accuracy
 from rlsyn_trl.recipes import RECIPES_DIR
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.utils.runtime import setup_runtime
 
 
 def train_public_recognizer(start: str, output_dir: Path) -> str:

@@ -54,7 +54,7 @@ from transformers import ResNetConfig, ResNetForImageClassification  # noqa: E40
 from rlsyn_trl.data.face_verification import VERIFICATION_SETS  # noqa: E402
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
 from rlsyn_trl.recognizer.backbones import IResNetConfig  # noqa: E402
-from rlsyn_trl.runtime import setup_runtime  # noqa: E402
+from rlsyn_trl.utils.runtime import setup_runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("casia_webface", "market1501", "cuhk03_labeled", "cuhk03_detected")

@@ -35,7 +35,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from rlsyn_trl.data import load_identity_dataset  # noqa: E402
 from rlsyn_trl.recognizer import RecognizerConfig, train_recognizer  # noqa: E402
-from rlsyn_trl.runtime import setup_runtime  # noqa: E402
+from rlsyn_trl.utils.runtime import setup_runtime  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,14 @@ import numpy as np
 from transformers.utils import logging as hf_logging
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.pipeline import (
+from rlsyn_trl.job.pipeline import (
     NO_AUGMENTATION,
     RECOGNIZER_STARTS,
     MainJobConfig,
     recognizer_config,
 )
 from rlsyn_trl.recognizer import train_recognizer
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.utils.runtime import setup_runtime
 
 ROWS = {"real only": NO_AUGMENTATION, "real + standard augmentation": {}}
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from rlsyn_trl.comparison import RowJob, recognizer_rows, train_row
-from rlsyn_trl.pipeline import STAGE_RECORD, MainJobConfig
+from rlsyn_trl.job.comparison import RowJob, recognizer_rows, train_row
+from rlsyn_trl.job.pipeline import STAGE_RECORD, MainJobConfig
 from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.utils.runtime import setup_runtime
 
 
 def first_per_identity(dataset: datasets.Dataset, per_identity: int) -> datasets.Dataset:

@@ -22,9 +22,9 @@ import datasets
 import numpy as np
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.pipeline import NO_AUGMENTATION, recognizer_config
+from rlsyn_trl.job.pipeline import NO_AUGMENTATION, recognizer_config
 from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.utils.runtime import setup_runtime
 
 FULL = {"selection": True}
 VARIANTS = [

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from rlsyn_trl.data import dataset_to_tensors, load_identity_dataset
 from rlsyn_trl.encoders import load_encoder
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.utils.runtime import setup_runtime
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -19,11 +19,11 @@ import shutil
 from pathlib import Path
 
 from rlsyn_trl.generation import AUDIT_FILE, GenerationConfig
-from rlsyn_trl.pipeline import embedded_recipe
+from rlsyn_trl.job.pipeline import embedded_recipe
 from rlsyn_trl.recipes import ddpo, sft
 from rlsyn_trl.recipes import generate as generation
-from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
+from rlsyn_trl.utils.runtime import setup_runtime
 
 logger = logging.getLogger("synthetic_quality")
 

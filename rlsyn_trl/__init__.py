@@ -22,11 +22,11 @@ Entry points:
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 from .auto_classes import install as _install_auto_classes
-from .log_filters import silence_torchvision_fallback_notice
+from .utils.lazy import lazy_attributes
+from .utils.log_filters import silence_torchvision_fallback_notice
 
 try:
     __version__ = version("rlsyn-trl")
@@ -50,24 +50,13 @@ _LAZY = {
     "write_synthetic_dataset": "generation",
     "RecognizerConfig": "recognizer",
     "train_recognizer": "recognizer",
-    "PriorConfig": "priors",
+    "PriorConfig": "trainers.priors",
     "load_encoder": "encoders",
     "load_feature_extractor": "encoders",
-    "MainJobConfig": "pipeline",
-    "run_main_job": "pipeline",
-    "setup_runtime": "runtime",
+    "MainJobConfig": "job",
+    "run_main_job": "job",
+    "setup_runtime": "utils.runtime",
 }
 
 __all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -4,7 +4,7 @@
 A finder on ``sys.meta_path`` waits for transformers' own ``configuration_auto`` and ``modeling_auto`` modules
 and registers the package's configs and models the moment each has been executed (or at once when they already
 are). ``AutoModel.from_pretrained(folder)`` then loads a recognizer saved by ``train_recognizer``; the model class
-behind it is imported only when such a folder is loaded (:mod:`rlsyn_trl.model_configs`).
+behind it is imported only when such a folder is loaded (:mod:`rlsyn_trl.recognizer.model_configs`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ MODEL_MODULE = "transformers.models.auto.modeling_auto"
 
 
 def _register(module_name: str) -> None:
-    from . import model_configs
+    from .recognizer import model_configs
 
     if module_name == CONFIG_MODULE:
         model_configs.register_configs()

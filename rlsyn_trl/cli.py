@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
-from .launch import MAX_EMBEDDED_PROCESSES
+from .utils.launch import MAX_EMBEDDED_PROCESSES
 
 PROG = "rlsyn-trl"
 PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
@@ -249,15 +249,15 @@ def run_stage(name: str, argv: list[str]) -> int:
 
 
 def run_all(args: argparse.Namespace, argv: list[str]) -> int:
-    from .launch import is_main_process, launched, relaunch, resolve_processes
-    from .runtime import setup_runtime
+    from .utils.launch import is_main_process, launched, relaunch, resolve_processes
+    from .utils.runtime import setup_runtime
 
     processes, threads = resolve_processes(args.processes, args.threads)
     group = processes > 1 and not launched()
     # First: the offline defaults must be in the environment before huggingface_hub and datasets are imported.
     setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
-    from .comparison import job_summary, results_table
-    from .pipeline import MainJobConfig, run_main_job
+    from .job.comparison import job_summary, results_table
+    from .job.pipeline import MainJobConfig, run_main_job
 
     config = MainJobConfig(  # checks every setting before any stage starts
         output_dir=args.output_dir,

@@ -82,7 +82,7 @@ def _push_folder(
 
 def push_adapter(folder: str | os.PathLike, repo_id: str, private: bool = True, api: HfApi | None = None) -> str:
     """Upload an identity adapter folder (loadable with ``IdentityGenerator.from_pretrained(repo_id)``)."""
-    from .model_sources import ADAPTER_CONFIG, adapter_config_path
+    from .utils.model_sources import ADAPTER_CONFIG, adapter_config_path
 
     if adapter_config_path(folder) is None:
         raise FileNotFoundError(f"{folder} is not an identity adapter folder (no {ADAPTER_CONFIG}).")

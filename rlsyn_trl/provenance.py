@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from .io import atomic_write_json, read_json
+from .utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def input_provenance(folder: str | os.PathLike) -> dict:
     record = read_provenance(folder)
     if record is not None:
         return record
-    from .model_sources import adapter_config_path
+    from .utils.model_sources import adapter_config_path
 
     config_path = adapter_config_path(folder)
     config = read_json(config_path, "an identity adapter's config") if config_path is not None else {}

@@ -32,7 +32,7 @@ from typing import Any
 from peft import LoraConfig
 
 from .rewards.composite import DEFAULT_REWARD
-from .runtime import PRECISIONS
+from .utils.runtime import PRECISIONS
 
 DEFAULT_LORA_TARGETS = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"]
 

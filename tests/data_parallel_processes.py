@@ -20,11 +20,11 @@ from accelerate import Accelerator, PartialState  # noqa: E402
 from conftest import build_tiny_generator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import rlsyn_trl.priors as priors  # noqa: E402
 import rlsyn_trl.trainers.cold_start as cold_start  # noqa: E402
+import rlsyn_trl.trainers.priors as priors  # noqa: E402
 from rlsyn_trl.generators import IdentityGenerator  # noqa: E402
 from rlsyn_trl.generators.adapter import freeze_backbone, replace_class_embedders  # noqa: E402
-from rlsyn_trl.runtime import claim_process_precision  # noqa: E402
+from rlsyn_trl.utils.runtime import claim_process_precision  # noqa: E402
 
 NAMES = ["a", "b", "c", "d"]
 BATCHES: dict[str, dict] = {}

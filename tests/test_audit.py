@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlsyn_trl.audit import (
+from rlsyn_trl.data import dataset_to_tensors
+from rlsyn_trl.generation.audit import (
     AuditThresholds,
     audit_images,
     calibrate_thresholds,
@@ -17,7 +18,6 @@ from rlsyn_trl.audit import (
     pixel_distances,
     same_identity_distances,
 )
-from rlsyn_trl.data import dataset_to_tensors
 
 torch.set_num_threads(1)
 

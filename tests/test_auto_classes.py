@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from rlsyn_trl.model_configs import RecognizerModelConfig
 from rlsyn_trl.recognizer import RecognizerModel
+from rlsyn_trl.recognizer.model_configs import RecognizerModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ import yaml
 
 import rlsyn_trl
 from rlsyn_trl import cli
-from rlsyn_trl.log_filters import TORCHVISION_FALLBACK_LOGGER
 from rlsyn_trl.recipes import RECIPES_DIR, packaged_configs
+from rlsyn_trl.utils.log_filters import TORCHVISION_FALLBACK_LOGGER
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_FLAGS = {
@@ -118,7 +118,7 @@ def test_only_the_package_own_refusals_lose_their_traceback(capsys):
 
 def test_cli_shots_are_the_orl_builders():
     from rlsyn_trl.data.orl import ALLOWED_SHOTS
-    from rlsyn_trl.runtime import PRECISIONS
+    from rlsyn_trl.utils.runtime import PRECISIONS
 
     assert cli.ORL_PRIVATE_SHOTS == ALLOWED_SHOTS
     assert set(cli.PRECISION_CHOICES) == set(PRECISIONS)
@@ -199,7 +199,8 @@ def test_a_missing_config_lists_the_packaged_ones(monkeypatch, capsys):
 
 
 def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
-    from rlsyn_trl import comparison, pipeline, runtime
+    from rlsyn_trl.job import comparison, pipeline
+    from rlsyn_trl.utils import runtime
 
     calls = {}
     monkeypatch.setattr(runtime, "setup_runtime", lambda *args, **kwargs: calls.setdefault("runtime", (args, kwargs)))
@@ -223,8 +224,8 @@ def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_job_precision_reaches_every_stage(precision, tmp_path):
-    from rlsyn_trl.comparison import recognizer_config, recognizer_precision
-    from rlsyn_trl.pipeline import MainJobConfig, cold_start_settings, ddpo_settings
+    from rlsyn_trl.job.comparison import recognizer_config, recognizer_precision
+    from rlsyn_trl.job.pipeline import MainJobConfig, cold_start_settings, ddpo_settings
     from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
     job = MainJobConfig(output_dir=str(tmp_path), mixed_precision=precision)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from rlsyn_trl.comparison import RowJob, recognizer_rows, train_rows
+from rlsyn_trl.job.comparison import RowJob, recognizer_rows, train_rows
 from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments
 from rlsyn_trl.recognizer import TINY_MODEL
 

@@ -10,11 +10,11 @@ from trl import TrlParser
 
 from rlsyn_trl.data import dataset_to_tensors
 from rlsyn_trl.encoders import load_encoder
-from rlsyn_trl.evaluator import check_independent_evaluator
+from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.metrics.identity import nearest_neighbour_accuracy
-from rlsyn_trl.model_sources import resolve_pretrained_folder
-from rlsyn_trl.priors import PriorConfig
 from rlsyn_trl.settings import SettingsError
+from rlsyn_trl.trainers.priors import PriorConfig
+from rlsyn_trl.utils.model_sources import resolve_pretrained_folder
 
 torch.set_num_threads(1)
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "orl_faces" / "evaluator.yaml"

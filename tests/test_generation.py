@@ -26,12 +26,12 @@ from synthetic_fixtures import (
     tiny_settings,
 )
 
-from rlsyn_trl.audit import pixel_distances
 from rlsyn_trl.data import preprocess_images
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig, load_encoder
-from rlsyn_trl.evaluator import consistent_with
 from rlsyn_trl.generation import GenerationConfig, shard_seed
 from rlsyn_trl.generation import shards as generation_shards
+from rlsyn_trl.generation.audit import pixel_distances
+from rlsyn_trl.generation.evaluator import consistent_with
 from rlsyn_trl.provenance import ProvenanceError, read_provenance, stage_record, write_provenance
 from rlsyn_trl.recipes import generate as generate_recipe
 from rlsyn_trl.recipes.generate import main as generate_synthetic_dataset

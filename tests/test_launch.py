@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from rlsyn_trl import cli, launch
+from rlsyn_trl import cli
+from rlsyn_trl.utils import launch
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,8 @@ def test_launch_command_starts_cpu_processes_of_the_same_command(monkeypatch):
 
 
 def test_run_all_launches_the_generative_stages_then_trains_the_rows_here(monkeypatch, tmp_path, capsys):
-    from rlsyn_trl import comparison, pipeline, runtime
+    from rlsyn_trl.job import comparison, pipeline
+    from rlsyn_trl.utils import runtime
 
     calls, jobs = [], []
     monkeypatch.setattr(subprocess, "call", lambda command, env: calls.append((command, env)) or 0)
@@ -60,7 +62,8 @@ def test_run_all_launches_the_generative_stages_then_trains_the_rows_here(monkey
 
 
 def test_a_launched_process_runs_the_job_and_only_rank_zero_reports(monkeypatch, tmp_path, capsys):
-    from rlsyn_trl import comparison, pipeline, runtime
+    from rlsyn_trl.job import comparison, pipeline
+    from rlsyn_trl.utils import runtime
 
     monkeypatch.setattr(subprocess, "call", lambda *args, **kwargs: pytest.fail("launched twice"))
     monkeypatch.setattr(runtime, "setup_runtime", lambda *args, **kwargs: None)

@@ -19,7 +19,6 @@ from transformers import ViTConfig, ViTModel
 from trl import TrlParser
 
 from rlsyn_trl.data import load_identity_dataset, preprocess_images
-from rlsyn_trl.evaluation import evaluate_recognizer, reid_evaluation
 from rlsyn_trl.generation import GenerationConfig
 from rlsyn_trl.generators import IdentityGenerator
 from rlsyn_trl.generators.adapter import read_adapter_config
@@ -30,6 +29,7 @@ from rlsyn_trl.recognizer import (
     build_augmentation,
     build_recognizer,
 )
+from rlsyn_trl.recognizer.evaluation import evaluate_recognizer, reid_evaluation
 from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
 
 REPO = Path(__file__).resolve().parents[1]

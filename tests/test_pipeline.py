@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from rlsyn_trl.cli import main
-from rlsyn_trl.comparison import recognizer_rows
 from rlsyn_trl.generation import GenerationConfig
-from rlsyn_trl.pipeline import (
+from rlsyn_trl.job.comparison import recognizer_rows
+from rlsyn_trl.job.pipeline import (
     MainJobConfig,
     cold_start_settings,
     ddpo_runs,
@@ -166,7 +166,7 @@ def test_the_rows_refuse_a_stage_record_written_for_other_rows(tmp_path):
     """stages=recognizers must not pair rows with synthetic sets the record does not hold."""
     from dataclasses import asdict
 
-    from rlsyn_trl.pipeline import STAGE_RECORD, read_stage_record
+    from rlsyn_trl.job.pipeline import STAGE_RECORD, read_stage_record
 
     written = MainJobConfig(output_dir=str(tmp_path))
     (tmp_path / STAGE_RECORD).write_text(json.dumps({"config": asdict(written)}))

@@ -7,12 +7,12 @@ from trl import TrlParser
 
 from rlsyn_trl.encoders import IdentityEncoder
 from rlsyn_trl.generators import IdentityGenerator
-from rlsyn_trl.priors import PriorConfig
 from rlsyn_trl.provenance import lineage, read_provenance
 from rlsyn_trl.recipes.pretrain_prior import main as train_priors
 from rlsyn_trl.recipes.sft import main as train_cold_start
 from rlsyn_trl.settings import SettingsError
 from rlsyn_trl.trainers import ColdStartConfig
+from rlsyn_trl.trainers.priors import PriorConfig
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 

@@ -84,8 +84,8 @@ def test_reward_settings_follow_the_policy(tmp_path):
 
 
 def test_a_damaged_provenance_file_is_named(tmp_path):
-    from rlsyn_trl.io import DamagedFileError
     from rlsyn_trl.provenance import PROVENANCE_FILE, read_provenance
+    from rlsyn_trl.utils.io import DamagedFileError
 
     (tmp_path / PROVENANCE_FILE).write_text('{"format": "rlsyn-trl/provenance", "data": ')  # cut short
     with pytest.raises(DamagedFileError, match=rf"{PROVENANCE_FILE} should hold a provenance record but is not valid"):

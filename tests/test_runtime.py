@@ -4,7 +4,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from rlsyn_trl import runtime
+from rlsyn_trl.utils import runtime
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 
@@ -41,7 +41,7 @@ def test_the_probe_can_be_forced_either_way(monkeypatch, caplog, value, native, 
     monkeypatch.setenv(runtime.NATIVE_BF16_ENV, value)
     assert runtime.native_bf16("cpu") is native and runtime.resolve_precision("auto", "cpu") == precision
     assert runtime.resolve_precision("no", "cpu") == "no"  # an explicit setting is never overridden
-    with caplog.at_level(logging.INFO, logger="rlsyn_trl.runtime"):
+    with caplog.at_level(logging.INFO, logger="rlsyn_trl.utils.runtime"):
         assert runtime.setup_runtime(mixed_precision="auto").mixed_precision == precision
     assert f"forced by {runtime.NATIVE_BF16_ENV}" in caplog.text
     monkeypatch.setenv(runtime.NATIVE_BF16_ENV, "maybe")
@@ -66,7 +66,7 @@ def test_a_bad_precision_names_the_setting():
 def test_setup_runtime_logs_its_choice_and_stages_share_one_accelerate_state(caplog, monkeypatch):
     monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
-    with caplog.at_level(logging.INFO, logger="rlsyn_trl.runtime"):
+    with caplog.at_level(logging.INFO, logger="rlsyn_trl.utils.runtime"):
         chosen = runtime.setup_runtime(seed=3, mixed_precision="auto")
     assert chosen.mixed_precision == "no" and "native bf16 not found" in caplog.text
     assert chosen.keeps_freed_memory == ("freed memory kept for reuse" in caplog.text)
@@ -86,7 +86,7 @@ def tf32_flags():
 
 
 def test_tf32_is_allowed_on_gpus_for_training_and_refused_inside_the_audit(monkeypatch, tf32_flags):
-    from rlsyn_trl import audit
+    from rlsyn_trl.generation import audit
 
     runtime.setup_runtime()
     assert not torch.cuda.is_available() and not torch.backends.cuda.matmul.allow_tf32  # a CPU run changes nothing
@@ -109,7 +109,7 @@ def test_tf32_is_allowed_on_gpus_for_training_and_refused_inside_the_audit(monke
 
 FAULT_PROBE = """
 import resource, sys, torch
-from rlsyn_trl.runtime import keep_freed_memory
+from rlsyn_trl.utils.runtime import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "1" else False
 x = torch.ones(16 * 2**20)  # 64 MB: above glibc's largest default mmap threshold (32 MB)
 faults = []

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
-from rlsyn_trl.selection import DynamicSampleSelectionCallback, SelectionConfig, virtual_step_utilities
+from rlsyn_trl.recognizer.selection import DynamicSampleSelectionCallback, SelectionConfig, virtual_step_utilities
 
 NUM_CLASSES = 4
 

@@ -7,8 +7,8 @@ from conftest import build_tiny_generator, read_events
 from PIL import Image
 
 from rlsyn_trl.generators.adapter import freeze_backbone, replace_class_embedders
-from rlsyn_trl.tracking import scalar_config
 from rlsyn_trl.trainers import ColdStartConfig, ColdStartTrainer
+from rlsyn_trl.utils.tracking import scalar_config
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 
@@ -21,7 +21,7 @@ def test_scalar_config_flattens_what_tensorboard_refuses():
 
 
 def test_a_tracker_that_is_not_installed_is_refused_with_the_fix(tmp_path):
-    from rlsyn_trl.tracking import build_trackers
+    from rlsyn_trl.utils.tracking import build_trackers
 
     with pytest.raises(ValueError, match=r"--log_with no_such_tracker: not installed.*pip install"):
         build_trackers(["no_such_tracker"], "run", tmp_path)

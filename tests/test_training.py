@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlsyn_trl.training import check_data_parallel, local_batch_size, process_seed, sample_batches
+from rlsyn_trl.trainers.training import check_data_parallel, local_batch_size, process_seed, sample_batches
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 
@@ -137,7 +137,7 @@ def test_checkpoints_are_saved_and_resumed_without_accelerate_chatter(tmp_path, 
 
     from accelerate import Accelerator
 
-    from rlsyn_trl.training import run_training_phase, warmup_cosine
+    from rlsyn_trl.trainers.training import run_training_phase, warmup_cosine
 
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

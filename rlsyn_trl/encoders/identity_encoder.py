@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from ..model_sources import resolve_pretrained_folder
+from ..utils.model_sources import resolve_pretrained_folder
 
 
 class IdentityEncoderConfig(PretrainedConfig):

@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from ..model_configs import RecognizerModelConfig
-from ..model_sources import resolve_pretrained_folder
+from ..recognizer.model_configs import RecognizerModelConfig
+from ..utils.model_sources import resolve_pretrained_folder
 from .feature_extractor import (
     IdentityFeatureExtractor,
     ProjectEncoderExtractor,

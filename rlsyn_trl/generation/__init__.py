@@ -8,8 +8,8 @@ everything that decides the samples (adapter and its revision, identities, count
 folder holding another run's shards is refused instead of silently mixed.
 
 Once every shard exists, the samples are scored against the real TRAINING images: the composite reward terms (memory
-bank, groups = all samples of an identity), the memorisation audit (``rlsyn_trl.audit``) and the face detector
-(``rlsyn_trl.realism``). Held-out real images, when the dataset has them, get the same audit and checks as the
+bank, groups = all samples of an identity), the memorisation audit (:mod:`.audit`) and the face detector
+(:mod:`.realism`). Held-out real images, when the dataset has them, get the same audit and checks as the
 reference floor. The result is written as ``output_dir/dataset`` (``datasets.load_from_disk``) and
 ``output_dir/hub`` (parquet files + README card, the Hub layout ``datasets.load_dataset`` reads), and is pushed to a
 PRIVATE Hub repo when asked (``push_dataset``), unless its memorisation rate is above ``max_memorization_rate``.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..audit import AUDIT_CRITERIA, THRESHOLD_SOURCES
 from ..hub import DEFAULT_MAX_MEMORIZATION_RATE
 from ..settings import (
     DatasetHubSettings,
@@ -16,6 +15,7 @@ from ..settings import (
     require,
     require_positive,
 )
+from .audit import AUDIT_CRITERIA, THRESHOLD_SOURCES
 
 
 @dataclass

@@ -14,8 +14,8 @@ from huggingface_hub import HfApi
 from ..generators import IdentityGenerator, ReferenceStart, resolve_pretrained_folder
 from ..generators.adapter import read_adapter_config
 from ..hub import push_synthetic_dataset
-from ..model_sources import adapter_config_path
 from ..provenance import folder_revision, write_provenance
+from ..utils.model_sources import adapter_config_path
 from .config import GenerationConfig
 from .outputs import AUDIT_FILE, DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
 from .scoring import _score

@@ -12,7 +12,7 @@ import datasets
 from huggingface_hub import DatasetCardData
 
 from ..cards import inherited_terms, render_dataset_card, size_category, terms_text
-from ..io import atomic_write_text, replace_folder
+from ..utils.io import atomic_write_text, replace_folder
 from .config import GenerationConfig
 
 DATASET_DIR = "dataset"

@@ -2,7 +2,7 @@
 
 Held-out real images get the same audit and checks as the reference floor; the result is the synthetic dataset
 (one row per sample, :func:`dataset_features`) and its summary. With an ``evaluator`` (a feature extractor the reward
-never saw, :mod:`rlsyn_trl.evaluator`), identity consistency is also measured in its space, for the samples and the
+never saw, :mod:`.evaluator`), identity consistency is also measured in its space, for the samples and the
 held-out real photos alike.
 """
 
@@ -14,14 +14,14 @@ import datasets
 import torch
 from PIL import Image
 
-from ..audit import audit_images, calibrate_thresholds, memorization_rates
 from ..data import load_identity_dataset, preprocess_images
 from ..encoders import load_feature_extractor
-from ..evaluator import consistent_with
 from ..metrics.identity import identity_consistency, nearest_prototype
-from ..realism import detect_faces
 from ..rewards import MemoryBank
+from .audit import audit_images, calibrate_thresholds, memorization_rates
 from .config import GenerationConfig
+from .evaluator import consistent_with
+from .realism import detect_faces
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import tensor_to_pil
 from ..generators import IdentityGenerator, ReferenceStart
-from ..io import atomic_write_text
+from ..utils.io import atomic_write_text
 from .config import GenerationConfig
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Importing this package imports both ``dit`` and ``adapter``, which register thei
 ``IdentityGenerator.from_pretrained`` then opens base folders and adapter folders alike.
 """
 
-from ..model_sources import resolve_pretrained_folder
+from ..utils.model_sources import resolve_pretrained_folder
 from . import adapter as _adapter  # noqa: F401  (registers the adapter-folder loader)
 from .dit import (
     IdentityGenerator,

@@ -20,8 +20,8 @@ from diffusers.models.embeddings import LabelEmbedding
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors.torch import save_file
 
-from ..io import atomic_write, atomic_write_json, atomic_write_text, read_json, read_safetensors
-from ..model_sources import (
+from ..utils.io import atomic_write, atomic_write_json, atomic_write_text, read_json, read_safetensors
+from ..utils.model_sources import (
     ADAPTER_CONFIG,
     ADAPTER_KIND,
     GENERATOR_KIND,

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 
-from ..io import atomic_write_json
-from ..model_sources import GENERATOR_KIND, MODEL_INDEX
+from ..utils.io import atomic_write_json
+from ..utils.model_sources import GENERATOR_KIND, MODEL_INDEX
 from .loading import load_generator, register_folder_loader
 from .lora_merge import merged_lora
 from .reference import ReferenceStart, reference_rng

@@ -1,7 +1,7 @@
 """One loader from a path or Hub id to an :class:`~rlsyn_trl.generators.IdentityGenerator`.
 
-:func:`load_generator` resolves the name (``rlsyn_trl.model_sources``), looks at what kind of folder it got (a base
-DiT folder or an identity adapter) and hands it to that kind's loader. The loaders register themselves here
+:func:`load_generator` resolves the name (``rlsyn_trl.utils.model_sources``), looks at what kind of folder it got
+(a base DiT folder or an identity adapter) and hands it to that kind's loader. The loaders register themselves here
 (``dit.py`` the base one, ``adapter.py`` the adapter one) instead of being imported by this module: the adapter
 loader builds on ``dit.py`` and ``IdentityGenerator.from_pretrained`` in ``dit.py`` delegates here, so importing them
 from here would make a cycle. ``rlsyn_trl.generators`` imports both modules, so both loaders are in place whenever
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..model_sources import generator_folder_kind, resolve_pretrained_folder
+from ..utils.model_sources import generator_folder_kind, resolve_pretrained_folder
 
 FolderLoader = Callable[[Path, "torch.dtype | None", str], Any]
 _LOADERS: dict[str, FolderLoader] = {}

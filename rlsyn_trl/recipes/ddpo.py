@@ -18,10 +18,9 @@ import sys
 
 from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extractor
-from rlsyn_trl.evaluator import check_independent_evaluator
+from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
-from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
     DataSplit,
     check_same_train_images,
@@ -31,18 +30,19 @@ from rlsyn_trl.provenance import (
     stage_record,
 )
 from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.runtime import setup_runtime
-from rlsyn_trl.tracking import end_trackers
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
-from rlsyn_trl.trainers.ddpo_config import process_state
-from rlsyn_trl.trainers.ddpo_data import (
+from rlsyn_trl.trainers.ddpo.config import process_state
+from rlsyn_trl.trainers.ddpo.data import (
     build_identity_reward,
     check_same_identities,
     identity_tensors,
     needs_public_spread,
 )
-from rlsyn_trl.trainers.ddpo_evaluation import evaluate_policies, evaluation_table
-from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline
+from rlsyn_trl.trainers.ddpo.evaluation import evaluate_policies, evaluation_table
+from rlsyn_trl.trainers.ddpo.pipeline import IdentityDDPOPipeline
+from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.utils.runtime import setup_runtime
+from rlsyn_trl.utils.tracking import end_trackers
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from huggingface_hub import HfApi
 
 from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor
-from rlsyn_trl.evaluator import check_independent_evaluator
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
+from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
 from rlsyn_trl.provenance import (
@@ -32,8 +32,8 @@ from rlsyn_trl.provenance import (
     stage_record,
 )
 from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.runtime import setup_runtime
 from rlsyn_trl.settings import REWARD_FIELDS
+from rlsyn_trl.utils.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)
 

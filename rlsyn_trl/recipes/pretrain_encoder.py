@@ -23,7 +23,9 @@ import datasets
 from accelerate import Accelerator
 
 from rlsyn_trl.cli import run_reporting_refusals
-from rlsyn_trl.encoder_pretraining import (
+from rlsyn_trl.provenance import stage_record
+from rlsyn_trl.recipes import parse_stage
+from rlsyn_trl.trainers.encoder_pretraining import (
     EncoderPretrainConfig,
     encoder_card,
     public_train_split,
@@ -31,13 +33,11 @@ from rlsyn_trl.encoder_pretraining import (
     streamed_batches,
     target_record,
 )
-from rlsyn_trl.io import atomic_write_json, atomic_write_text
-from rlsyn_trl.priors import TrainedPrior, save_prior, train_encoder_on_batches
-from rlsyn_trl.provenance import stage_record
-from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.runtime import claim_process_precision, setup_runtime
-from rlsyn_trl.tracking import end_trackers
-from rlsyn_trl.training import check_data_parallel
+from rlsyn_trl.trainers.priors import TrainedPrior, save_prior, train_encoder_on_batches
+from rlsyn_trl.trainers.training import check_data_parallel
+from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.utils.runtime import claim_process_precision, setup_runtime
+from rlsyn_trl.utils.tracking import end_trackers
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ from accelerate import Accelerator
 
 from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import dataset_to_tensors
-from rlsyn_trl.io import atomic_write_json
-from rlsyn_trl.priors import (
+from rlsyn_trl.provenance import stage_record
+from rlsyn_trl.recipes import parse_stage
+from rlsyn_trl.trainers.priors import (
     ENCODER_DIR,
     GENERATOR_DIR,
     PriorConfig,
@@ -31,11 +32,10 @@ from rlsyn_trl.priors import (
     train_encoder,
     train_generator,
 )
-from rlsyn_trl.provenance import stage_record
-from rlsyn_trl.recipes import parse_stage
-from rlsyn_trl.runtime import claim_process_precision, setup_runtime
-from rlsyn_trl.tracking import build_trackers, end_trackers
-from rlsyn_trl.training import check_data_parallel
+from rlsyn_trl.trainers.training import check_data_parallel
+from rlsyn_trl.utils.io import atomic_write_json
+from rlsyn_trl.utils.runtime import claim_process_precision, setup_runtime
+from rlsyn_trl.utils.tracking import build_trackers, end_trackers
 
 logger = logging.getLogger(__name__)
 

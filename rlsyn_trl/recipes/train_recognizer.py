@@ -32,9 +32,7 @@ from rlsyn_trl.cards import recognizer_card
 from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.data.face_verification import RFW_RACES
-from rlsyn_trl.evaluation import RFW_PREFIX
 from rlsyn_trl.hub import check_push_possible, load_synthetic_dataset, push_model_folder
-from rlsyn_trl.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.provenance import (
     check_no_leak,
     read_dataset_provenance,
@@ -44,8 +42,10 @@ from rlsyn_trl.provenance import (
 )
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
-from rlsyn_trl.runtime import setup_runtime
+from rlsyn_trl.recognizer.evaluation import RFW_PREFIX
 from rlsyn_trl.settings import DataSplitSettings, check_settings, require
+from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.utils.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)
 RFW_CONFIGS = tuple(race.lower() for race in RFW_RACES)

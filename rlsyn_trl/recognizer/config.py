@@ -8,9 +8,9 @@ from functools import partial
 from transformers import TrainingArguments
 
 from ..data.preprocessing import image_size
-from ..selection import SelectionConfig
-from ..training import local_batch_size
+from ..utils.launch import local_batch_size
 from .backbones import IRESNET_LAYERS
+from .selection import SelectionConfig
 
 TINY_MODEL = "resnet-tiny"
 LOSSES = ("cross_entropy", "cosface")
@@ -22,7 +22,7 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
 
     The defaults were tuned on ORL private 1-shot (split seeds 0 and 1, all held-out images): CosFace beat
     cross-entropy by about 5 points and the affine + brightness/contrast augmentation added about 4 over flip +
-    pad-crop alone. The selection fields are those of :class:`~rlsyn_trl.selection.SelectionConfig` and apply
+    pad-crop alone. The selection fields are those of :class:`~rlsyn_trl.recognizer.selection.SelectionConfig` and apply
     when ``selection`` is on.
     """
 

@@ -19,7 +19,7 @@ from transformers import (
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..encoders import IdentityEncoder, IdentityEncoderConfig
-from ..model_sources import EMBEDDED_MODELS, resolve_pretrained_folder
+from ..utils.model_sources import EMBEDDED_MODELS, resolve_pretrained_folder
 from .backbones import (
     IRESNET_LAYERS,
     BNNeckForImageClassification,

@@ -14,9 +14,9 @@ from transformers import AutoConfig, AutoModelForImageClassification, PreTrained
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..encoders import IdentityEncoder, IdentityEncoderConfig
-from ..model_configs import RecognizerModelConfig
 from .config import RecognizerConfig
 from .model import IdentityRecognizer
+from .model_configs import RecognizerModelConfig
 
 
 def backbone_from_config(values: dict) -> PreTrainedModel:

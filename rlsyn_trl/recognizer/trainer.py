@@ -14,13 +14,13 @@ from transformers.trainer_callback import PrinterCallback
 
 from ..data import dataset_to_tensors
 from ..encoders.identity_encoder import IdentityEncoder
-from ..evaluation import evaluate_recognizer
 from ..metrics import load_metric
-from ..selection import DynamicSampleSelectionCallback
 from .config import TINY_MODEL, RecognizerConfig
+from .evaluation import evaluate_recognizer
 from .model import build_augmentation, build_recognizer, imprint_centres
 from .pretrained import RecognizerModel
 from .sampling import MixedBatchSampler, MixedIdentityDataset, synthetic_blocks
+from .selection import DynamicSampleSelectionCallback
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..io import atomic_write
+from ..utils.io import atomic_write
 from .composite import composite_reward, median_heuristic_sigma, trace_covariance
 
 __all__ = ["MemoryBank"]

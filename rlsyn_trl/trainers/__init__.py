@@ -1,17 +1,21 @@
-"""Trainers: cold start (SFT of identity embedders) and reward-guided DDPO."""
+"""The stage trainers: the public priors (:mod:`.priors`) and phi's pre-training (:mod:`.encoder_pretraining`),
+the cold start (:mod:`.cold_start`), all three on the shared optimisation loop (:mod:`.training`), and reward-guided
+DDPO (:mod:`.ddpo`)."""
 
+from ..rewards.identity_reward import IdentityReward
 from .cold_start import ColdStartConfig, ColdStartTrainer, prepare_identity_generator
+from .ddpo import (
+    IdentityDDPOPipeline,
+    RLSynDDPOConfig,
+    RLSynDDPOTrainer,
+    evaluate_policies,
+    evaluation_table,
+    identity_prompt_fn,
+)
 
-__all__ = ["ColdStartConfig", "ColdStartTrainer", "prepare_identity_generator"]
-
-from ..rewards.identity_reward import IdentityReward  # noqa: E402
-from .ddpo import RLSynDDPOTrainer  # noqa: E402
-from .ddpo_config import RLSynDDPOConfig  # noqa: E402
-from .ddpo_evaluation import evaluate_policies, evaluation_table  # noqa: E402
-from .ddpo_pipeline import IdentityDDPOPipeline  # noqa: E402
-from .identity_groups import identity_prompt_fn  # noqa: E402
-
-__all__ += [
+__all__ = [
+    "ColdStartConfig",
+    "ColdStartTrainer",
     "IdentityDDPOPipeline",
     "IdentityReward",
     "RLSynDDPOConfig",
@@ -19,4 +23,5 @@ __all__ += [
     "evaluate_policies",
     "evaluation_table",
     "identity_prompt_fn",
+    "prepare_identity_generator",
 ]

@@ -21,9 +21,7 @@ from ..data import dataset_to_tensors
 from ..data.augmentation import IdentityAugmentation
 from ..generators import IdentityGenerator, class_embedders
 from ..generators.adapter import add_lora, freeze_backbone, replace_class_embedders, save_adapter
-from ..io import atomic_write_json
 from ..provenance import image_fingerprints, write_provenance
-from ..runtime import claim_process_precision
 from ..settings import (
     DataSplitSettings,
     LoraSettings,
@@ -33,8 +31,11 @@ from ..settings import (
     check_settings,
     require_positive,
 )
-from ..tracking import build_trackers, end_trackers
-from ..training import (
+from ..utils.io import atomic_write_json
+from ..utils.runtime import claim_process_precision
+from ..utils.tracking import build_trackers, end_trackers
+from ..utils.visualization import save_image_grid
+from .training import (
     check_batch_memory,
     check_data_parallel,
     local_batch_size,
@@ -43,7 +44,6 @@ from ..training import (
     sample_batches,
     warmup_cosine,
 )
-from ..visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from peft import LoraConfig, PeftConfig
 
 from rlsyn_trl.generators import IdentityGenerator, class_embedders
 from rlsyn_trl.generators.adapter import LORA_FILE, add_lora, replace_class_embedders, save_adapter
-from rlsyn_trl.model_sources import ADAPTER_CONFIG
+from rlsyn_trl.utils.model_sources import ADAPTER_CONFIG
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 
@@ -41,7 +41,7 @@ def test_adapter_files_are_not_peft_names_and_legacy_folders_load(tmp_path, tiny
 
 def test_a_damaged_adapter_file_is_named_with_what_it_should_hold(tmp_path, tiny_base_dir):
     from rlsyn_trl.generators.adapter import EMBEDDERS_FILE
-    from rlsyn_trl.io import DamagedFileError
+    from rlsyn_trl.utils.io import DamagedFileError
 
     generator = IdentityGenerator.from_pretrained(tiny_base_dir)
     replace_class_embedders(generator, ["a", "b"])

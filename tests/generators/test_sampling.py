@@ -12,7 +12,7 @@ from trl.core import randn_tensor
 import rlsyn_trl
 from rlsyn_trl.generators import IdentityGenerator, ReferenceStart, ddim_sample, reference_rng, start_step
 from rlsyn_trl.settings import SettingsError, parse_reference_strength
-from rlsyn_trl.trainers.ddpo_pipeline import IdentityDDPOPipeline, guided_prediction, label_embeds
+from rlsyn_trl.trainers.ddpo.pipeline import IdentityDDPOPipeline, guided_prediction, label_embeds
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 

@@ -10,13 +10,13 @@ import torch
 import yaml
 from trl import TrlParser
 
-from rlsyn_trl.encoder_pretraining import EncoderPretrainConfig, streamed_batches
 from rlsyn_trl.encoders import load_encoder
 from rlsyn_trl.provenance import read_provenance
 from rlsyn_trl.recipes import RECIPES_DIR
 from rlsyn_trl.recipes import pretrain_encoder as recipe
 from rlsyn_trl.recipes.pretrain_encoder import main as pretrain_encoder
 from rlsyn_trl.settings import SettingsError
+from rlsyn_trl.trainers.encoder_pretraining import EncoderPretrainConfig, streamed_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import gpu_smoke  # noqa: E402

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from rlsyn_trl.encoders import load_feature_extractor  # noqa: E402
 from rlsyn_trl.provenance import input_provenance, resolve_data_split  # noqa: E402
 from rlsyn_trl.trainers import IdentityDDPOPipeline, RLSynDDPOConfig, RLSynDDPOTrainer  # noqa: E402
-from rlsyn_trl.trainers.ddpo_data import build_identity_reward, identity_tensors  # noqa: E402
+from rlsyn_trl.trainers.ddpo.data import build_identity_reward, identity_tensors  # noqa: E402
 
 
 def build_trainer(config: RLSynDDPOConfig, trainer_class=RLSynDDPOTrainer, **kwargs) -> RLSynDDPOTrainer:

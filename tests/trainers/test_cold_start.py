@@ -177,8 +177,8 @@ def test_bad_settings_name_the_flag_before_any_work(tmp_path, overrides, flag):
 
 
 def test_a_diverged_cold_start_stops_and_saves_no_adapter(tiny_base_dir, tmp_path, monkeypatch, datasets_cache):
-    from rlsyn_trl.model_sources import adapter_config_path
-    from rlsyn_trl.training import TrainingDiverged
+    from rlsyn_trl.trainers.training import TrainingDiverged
+    from rlsyn_trl.utils.model_sources import adapter_config_path
 
     monkeypatch.setenv("HF_DATASETS_CACHE", datasets_cache)
     config = tiny_config(tiny_base_dir, tmp_path / "out", learning_rate=1e30, max_steps=6, checkpoint_every=1)
@@ -192,7 +192,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_the_first_step(tiny_base_dir,
     import re
 
     import rlsyn_trl.trainers.cold_start as cold_start
-    import rlsyn_trl.training as training
+    import rlsyn_trl.trainers.training as training
 
     monkeypatch.setenv("HF_DATASETS_CACHE", datasets_cache)
     monkeypatch.setattr(training, "available_memory", lambda device: 64 * 2**20)  # a machine with 64 MiB free

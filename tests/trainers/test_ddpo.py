@@ -25,9 +25,9 @@ from rlsyn_trl.trainers import (
     RLSynDDPOTrainer,
     identity_prompt_fn,
 )
-from rlsyn_trl.trainers.ddpo_config import epoch_layout
-from rlsyn_trl.trainers.ddpo_pipeline import guided_prediction, label_embeds
-from rlsyn_trl.trainers.identity_groups import identity_advantages
+from rlsyn_trl.trainers.ddpo.config import epoch_layout
+from rlsyn_trl.trainers.ddpo.identity_groups import identity_advantages
+from rlsyn_trl.trainers.ddpo.pipeline import guided_prediction, label_embeds
 
 torch.set_num_threads(1)
 RESOLUTION = 16
@@ -525,7 +525,7 @@ def test_a_diverged_policy_stops_before_it_is_saved(tiny, tmp_path):
     """A learning rate that blows the policy up stops the run at the epoch it happens, with the fix; the recipe then
     writes no adapter (and generation would refuse its NaN samples: tests/test_generation.py)."""
     from rlsyn_trl.recipes.ddpo import main as run_ddpo
-    from rlsyn_trl.training import TrainingDiverged
+    from rlsyn_trl.trainers.training import TrainingDiverged
 
     config = tiny_config(tiny, tmp_path / "out", train_learning_rate=1e30, embedder_learning_rate=1e30, save_freq=1)
     with pytest.raises(TrainingDiverged, match=r"DDPO epoch \d: .* not finite .*Lower train_learning_rate \(1e\+30\)"):

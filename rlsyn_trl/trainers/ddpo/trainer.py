@@ -11,9 +11,9 @@ What changes against the stock trainer, and why (docs/method.md, stage 2):
 - An optional anchor keeps the policy near the data: ``kl_coef`` penalises the KL between the policy's and the
   cold-start policy's DDIM step distributions, ``denoise_coef`` adds the cold-start denoising loss on the real
   training images. Self-training without an anchor lowered identity consistency every round.
-- Checkpoints resume exactly. The settings live in :mod:`.ddpo_config`, the real images and reward of a config in
-  :mod:`.ddpo_data`, saving and pushing the adapter in :mod:`.ddpo_publishing`, the JSONL metrics and PNG sample
-  grids in :mod:`.ddpo_logging`, the final cold-start vs RL comparison in :mod:`.ddpo_evaluation`.
+- Checkpoints resume exactly. The settings live in :mod:`.config`, the real images and reward of a config in
+  :mod:`.data`, saving and pushing the adapter in :mod:`.publishing`, the JSONL metrics and PNG sample
+  grids in :mod:`.logs`, the final cold-start vs RL comparison in :mod:`.evaluation`.
 """
 
 from __future__ import annotations
@@ -33,21 +33,21 @@ import torch
 from tqdm.auto import tqdm
 from trl import DDPOTrainer
 
-from ..generators.lora_merge import mergeable_lora_layers
-from ..generators.reference import ReferenceStart, reference_rng
-from ..io import atomic_write_json
-from ..log_filters import CHECKPOINT_LOGGERS, quiet_logger
-from ..rewards.identity_reward import IdentityReward, reward_summary
-from ..runtime import claim_process_precision
-from ..tracking import build_trackers
+from ...generators.lora_merge import mergeable_lora_layers
+from ...generators.reference import ReferenceStart, reference_rng
+from ...rewards.identity_reward import IdentityReward, reward_summary
+from ...utils.io import atomic_write_json
+from ...utils.log_filters import CHECKPOINT_LOGGERS, quiet_logger
+from ...utils.runtime import claim_process_precision
+from ...utils.tracking import build_trackers
+from ...utils.visualization import save_curves
+from ..cold_start import ColdStartConfig
 from ..training import check_data_parallel, check_resume, require_finite
-from ..visualization import save_curves
-from .cold_start import ColdStartConfig
-from .ddpo_config import RLSynDDPOConfig, epoch_layout, process_state
-from .ddpo_logging import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
-from .ddpo_pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
-from .ddpo_publishing import TRAINER_STATE, AdapterPublishingMixin, latest_checkpoint
+from .config import RLSynDDPOConfig, epoch_layout, process_state
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
+from .logs import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
+from .pipeline import IdentityDDPOPipeline, LabelConditionedDenoiser, guided_prediction, label_embeds
+from .publishing import TRAINER_STATE, AdapterPublishingMixin, latest_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ is read: on the same benchmark an overlap is refused unless ``exclude_target_ide
 CASIA-WebFace case: every identity outside the chosen subset); different benchmarks hold different people.
 :func:`streamed_batches` decodes and resizes only the images of each step, through a ``datasets`` transform and
 DataLoader workers, so a 494k-image training set never sits in memory. The training loop, checkpoints and resume
-are the priors' (:func:`rlsyn_trl.priors.train_encoder_on_batches`).
+are the priors' (:func:`.priors.train_encoder_on_batches`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ import datasets
 import torch
 from huggingface_hub import ModelCardData
 
-from .cards import render_model_card
-from .data import identity_names
-from .data.preprocessing import preprocess_images
-from .encoders import IdentityEncoder
-from .priors import public_config
-from .provenance import DataSplit, resolve_data_split
-from .settings import (
+from ..cards import render_model_card
+from ..data import identity_names
+from ..data.preprocessing import preprocess_images
+from ..encoders import IdentityEncoder
+from ..provenance import DataSplit, resolve_data_split
+from ..settings import (
     DataSplitSettings,
     EncoderTrainingSettings,
     RuntimeSettings,
@@ -40,6 +39,7 @@ from .settings import (
     require,
     require_positive,
 )
+from .priors import public_config
 from .training import Batches, batch_indices
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class TargetSplitSettings(SettingsGroup):
     )
 
     def check(self) -> None:
-        from .data import IDENTITY_BUILDERS
+        from ..data import IDENTITY_BUILDERS
 
         require(
             self.target_dataset_name in IDENTITY_BUILDERS,
@@ -219,7 +219,7 @@ def streamed_batches(
     num_processes: int = 1,
 ) -> Batches:
     """``batch(step)`` for the encoder loop, decoding only the step's images (the schedule of
-    :func:`rlsyn_trl.training.batch_indices`, so a resumed run draws the batches an uninterrupted one would).
+    :func:`.training.batch_indices`, so a resumed run draws the batches an uninterrupted one would).
 
     The images go through ``with_transform`` (decode, resize to ``resolution``, ``[-1, 1]``; labels renumbered by
     ``relabel``) inside DataLoader workers that prefetch the coming steps; a step asked out of order restarts the

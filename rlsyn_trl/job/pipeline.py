@@ -16,6 +16,16 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..data import check_identity_options, dataset_to_tensors
+from ..generation import GenerationConfig
+from ..metrics.identity import nearest_neighbour_accuracy
+from ..provenance import resolve_data_split
+from ..recognizer import TINY_MODEL
+from ..settings import parse_reference_strength
+from ..trainers import ColdStartConfig, RLSynDDPOConfig
+from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.launch import is_main_process
+from ..utils.runtime import PRECISIONS, resolve_precision
 from .comparison import (
     RowJob,
     recognizer_precision,
@@ -23,20 +33,10 @@ from .comparison import (
     results_table,
     train_rows,
 )
-from .data import check_identity_options, dataset_to_tensors
-from .generation import GenerationConfig
-from .io import atomic_write_json, atomic_write_text
-from .launch import is_main_process
-from .metrics.identity import nearest_neighbour_accuracy
-from .provenance import resolve_data_split
-from .recognizer import TINY_MODEL
-from .runtime import PRECISIONS, resolve_precision
-from .settings import parse_reference_strength
-from .trainers import ColdStartConfig, RLSynDDPOConfig
 
 logger = logging.getLogger(__name__)
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RECOGNIZER_STARTS = ("encoder", "scratch")
 JOB_STAGES = ("all", "generation", "recognizers")
 STAGE_RECORD = "stages.json"
@@ -298,9 +298,9 @@ def run_generative_stages(config: MainJobConfig, output: Path) -> dict:
     The main process writes the record to ``stages.json``: ``--stages recognizers`` (or the process that launched
     these stages as a data-parallel group) reads it back.
     """
-    from .recipes import ddpo as ddpo_recipe
-    from .recipes import generate as generate_recipe
-    from .recipes import sft as sft_recipe
+    from ..recipes import ddpo as ddpo_recipe
+    from ..recipes import generate as generate_recipe
+    from ..recipes import sft as sft_recipe
 
     timings: dict[str, float] = {}
     budget_cuts: list[str] = []
@@ -359,11 +359,11 @@ def read_stage_record(config: MainJobConfig, output: Path) -> dict:
 def run_main_job(config: MainJobConfig) -> dict:
     """Run every stage through the recipes' entry points (reusing finished ones); write ``results.json`` / ``.md``.
 
-    The caller sets the process up once (:func:`rlsyn_trl.runtime.setup_runtime`): every stage then runs at the
+    The caller sets the process up once (:func:`rlsyn_trl.utils.runtime.setup_runtime`): every stage then runs at the
     same precision, so they share one accelerate state in this process. ``config.stages`` runs a part: the
     generative stages only, or the recognizer rows on the generative stages a former run left in ``output_dir``.
     """
-    from .recipes.train_recognizer import RecognizerScriptArguments
+    from ..recipes.train_recognizer import RecognizerScriptArguments
 
     # One precision for the whole process: accelerate keeps one state per process and refuses a second precision,
     # so "auto" is resolved here and every stage, the recognizer rows included, runs at it.

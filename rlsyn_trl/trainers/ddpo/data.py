@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import datasets
 import torch
 
-from ..data import dataset_to_tensors
-from ..encoders import IdentityEncoder, IdentityFeatureExtractor
-from ..generators import IdentityGenerator
-from ..rewards.identity_reward import IdentityReward
+from ...data import dataset_to_tensors
+from ...encoders import IdentityEncoder, IdentityFeatureExtractor
+from ...generators import IdentityGenerator
+from ...rewards.identity_reward import IdentityReward
 
 
 def identity_tensors(split: datasets.Dataset, generator: IdentityGenerator) -> tuple[torch.Tensor, torch.Tensor]:

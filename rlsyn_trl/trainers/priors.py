@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
-from .data import IDENTITY_BUILDERS
-from .data.augmentation import IdentityAugmentation
-from .encoders import IdentityEncoder, IdentityEncoderConfig
-from .generators import IdentityGenerator, build_pixel_dit, default_scheduler
-from .provenance import DEFAULT_DATASET, DataSplit, resolve_data_split, write_provenance
-from .realism import face_detection_rate
-from .settings import (
+from ..data import IDENTITY_BUILDERS
+from ..data.augmentation import IdentityAugmentation
+from ..encoders import IdentityEncoder, IdentityEncoderConfig
+from ..generation.realism import face_detection_rate
+from ..generators import IdentityGenerator, build_pixel_dit, default_scheduler
+from ..provenance import DEFAULT_DATASET, DataSplit, resolve_data_split, write_provenance
+from ..settings import (
     DataSplitSettings,
     EncoderTrainingSettings,
     RuntimeSettings,
@@ -35,9 +35,9 @@ from .settings import (
     require,
     require_positive,
 )
-from .tracking import scalar_config
+from ..utils.tracking import scalar_config
+from ..utils.visualization import save_image_grid
 from .training import Batches, local_batch_size, run_training_phase, sample_batches, warmup_cosine
-from .visualization import save_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def evaluate_prior(
         "real_face_detection_rate": face_detection_rate(images),
     }
     if encoder is not None:
-        from .metrics.identity import identity_consistency
+        from ..metrics.identity import identity_consistency
 
         metrics["self_consistency"] = identity_consistency(
             encoder.encode_batched(grid), grid_labels, encoder.encode_batched(images), labels

@@ -5,7 +5,7 @@
 and its "embedding" that label shaped ``[B, 1, 1]`` (so the trainer's ``repeat``/``cat``/``reshape`` calls keep
 working); the empty prompt is the null class, the unconditional branch of classifier-free guidance. The "UNet" is
 the DiT transformer behind a label-conditioned call, and sampling is DDIM with TRL's log-probability step, so the
-stock trainer and :class:`~rlsyn_trl.trainers.ddpo.RLSynDDPOTrainer` run the same pipeline unchanged.
+stock trainer and :class:`~rlsyn_trl.trainers.ddpo.trainer.RLSynDDPOTrainer` run the same pipeline unchanged.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from trl import DDPOStableDiffusionPipeline
 from trl.models.modeling_sd_base import DDPOPipelineOutput, DDPOSchedulerOutput
 
-from ..data.preprocessing import to_unit_range
-from ..generators import IdentityGenerator
-from ..generators.adapter import (
+from ...data.preprocessing import to_unit_range
+from ...generators import IdentityGenerator
+from ...generators.adapter import (
     LORA_ADAPTER_NAME,
     add_lora,
     freeze_backbone,
@@ -34,9 +34,9 @@ from ..generators.adapter import (
     read_adapter_config,
     save_adapter,
 )
-from ..generators.lora_merge import merged_lora
-from ..generators.sampling import classifier_free_guidance, ddim_sample, log_prob_step
-from ..model_sources import adapter_config_path, resolve_pretrained_folder
+from ...generators.lora_merge import merged_lora
+from ...generators.sampling import classifier_free_guidance, ddim_sample, log_prob_step
+from ...utils.model_sources import adapter_config_path, resolve_pretrained_folder
 
 NULL_PROMPT = ""
 TRAINABLE_FILE = "trainable_weights.safetensors"

@@ -3,11 +3,12 @@
 Why: on a CPU the generator's and recognizers' small matrix products scale poorly across threads. A cold-start step
 of the embedded default takes 1.75 s with 2 threads and 1.86 s with 1 thread while another job holds the second
 core, so a second thread buys 6%. Two processes of one thread each, splitting every global batch (the stages are
-data-parallel: :mod:`rlsyn_trl.training`, the DDPO trainer, generation shards), use both cores with the same global
-batches and step counts. The choice is per machine: :func:`default_processes`.
+data-parallel: :mod:`rlsyn_trl.trainers.training`, the DDPO trainer, generation shards), use both cores with the same
+global batches and step counts. The choice is per machine: :func:`default_processes`.
 
 ``rlsyn-trl run-all`` calls :func:`relaunch` when it is asked for more than one process and is not yet inside a
-launched process group; the launched processes run the same command line and find ``WORLD_SIZE`` set.
+launched process group; the launched processes run the same command line and find ``WORLD_SIZE`` set. Inside a
+group, :func:`local_batch_size` is each process's share of a global batch (every stage and the recognizer use it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def resolve_processes(requested: str | int, threads: int | None) -> tuple[int, i
     if processes > 1 and threads is None:
         threads = max(1, available_cores() // processes)
     return processes, threads
+
+
+def local_batch_size(batch_size: int, num_processes: int, setting: str = "batch_size") -> int:
+    """Each process's share of a global batch; a clear error when the processes cannot share it evenly."""
+    if batch_size % num_processes:
+        lower = max(num_processes, batch_size - batch_size % num_processes)
+        raise ValueError(
+            f"--{setting} {batch_size} is the global batch, shared by {num_processes} processes, and must be a "
+            f"multiple of their number: use --{setting} {lower} or {lower + num_processes}, or another process count."
+        )
+    return batch_size // num_processes
 
 
 def launched() -> bool:

@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..encoders import IdentityFeatureExtractor
-from ..generators import IdentityGenerator, ReferenceStart
-from ..generators.lora_merge import merged_lora
-from ..metrics.identity import identity_consistency
-from ..realism import detect_faces
-from ..rewards.identity_reward import REWARD_TERMS, IdentityReward, encode_images
+from ...encoders import IdentityFeatureExtractor
+from ...generation.realism import detect_faces
+from ...generators import IdentityGenerator, ReferenceStart
+from ...generators.lora_merge import merged_lora
+from ...metrics.identity import identity_consistency
+from ...rewards.identity_reward import REWARD_TERMS, IdentityReward, encode_images
 
 EVALUATION_COLUMNS = {
     "sem": "R_sem",

@@ -52,7 +52,7 @@ class LazyRecognizerModel:
 
     @staticmethod
     def model_class() -> type:
-        from .recognizer.pretrained import RecognizerModel
+        from .pretrained import RecognizerModel
 
         return RecognizerModel
 

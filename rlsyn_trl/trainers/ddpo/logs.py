@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from accelerate.tracking import GeneralTracker
 
-from ..data.preprocessing import to_model_range
-from ..io import atomic_write_json, atomic_write_text
-from ..visualization import save_image_grid
+from ...data.preprocessing import to_model_range
+from ...utils.io import atomic_write_json, atomic_write_text
+from ...utils.visualization import save_image_grid
 
 STOCK_LOGGER = "trl.trainer.ddpo_trainer"
 

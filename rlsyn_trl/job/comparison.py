@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .launch import available_cores
-from .recognizer import RecognizerConfig
-from .runtime import setup_runtime
+from ..recognizer import RecognizerConfig
+from ..utils.launch import available_cores
+from ..utils.runtime import setup_runtime
 
 if TYPE_CHECKING:  # the recipes import the package's modules: import them when a row runs
-    from .recipes.train_recognizer import RecognizerScriptArguments
+    from ..recipes.train_recognizer import RecognizerScriptArguments
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class RowJob:
 
 def train_row(split: RecognizerScriptArguments, job: RowJob) -> dict:
     """Train and test one row's recognizer through the recipe's entry point; its test metrics."""
-    from .recipes import train_recognizer as recipe
+    from ..recipes import train_recognizer as recipe
 
     logger.info("Recognizer row: %s", job.method)
     config = recognizer_config(Path(job.output_dir), job.model, job.steps, job.seed, **job.overrides)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .encoders import IdentityFeatureExtractor
-from .metrics.identity import nearest_prototype
-from .model_sources import resolve_pretrained_folder
-from .provenance import folder_revision
-from .settings import SettingsError
+from ..encoders import IdentityFeatureExtractor
+from ..metrics.identity import nearest_prototype
+from ..provenance import folder_revision
+from ..settings import SettingsError
+from ..utils.model_sources import resolve_pretrained_folder
 
 
 def _fingerprint(path_or_id: str, revision: str | None) -> tuple[Path, str]:

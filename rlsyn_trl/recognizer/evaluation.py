@@ -16,13 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.preprocessing import Resolution, preprocess_images
-from .metrics import load_metric
+from ..data.preprocessing import Resolution, preprocess_images
+from ..metrics import load_metric
 
 RFW_PREFIX = "rfw_"  # verification sets named rfw_<race> are RFW's races, summarised on their own
 
 if TYPE_CHECKING:
-    from .recognizer import IdentityRecognizer, RecognizerConfig
+    from .config import RecognizerConfig
+    from .model import IdentityRecognizer
 
 
 @torch.no_grad()

@@ -12,9 +12,8 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from trl import DDPOConfig
 
-from ..generators.sampling import start_step
-from ..runtime import PRECISIONS
-from ..settings import (
+from ...generators.sampling import start_step
+from ...settings import (
     DataSplitSettings,
     EvaluatorSettings,
     LoraSettings,
@@ -25,6 +24,7 @@ from ..settings import (
     require,
     require_positive,
 )
+from ...utils.runtime import PRECISIONS
 
 MIN_GROUP_SIZE = 4
 
@@ -201,8 +201,8 @@ class RLSynDDPOConfig(
     def resume_record(self) -> dict:
         """What a checkpoint of this run continues (``training.run_record``): every setting but step counts,
         budgets, logging, evaluation and publishing, and the starting adapter by its content, not its path."""
-        from ..generators import resolve_pretrained_folder
-        from ..provenance import folder_revision
+        from ...generators import resolve_pretrained_folder
+        from ...provenance import folder_revision
         from ..training import run_record
 
         adapter = folder_revision(resolve_pretrained_folder(self.adapter, self.adapter_revision))

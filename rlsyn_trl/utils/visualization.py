@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .data.preprocessing import tensor_to_pil
+from ..data.preprocessing import tensor_to_pil
 from .io import atomic_write
 
 

@@ -1,6 +1,6 @@
 """Saving and publishing a DDPO policy: the adapter folder, its card, the private Hub push, its checkpoints.
 
-A mixin of :class:`~rlsyn_trl.trainers.ddpo.RLSynDDPOTrainer`, kept apart so the trainer's module holds the
+A mixin of :class:`~rlsyn_trl.trainers.ddpo.trainer.RLSynDDPOTrainer`, kept apart so the trainer's module holds the
 training loop alone; it reads the trainer's ``config``, ``accelerator``, ``sd_pipeline``, ``reward``, ``history``
 and ``first_epoch``.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..cards import adapter_card
-from ..provenance import write_provenance
+from ...cards import adapter_card
+from ...provenance import write_provenance
 
 TRAINER_STATE = "trainer_state.json"  # marks a complete DDPO checkpoint folder
 
@@ -73,7 +73,7 @@ class AdapterPublishingMixin:
         repo_id = repo_id or self.config.hub_model_id
         if not repo_id:
             raise ValueError("Pushing needs a repo id: pass repo_id or set hub_model_id (owner/name).")
-        from ..hub import push_adapter
+        from ...hub import push_adapter
 
         folder = self.save_pretrained()
         url = None

@@ -21,8 +21,9 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, parse_flag_from_env, set_seed
 from tqdm.auto import tqdm
 
-from .io import atomic_write_json, read_json
-from .log_filters import CHECKPOINT_LOGGERS, quiet_logger
+from ..utils.io import atomic_write_json, read_json
+from ..utils.launch import local_batch_size
+from ..utils.log_filters import CHECKPOINT_LOGGERS, quiet_logger
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,6 @@ def process_seed(seed: int, process_index: int) -> int:
     """This process's random seed: the run seed itself on process 0 (a 1-process run is unchanged), a distinct one on
     every other process, so that processes draw different noise, timesteps, label drops and augmentations."""
     return (seed + 1_000_003 * process_index) % 2**32
-
-
-def local_batch_size(batch_size: int, num_processes: int, setting: str = "batch_size") -> int:
-    """Each process's share of a global batch; a clear error when the processes cannot share it evenly."""
-    if batch_size % num_processes:
-        lower = max(num_processes, batch_size - batch_size % num_processes)
-        raise ValueError(
-            f"--{setting} {batch_size} is the global batch, shared by {num_processes} processes, and must be a "
-            f"multiple of their number: use --{setting} {lower} or {lower + num_processes}, or another process count."
-        )
-    return batch_size // num_processes
 
 
 class TrainingDiverged(FloatingPointError):

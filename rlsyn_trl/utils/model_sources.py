@@ -23,7 +23,7 @@ LEGACY_ADAPTER_CONFIG = "adapter_config.json"
 GENERATOR_KIND = "generator"
 ADAPTER_KIND = "adapter"
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED_MODELS = {
     "embedded:orl_faces": ASSETS / "orl_faces_prior" / "generator",
     "embedded:orl_faces/encoder": ASSETS / "orl_faces_prior" / "encoder",
