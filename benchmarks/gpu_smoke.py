@@ -336,6 +336,9 @@ def run_stage(benchmark: str, stage: str, scale: Scale, steps: int) -> dict:
     started = time.perf_counter()
     try:
         runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exited:  # the scripts end with sys.exit(status), as a launch does
+        if exited.code not in (0, None):
+            raise RuntimeError(f"{script.name} exited with status {exited.code}") from exited
     finally:
         hook.remove()
     wall = time.perf_counter() - started

@@ -77,4 +77,10 @@ def generator_folder_kind(folder: str | os.PathLike) -> str:
         return ADAPTER_KIND
     if (folder / "transformer").is_dir():
         return GENERATOR_KIND
-    raise FileNotFoundError(f"{folder} has no transformer/ subfolder: not a DiT generator folder.")
+    held = sorted(path.name for path in folder.iterdir())[:8] if folder.is_dir() else []
+    found = f"it holds {', '.join(held)}" if held else "it is empty"
+    raise FileNotFoundError(
+        f"{folder} is not a generator: expected an identity adapter (written by `rlsyn-trl sft` or `ddpo`, with "
+        f"{ADAPTER_CONFIG}) or a base DiT folder (model_index.json and transformer/), but {found}. Point "
+        "--adapter / --base_model at the stage's output folder (its --output_dir)."
+    )

@@ -57,3 +57,13 @@ def test_a_damaged_adapter_file_is_named_with_what_it_should_hold(tmp_path, tiny
     (folder / ADAPTER_CONFIG).write_text("{not json")
     with pytest.raises(DamagedFileError, match=rf"{ADAPTER_CONFIG} should hold an identity adapter's config"):
         IdentityGenerator.from_pretrained(folder)
+
+
+def test_a_folder_that_is_no_generator_says_what_was_expected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty is not a generator: expected an identity adapter .* but it is"):
+        IdentityGenerator.from_pretrained(tmp_path / "empty")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FileNotFoundError, match=r"but it holds metrics.jsonl\. Point --adapter"):
+        IdentityGenerator.from_pretrained(tmp_path / "logs")
