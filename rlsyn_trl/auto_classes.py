@@ -3,8 +3,9 @@
 
 A finder on ``sys.meta_path`` waits for transformers' own ``configuration_auto`` and ``modeling_auto`` modules
 and registers the package's configs and models the moment each has been executed (or at once when they already
-are). ``AutoModel.from_pretrained(folder)`` then loads a recognizer saved by ``train_recognizer``; the model class
-behind it is imported only when such a folder is loaded (:mod:`rlsyn_trl.recognizer.model_configs`).
+are). ``AutoModel.from_pretrained(folder)`` then loads a recognizer saved by ``train_recognizer``, and so does phi's
+loader (:mod:`rlsyn_trl.encoders.loading`). The Auto mapping holds :class:`LazyRecognizerModel`, which imports the
+real model class (:class:`rlsyn_trl.recognizer.pretrained.RecognizerModel`) only when such a folder is loaded.
 """
 
 from __future__ import annotations
@@ -17,13 +18,53 @@ CONFIG_MODULE = "transformers.models.auto.configuration_auto"
 MODEL_MODULE = "transformers.models.auto.modeling_auto"
 
 
-def _register(module_name: str) -> None:
-    from .recognizer import model_configs
+class LazyRecognizerModel:
+    """Stands in the Auto mappings for ``RecognizerModel``: its ``from_pretrained`` / ``from_config`` import the
+    real class (torch, the recognizer's backbones) only when a recognizer is actually loaded or built."""
 
+    @staticmethod
+    def model_class() -> type:
+        from .recognizer.pretrained import RecognizerModel
+
+        return RecognizerModel
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        return cls.model_class().from_pretrained(*args, **kwargs)
+
+    @classmethod
+    def _from_config(cls, config, **kwargs):
+        return cls.model_class()._from_config(config, **kwargs)
+
+    from_config = _from_config
+
+
+def register_configs() -> None:
+    """``AutoConfig`` knows the recognizer's config (idempotent)."""
+    from transformers import AutoConfig
+
+    from .recognizer.model_configs import RecognizerModelConfig
+
+    AutoConfig.register(RecognizerModelConfig.model_type, RecognizerModelConfig, exist_ok=True)
+
+
+def register_models() -> None:
+    """``AutoModel`` and ``AutoModelForImageClassification`` load a saved recognizer (idempotent)."""
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    from .recognizer.model_configs import RecognizerModelConfig
+
+    register_configs()
+    LazyRecognizerModel.config_class = RecognizerModelConfig
+    for auto in (AutoModel, AutoModelForImageClassification):
+        auto.register(RecognizerModelConfig, LazyRecognizerModel, exist_ok=True)
+
+
+def _register(module_name: str) -> None:
     if module_name == CONFIG_MODULE:
-        model_configs.register_configs()
+        register_configs()
     else:
-        model_configs.register_models()
+        register_models()
 
 
 class _LoaderWithHook(importlib.abc.Loader):

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from . import __version__
 from .utils.launch import MAX_EMBEDDED_PROCESSES
+from .utils.refusals import run_reporting_refusals
 
 PROG = "rlsyn-trl"
 PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
@@ -290,40 +287,6 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> int:
     print()
     print(job_summary(results))
     return 0
-
-
-DEBUG_ENV = "RLSYN_TRL_DEBUG"
-# What this package raises to refuse a setting or an input (SettingsError and ProvenanceError are ValueErrors), or
-# to stop a diverged training (TrainingDiverged is a FloatingPointError).
-REFUSALS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FileExistsError, ArithmeticError)
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def raised_by_package(error: BaseException) -> bool:
-    """Whether ``error`` was raised by this package's own code (its last traceback frame is in it)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
-
-
-def run_reporting_refusals(command: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
-    """``command(argv)``, with the package's refusals printed as their message alone, and exit status 1.
-
-    A refusal names the setting and the fix; the 30 lines of traceback before it hid that line. ``--debug`` (taken
-    out of ``argv``) or ``RLSYN_TRL_DEBUG=1`` shows the traceback; errors raised outside the package always do.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    argv = [arg for arg in argv if arg != "--debug"]
-    try:
-        status = command(argv)  # a recipe's cli returns its summary: success
-        return status if isinstance(status, int) else 0
-    except REFUSALS as error:
-        if debug or not raised_by_package(error):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"{type(error).__name__}: {message}", file=sys.stderr)
-        print(f"(the traceback: add --debug or set {DEBUG_ENV}=1)", file=sys.stderr)
-        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,9 @@
 ``reference`` is an embedded id (``embedded:orl_faces/encoder``), a local folder, a Hub id or an ``.onnx`` file.
 The kind follows from what is there: an ``.onnx`` file (or a folder holding one and no ``config.json``) is an
 ONNX ArcFace embedder; otherwise ``config.json``'s ``model_type`` says whether it is the project's encoder, a
-recognizer saved by ``train_recognizer``, or any other ``transformers`` vision model (loaded with ``AutoModel``).
+recognizer saved by ``train_recognizer``, or any other ``transformers`` vision model. Both of the latter load with
+``AutoModel``, which knows the recognizer (:mod:`rlsyn_trl.auto_classes`): the recognizer builds on this package, so
+phi's loader reads only the recognizer's config class, never its model.
 """
 
 from __future__ import annotations
@@ -76,12 +78,10 @@ def load_feature_extractor(
     kind = feature_extractor_kind(folder)
     if kind == ProjectEncoderExtractor.kind:
         return ProjectEncoderExtractor(IdentityEncoder.from_pretrained(folder).eval(), str(reference))
+    from transformers import AutoModel  # it knows the saved recognizer once rlsyn_trl is imported (auto_classes)
+
     if kind == RecognizerExtractor.kind:
-        from ..recognizer.pretrained import RecognizerModel  # the recognizer package builds on this one
-
-        return RecognizerExtractor(RecognizerModel.from_pretrained(folder), str(reference))
-    from transformers import AutoModel
-
+        return RecognizerExtractor(AutoModel.from_pretrained(folder), str(reference))
     model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
     if info["missing_keys"]:  # e.g. a pooler the checkpoint never trained: its features would be random
         missing = sorted(info["missing_keys"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extractor
 from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
@@ -41,6 +40,7 @@ from rlsyn_trl.trainers.ddpo.data import (
 from rlsyn_trl.trainers.ddpo.evaluation import evaluate_policies, evaluation_table
 from rlsyn_trl.trainers.ddpo.pipeline import IdentityDDPOPipeline
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import setup_runtime
 from rlsyn_trl.utils.tracking import end_trackers
 

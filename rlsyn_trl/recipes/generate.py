@@ -17,7 +17,6 @@ import sys
 import datasets
 from huggingface_hub import HfApi
 
-from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.encoders import describe_feature_extractor
 from rlsyn_trl.generation import GenerationConfig, push_dataset, write_synthetic_dataset
 from rlsyn_trl.generation.evaluator import check_independent_evaluator
@@ -33,6 +32,7 @@ from rlsyn_trl.provenance import (
 )
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.settings import REWARD_FIELDS
+from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)

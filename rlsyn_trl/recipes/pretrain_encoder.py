@@ -22,7 +22,6 @@ from pathlib import Path
 import datasets
 from accelerate import Accelerator
 
-from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.trainers.encoder_pretraining import (
@@ -36,6 +35,7 @@ from rlsyn_trl.trainers.encoder_pretraining import (
 from rlsyn_trl.trainers.priors import TrainedPrior, save_prior, train_encoder_on_batches
 from rlsyn_trl.trainers.training import check_data_parallel
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import claim_process_precision, setup_runtime
 from rlsyn_trl.utils.tracking import end_trackers
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import dataset_to_tensors
 from rlsyn_trl.provenance import stage_record
 from rlsyn_trl.recipes import parse_stage
@@ -34,6 +33,7 @@ from rlsyn_trl.trainers.priors import (
 )
 from rlsyn_trl.trainers.training import check_data_parallel
 from rlsyn_trl.utils.io import atomic_write_json
+from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import claim_process_precision, setup_runtime
 from rlsyn_trl.utils.tracking import build_trackers, end_trackers
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.generators import resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible, push_adapter
 from rlsyn_trl.provenance import parent_reference, resolve_data_split, stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.trainers import ColdStartConfig, ColdStartTrainer, prepare_identity_generator
+from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)

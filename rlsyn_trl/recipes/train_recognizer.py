@@ -29,7 +29,6 @@ from pathlib import Path
 import datasets
 
 from rlsyn_trl.cards import recognizer_card
-from rlsyn_trl.cli import run_reporting_refusals
 from rlsyn_trl.data import check_identity_options, load_identity_dataset
 from rlsyn_trl.data.face_verification import RFW_RACES
 from rlsyn_trl.hub import check_push_possible, load_synthetic_dataset, push_model_folder
@@ -45,6 +44,7 @@ from rlsyn_trl.recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
 from rlsyn_trl.recognizer.evaluation import RFW_PREFIX
 from rlsyn_trl.settings import DataSplitSettings, check_settings, require
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
+from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import setup_runtime
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""The configs of the package's ``transformers`` models and their registration with the Auto classes.
+"""The config of the saved recognizer, what ``AutoConfig`` reads from its ``config.json``.
 
-This module imports ``transformers``' config machinery only, never a model: it runs while transformers' Auto
-modules are being set up (:mod:`rlsyn_trl.auto_classes`). The Auto mapping holds :class:`LazyRecognizerModel`,
-which imports the real model class (:class:`rlsyn_trl.recognizer.pretrained.RecognizerModel`) on first use.
+This module imports ``transformers``' config machinery only, never a model: it is imported while transformers'
+Auto modules are being set up (:mod:`rlsyn_trl.auto_classes` registers it), and by phi's loader to tell a
+recognizer folder from other models (:mod:`rlsyn_trl.encoders.loading`).
 """
 
 from __future__ import annotations
@@ -42,42 +42,3 @@ class RecognizerModelConfig(PretrainedConfig):
         self.image_size = list(image_size)
         self.num_channels = num_channels
         super().__init__(**kwargs)
-
-
-class LazyRecognizerModel:
-    """Stands in the Auto mappings for ``RecognizerModel``: its ``from_pretrained`` / ``from_config`` import the
-    real class (torch, the recognizer's backbones) only when a recognizer is actually loaded or built."""
-
-    config_class = RecognizerModelConfig
-
-    @staticmethod
-    def model_class() -> type:
-        from .pretrained import RecognizerModel
-
-        return RecognizerModel
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        return cls.model_class().from_pretrained(*args, **kwargs)
-
-    @classmethod
-    def _from_config(cls, config, **kwargs):
-        return cls.model_class()._from_config(config, **kwargs)
-
-    from_config = _from_config
-
-
-def register_configs() -> None:
-    """``AutoConfig`` knows the recognizer's config (idempotent)."""
-    from transformers import AutoConfig
-
-    AutoConfig.register(RecognizerModelConfig.model_type, RecognizerModelConfig, exist_ok=True)
-
-
-def register_models() -> None:
-    """``AutoModel`` and ``AutoModelForImageClassification`` load a saved recognizer (idempotent)."""
-    from transformers import AutoModel, AutoModelForImageClassification
-
-    register_configs()
-    for auto in (AutoModel, AutoModelForImageClassification):
-        auto.register(RecognizerModelConfig, LazyRecognizerModel, exist_ok=True)
