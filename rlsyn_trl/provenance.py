@@ -247,12 +247,33 @@ def read_provenance(folder: str | os.PathLike) -> dict | None:
     return record
 
 
-def input_provenance(folder: str | os.PathLike) -> dict:
-    """An input artefact's record: its ``provenance.json``, else what an adapter's own config says of its split
-    (``shots``, ``split_seed``; older adapters and hand-made ones), else an empty record."""
+UNRECORDED_INPUT_FLAG = "allow_unrecorded_input"
+
+
+def input_provenance(folder: str | os.PathLike, allow_unrecorded: bool = False, source: str | None = None) -> dict:
+    """An input artefact's record: its ``provenance.json``.
+
+    Without one, the split, the reward settings and the photos the model was trained on are unknown: a later stage
+    would fall back to defaults and accept any copy of the data, so it is refused. ``allow_unrecorded`` (the
+    ``--allow_unrecorded_input`` flag, for hand-made or older adapters) accepts it, and the record is what the
+    adapter's own config says of its split (``shots``, ``split_seed``), else empty.
+    """
     record = read_provenance(folder)
     if record is not None:
         return record
+    if not allow_unrecorded:
+        raise ProvenanceError(
+            f"{source or folder} has no {PROVENANCE_FILE} (looked in {folder}): the split, the reward settings and "
+            "the photos its model was trained on are unknown, so this run could not check them. Use a folder "
+            "written by the package's recipes (they record it), or pass --allow_unrecorded_input true to take the "
+            "split and reward settings from this run's own flags and defaults."
+        )
+    logger.warning(
+        "%s has no %s: the split and reward settings come from this run's flags and defaults, unchecked "
+        "(--allow_unrecorded_input).",
+        source or folder,
+        PROVENANCE_FILE,
+    )
     from .utils.model_sources import adapter_config_path
 
     config_path = adapter_config_path(folder)

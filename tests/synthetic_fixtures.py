@@ -14,6 +14,7 @@ from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.generation import GenerationConfig
 from rlsyn_trl.generators import class_embedders
 from rlsyn_trl.generators.adapter import save_adapter
+from rlsyn_trl.provenance import stage_record, write_provenance
 from rlsyn_trl.trainers import prepare_identity_generator
 
 RESOLUTION = 16
@@ -23,14 +24,17 @@ PER_IDENTITY = 3
 
 
 def build_tiny_adapter(folder: Path, label_names: list[str], shots: int = 2, split_seed: int = 0) -> Path:
-    """A tiny pixel DiT base (width 32, depth 2, patch 4) saved under ``folder/base`` and an adapter on top of it."""
+    """A tiny pixel DiT base (width 32, depth 2, patch 4) saved under ``folder/base`` and an adapter on top of it,
+    with the provenance a cold start writes (its split)."""
     build_tiny_generator(num_classes=4, resolution=RESOLUTION).save_pretrained(folder / "base")
     generator = prepare_identity_generator(str(folder / "base"), label_names, None)
     for embedder in class_embedders(generator.transformer):  # non-zero tables: identities give different samples
         torch.nn.init.normal_(embedder.embedding_table.weight, std=0.5)
-    return save_adapter(
+    adapter = save_adapter(
         generator, folder / "adapter", str(folder / "base"), extra={"shots": shots, "split_seed": split_seed}
     )
+    write_provenance(adapter, stage_record("cold_start", {"shots": shots, "split_seed": split_seed}))
+    return adapter
 
 
 def build_tiny_encoder(folder: Path) -> Path:

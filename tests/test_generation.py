@@ -150,6 +150,20 @@ def test_split_is_read_from_the_adapter_and_a_contradiction_is_refused(make_conf
         generate_synthetic_dataset(make_config(shots=1))
 
 
+def test_an_adapter_without_provenance_is_refused_unless_explicitly_accepted(models, make_config, tmp_path):
+    """Without provenance.json the reward settings, split and training photos are unknown: refused, naming the file
+    and the flag; with the flag the split comes from the adapter's config and the parent records no provenance."""
+    bare = tmp_path / "bare"
+    shutil.copytree(models["adapter"], bare)
+    (bare / "provenance.json").unlink()
+    with pytest.raises(ProvenanceError, match=r"has no provenance.json.*--allow_unrecorded_input true"):
+        generate_synthetic_dataset(make_config(adapter=str(bare)))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    _, summary = generate_synthetic_dataset(make_config(adapter=str(bare), allow_unrecorded_input=True))
+    assert (summary["shots"], summary["split_seed"]) == (2, 0)
+    assert read_provenance(tmp_path / "run" / "dataset")["parent"]["provenance"] is None
+
+
 def test_a_policy_is_scored_with_the_reward_it_was_trained_with(models, make_config, tmp_path):
     """A DDPO policy records its reward; generation scores with it and refuses a different one."""
     policy = tmp_path / "policy"

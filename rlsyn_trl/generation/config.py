@@ -30,6 +30,13 @@ class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, Evalu
         default="outputs/orl_faces/sft", metadata={"help": "Identity adapter: a local folder or a Hub id (owner/name)."}
     )
     adapter_revision: str | None = None
+    allow_unrecorded_input: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept an adapter without provenance.json (hand-made or older): its split and reward settings "
+            "then come from this run's flags and defaults, unchecked."
+        },
+    )
     encoder: str = field(
         default="embedded:orl_faces/encoder",
         metadata={"help": "phi: any kind load_feature_extractor takes (a DDPO policy's own by default)."},

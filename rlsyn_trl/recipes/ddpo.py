@@ -58,8 +58,8 @@ def main(config: RLSynDDPOConfig) -> dict:
 
     # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
-    cold_start = input_provenance(adapter)
     source = f"the adapter {config.adapter}"
+    cold_start = input_provenance(adapter, config.allow_unrecorded_input, source)
     split = resolve_data_split(config, cold_start["data"], source)
     for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
         setattr(config, key, getattr(split, key))  # the card and logs show the resolved split

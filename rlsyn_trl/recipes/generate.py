@@ -49,8 +49,8 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
 
     # 2. Inputs: the adapter, the split it was trained on, the reward it was trained with (a DDPO policy).
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
-    policy = input_provenance(adapter)
     source = f"the adapter {config.adapter}"
+    policy = input_provenance(adapter, config.allow_unrecorded_input, source)
     split = resolve_data_split(config, policy["data"], source)
     for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
         setattr(config, key, getattr(split, key))  # the card, manifest and logs show the resolved split

@@ -15,7 +15,7 @@ from rlsyn_trl.data import load_identity_dataset
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig
 from rlsyn_trl.generators import IdentityGenerator, build_pixel_dit, class_embedders, default_scheduler
 from rlsyn_trl.generators.adapter import add_lora, replace_class_embedders, save_adapter
-from rlsyn_trl.provenance import ProvenanceError
+from rlsyn_trl.provenance import ProvenanceError, stage_record, write_provenance
 from rlsyn_trl.rewards import MemoryBank, encode_images
 from rlsyn_trl.settings import SettingsError
 from rlsyn_trl.trainers import (
@@ -59,6 +59,7 @@ def tiny(tmp_path_factory, datasets_cache):
         if "lora_B" in name:  # peft starts B at 0; a trained adapter's LoRA changes the outputs
             torch.nn.init.normal_(parameter, std=0.05)
     save_adapter(generator, root / "sft", str(root / "base"), lora_config=lora)
+    write_provenance(root / "sft", stage_record("cold_start", {"shots": 2, "split_seed": 0}))  # as a cold start does
     encoder = IdentityEncoder(IdentityEncoderConfig(image_size=RESOLUTION, widths=[8, 16], embedding_size=16))
     encoder.eval().save_pretrained(root / "encoder")
     return {"root": root, "adapter": str(root / "sft"), "encoder": str(root / "encoder"), "names": names}
@@ -426,7 +427,7 @@ def test_two_processes_see_the_same_epoch_rewards_as_one(tiny, tmp_path):
 
 def test_the_recipe_refuses_an_adapter_trained_on_another_split(tiny, tmp_path, datasets_cache):
     """DDPO reads the split from the adapter's provenance; a contradicting --split_seed stops it before any work."""
-    from rlsyn_trl.provenance import DataSplit, stage_record, write_provenance
+    from rlsyn_trl.provenance import DataSplit
     from rlsyn_trl.recipes.ddpo import main as run_ddpo
 
     adapter = tmp_path / "adapter"
@@ -436,6 +437,19 @@ def test_the_recipe_refuses_an_adapter_trained_on_another_split(tiny, tmp_path, 
     write_provenance(adapter, record)
     with pytest.raises(ProvenanceError, match=r"--split_seed 1 contradicts the adapter .*split_seed=0"):
         run_ddpo(tiny_config(tiny, tmp_path / "out", adapter=str(adapter), split_seed=1))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_recipe_refuses_an_adapter_without_provenance_unless_explicitly_accepted(tiny, tmp_path):
+    """Without provenance.json the cold start's split and photos are unknown: refused before any work, naming the
+    file and the flag that accepts it."""
+    from rlsyn_trl.recipes.ddpo import main as run_ddpo
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny["adapter"], adapter)
+    (adapter / "provenance.json").unlink()
+    with pytest.raises(ProvenanceError, match=r"has no provenance.json.*--allow_unrecorded_input true"):
+        run_ddpo(tiny_config(tiny, tmp_path / "out", adapter=str(adapter)))
     assert not (tmp_path / "out").exists()
 
 

@@ -51,6 +51,13 @@ class RLSynDDPOConfig(
         metadata={"help": "Cold-start adapter (folder or Hub id) the policy starts from; also the KL reference."},
     )
     adapter_revision: str | None = None
+    allow_unrecorded_input: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept an adapter without provenance.json (hand-made or older): its split and reward settings "
+            "then come from this run's flags and defaults, unchecked."
+        },
+    )
     encoder: str = field(
         default="embedded:orl_faces/encoder",
         metadata={
@@ -214,7 +221,7 @@ DDPO_RESUMABLE_SETTINGS = {
     "resume_from", "num_epochs", "max_minutes", "save_freq", "num_checkpoint_limit", "output_dir", "logdir",
     "log_with", "log_image_freq", "tracker_kwargs", "tracker_project_name", "project_kwargs", "accelerator_kwargs",
     "eval_seeds", "eval_samples_per_identity", "evaluator", "evaluator_revision", "grid_identities", "data_dir",
-    "push_to_hub", "hub_model_id", "hub_private",
+    "push_to_hub", "hub_model_id", "hub_private", "allow_unrecorded_input",
 }  # fmt: skip
 
 
