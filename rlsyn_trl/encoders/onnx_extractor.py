@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.io import DamagedFileError
 from .feature_extractor import NO_NORMALISATION, IdentityFeatureExtractor
 
 ARCFACE_INPUT_SIZE = (112, 112)
@@ -54,7 +55,14 @@ class OnnxArcFaceExtractor(IdentityFeatureExtractor):
         options.intra_op_num_threads = torch.get_num_threads()
         available = onnxruntime.get_available_providers()
         providers = [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own classes (InvalidProtobuf, Fail) for a bad file
+            raise DamagedFileError(
+                f"--encoder {path} is not an ONNX model onnxruntime can load ({type(error).__name__}): an .onnx "
+                "feature extractor is an exported face embedder (e.g. insightface's w600k_r50.onnx). Check the "
+                "path, or export the model again."
+            ) from error
         model_input = self.session.get_inputs()[0]
         shape = list(model_input.shape)
         if len(shape) != 4:

@@ -192,6 +192,10 @@ def test_onnx_channel_order_option_overrides_the_metadata_and_open_sizes_default
 def test_bad_references_fail_with_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):
         load_feature_extractor(tmp_path / "missing.onnx")
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "weights.onnx").write_text("not a model")
+    with pytest.raises(ValueError, match=r"weights.onnx is not an ONNX model onnxruntime can load"):
+        load_feature_extractor(tmp_path / "weights.onnx")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_feature_extractor(tmp_path / "empty")
