@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import tensor_to_pil
 from ..generators import IdentityGenerator, ReferenceStart
+from ..generators.sampling import broken_samples
 from ..utils.io import atomic_write_text
 from .config import GenerationConfig
 
@@ -115,13 +116,9 @@ def shard_path(folder: Path, shard: int) -> Path:
 
 
 def require_real_samples(images: torch.Tensor, sample_ids: range, adapter: str | None = None) -> None:
-    """Refuse samples that are NaN/infinite or one flat colour: a diverged generator, never a dataset.
-
-    A NaN image is written as a black square, and a black square passes the memorisation audit (it is far from
-    every real photo); no diffusion sample of a working model is exactly constant.
-    """
-    flat = images.flatten(1)
-    broken = ~torch.isfinite(flat).all(dim=1) | (flat.amax(dim=1) == flat.amin(dim=1))
+    """Refuse samples that are NaN/infinite or one flat colour (:func:`broken_samples`): a diverged generator, never
+    a dataset."""
+    broken = broken_samples(images)
     if bool(broken.any()):
         ids = [sample_ids[i] for i in broken.nonzero().flatten().tolist()]
         source = f"the adapter {adapter}" if adapter else "the generator"

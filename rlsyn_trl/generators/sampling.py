@@ -42,6 +42,14 @@ def full_precision(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
+def broken_samples(images: torch.Tensor) -> torch.Tensor:
+    """Per sample: NaN/infinite, or one flat colour. Either means a diverged model: a NaN image is written as a black
+    square, which passes a memorisation audit (it is far from every real photo), and no diffusion sample of a working
+    model is exactly constant."""
+    flat = images.flatten(1)
+    return ~torch.isfinite(flat).all(dim=1) | (flat.amax(dim=1) == flat.amin(dim=1))
+
+
 def classifier_free_guidance(
     denoise: Denoiser,
     latents: torch.Tensor,

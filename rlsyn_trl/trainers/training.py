@@ -182,6 +182,16 @@ def require_finite(values: dict, model: torch.nn.Module, what: str, advice: str)
         raise TrainingDiverged(f"{what}: {listed} not finite (NaN or infinite): training diverged. {advice}")
 
 
+def require_working_samples(broken: torch.Tensor, what: str, advice: str) -> None:
+    """Raise :class:`TrainingDiverged` when any sample is flagged by ``broken_samples`` (``broken``: one flag per
+    sample, the same on every process, e.g. gathered), so all processes stop together."""
+    if bool(broken.any()):
+        raise TrainingDiverged(
+            f"{what}: {int(broken.sum())} of {len(broken)} samples are non-finite or one flat colour: training "
+            f"diverged. {advice}"
+        )
+
+
 def budget_spent(accelerator: Accelerator, started: float, max_minutes: float | None) -> bool:
     """Whether ``max_minutes`` since ``started`` have passed on ANY process (every process gets the same answer)."""
     if max_minutes is None:

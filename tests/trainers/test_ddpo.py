@@ -547,6 +547,22 @@ def test_a_diverged_policy_stops_before_it_is_saved(tiny, tmp_path):
     assert not (tmp_path / "out" / "provenance.json").exists()
 
 
+def test_a_policy_broken_by_its_last_update_is_not_saved(tiny, tmp_path):
+    """Weights of 1e9 (what one update at learning rate 1e9 leaves) are finite, but the policy's samples are not
+    images: the check before saving refuses it (each epoch's samples are checked before they are scored)."""
+    from rlsyn_trl.trainers.training import TrainingDiverged
+
+    trainer = build_trainer(tiny_config(tiny, tmp_path / "out", num_epochs=1))
+    trainer.train()
+    trainer.save_pretrained(tmp_path / "working")  # the trained policy samples images
+    for parameter in trainer.sd_pipeline.unet.parameters():
+        if parameter.requires_grad:
+            parameter.data.fill_(1e9)
+    with pytest.raises(TrainingDiverged, match=r"trained DDPO policy's samples: 4 of 4 samples are non-finite"):
+        trainer.save_pretrained(tmp_path / "broken")
+    assert (tmp_path / "working" / "identity_lora.safetensors").exists() and not (tmp_path / "broken").exists()
+
+
 def test_a_resume_from_another_adapter_is_refused(tiny, tmp_path):
     """Continuing a checkpoint under another --adapter gave its weights and named the other adapter as parent."""
     build_trainer(tiny_config(tiny, tmp_path / "ref", num_epochs=1, save_freq=1)).train()

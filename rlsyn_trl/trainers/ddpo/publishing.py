@@ -10,8 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from ...cards import adapter_card
+from ...generators.lora_merge import merged_lora
+from ...generators.sampling import broken_samples
 from ...provenance import write_provenance
+from ..training import require_working_samples
 
 TRAINER_STATE = "trainer_state.json"  # marks a complete DDPO checkpoint folder
 
@@ -35,6 +40,25 @@ class AdapterPublishingMixin:
 
     provenance: dict | None = None
     evaluation: dict | None = None  # evaluate_policies' results, once measured: the card's model-index
+
+    def require_working_policy(self, num_samples: int = 4) -> None:
+        """Sample a few identities from the policy as it is now and refuse to save it if a sample is broken.
+
+        Each epoch's samples are checked before they are scored, but the last update is only seen here: weights of
+        1e9 are finite yet give NaN or flat images. Every process draws the same samples, so all stop together.
+        """
+        generator = self.sd_pipeline.generator
+        identities = torch.arange(min(num_samples, len(generator.label_names)))
+        with merged_lora(generator.transformer):
+            images = generator.sample(
+                identities,
+                seed=0,
+                num_inference_steps=self.config.sample_num_steps,
+                guidance_scale=self.config.sample_guidance_scale,
+                eta=self.config.sample_eta,
+            )
+        advice = f"Lower train_learning_rate ({self.config.train_learning_rate:g}); the policy was not saved."
+        require_working_samples(broken_samples(images), "The trained DDPO policy's samples", advice)
 
     def _save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """The identity-adapter folder with its model card and provenance (the stock one writes a Stable Diffusion
@@ -62,6 +86,7 @@ class AdapterPublishingMixin:
         for later saves and pushes."""
         if provenance is not None:
             self.provenance = provenance
+        self.require_working_policy()
         directory = Path(save_directory or self.config.output_dir)
         if self.accelerator.is_main_process:
             self._save_pretrained(directory)

@@ -35,6 +35,7 @@ from trl import DDPOTrainer
 
 from ...generators.lora_merge import mergeable_lora_layers
 from ...generators.reference import ReferenceStart, reference_rng
+from ...generators.sampling import broken_samples
 from ...rewards.identity_reward import IdentityReward, reward_summary
 from ...utils.io import atomic_write_json
 from ...utils.log_filters import CHECKPOINT_LOGGERS, quiet_logger
@@ -42,7 +43,7 @@ from ...utils.runtime import claim_process_precision
 from ...utils.tracking import build_trackers
 from ...utils.visualization import save_curves
 from ..cold_start import ColdStartConfig
-from ..training import check_data_parallel, check_resume, require_finite
+from ..training import check_data_parallel, check_resume, require_finite, require_working_samples
 from .config import RLSynDDPOConfig, epoch_layout, process_state
 from .identity_groups import epoch_identities, identity_advantages, identity_prompt_fn, sample_seed
 from .logs import STOCK_LOGGER, JsonlTracker, SampleGridWriter, epoch_line, log_grid_image
@@ -207,10 +208,8 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
         return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}, torch.cat(images)
 
     def _reference_starts(self, epoch: int, indices: range, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reference-guided starts of one sample batch (empty without ``reference_strength``).
-
-        Each sample's strength and real image are drawn from (seed, epoch, sample index) alone, like its noise.
-        """
+        """Reference-guided starts of one sample batch (empty without ``reference_strength``); each sample's strength
+        and real image are drawn from (seed, epoch, sample index) alone, like its noise."""
         if self.reference_start is None:
             return {}
         rngs = [reference_rng(self.config.seed, epoch, i) for i in indices]
@@ -271,11 +270,11 @@ class RLSynDDPOTrainer(AdapterPublishingMixin, DDPOTrainer):
 
     def _score_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Encode locally, gather features and labels of all processes, score the whole epoch once (every rank)."""
+        advice = f"The last update broke the policy; lower train_learning_rate ({self.config.train_learning_rate:g})"
+        require_working_samples(self.accelerator.gather(broken_samples(images)), "DDPO samples", advice + ".")
         features = self.accelerator.gather(self.reward.features(images))
         gathered = self.accelerator.gather(labels.to(features.device))
-        result = self.reward.score(features, gathered)
-        result["labels"] = gathered
-        return result
+        return {**self.reward.score(features, gathered), "labels": gathered}
 
     def step(self, epoch: int, global_step: int) -> int:
         """Sample the epoch's identity groups, score them together, train on per-identity advantages."""
