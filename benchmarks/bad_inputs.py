@@ -178,7 +178,7 @@ CASES = [
             "--output_dir",
             "t1",
         ],
-        r"nowhere/dataset",
+        r"No synthetic dataset at nowhere/dataset: no such folder",
     ),  # fmt: skip
     Case(
         "an adapter folder as --synthetic_dataset",

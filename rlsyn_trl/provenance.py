@@ -308,7 +308,12 @@ def read_dataset_provenance(path_or_id: str | os.PathLike, revision: str | None 
     if folder.is_dir():
         return read_provenance(folder) or read_provenance(folder.parent)
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
     from huggingface_hub.utils import validate_repo_id
 
     try:
@@ -321,6 +326,13 @@ def read_dataset_provenance(path_or_id: str | os.PathLike, revision: str | None 
 
     try:
         path = hf_hub_download(str(path_or_id), PROVENANCE_FILE, repo_type="dataset", revision=revision)
+    except (LocalEntryNotFoundError, RepositoryNotFoundError) as error:  # offline and not cached, or no such repo
+        raise FileNotFoundError(
+            f"No synthetic dataset at {path_or_id}: no such folder here, and no Hub dataset of that id "
+            f"{'in the local cache (offline)' if isinstance(error, LocalEntryNotFoundError) else 'you can read'}. "
+            "Pass the folder `rlsyn-trl generate` wrote (e.g. outputs/orl_faces/synthetic/dataset), or a Hub dataset "
+            "id you can read (download it once on a connected machine to use it offline)."
+        ) from None
     except EntryNotFoundError:
         return None
     return read_provenance(Path(path).parent)

@@ -29,6 +29,8 @@ def test_phi_is_refused_by_id_folder_or_weights(tmp_path):
     for evaluator in (PHI, str(resolve_pretrained_folder(PHI)), str(copy)):
         with pytest.raises(SettingsError, match="--evaluator .* is the reward's feature extractor phi"):
             check_independent_evaluator(evaluator, None, PHI)
+    with pytest.raises(FileNotFoundError, match=r"--encoder .*missing.onnx: no such ONNX file"):
+        check_independent_evaluator(EVALUATOR, None, str(tmp_path / "missing.onnx"))  # not a Hub id to download
 
 
 def test_the_shipped_evaluator_is_another_network_trained_on_public_identities_only():

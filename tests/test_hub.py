@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import datasets
+import huggingface_hub.constants
 import pytest
 import torch
 from conftest import put_in_hf_cache
@@ -225,11 +226,14 @@ def test_a_push_that_cannot_work_is_refused_before_any_work(monkeypatch, tiny_ba
     assert not (tmp_path / "sft").exists()
 
 
-def test_a_wrong_synthetic_dataset_path_says_what_was_expected(tmp_path, tiny_base_dir):
+def test_a_wrong_synthetic_dataset_path_says_what_was_expected(tmp_path, tiny_base_dir, monkeypatch):
     from rlsyn_trl.hub import SyntheticDatasetNotFoundError, load_synthetic_dataset
     from rlsyn_trl.provenance import read_dataset_provenance
 
     with pytest.raises(FileNotFoundError, match="No synthetic dataset at missing/dir/x: no such folder"):
         read_dataset_provenance("missing/dir/x")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match="no Hub dataset of that id in the local cache"):
+        read_dataset_provenance("nobody/no_such_dataset")  # a Hub id, offline and not cached: not "no provenance"
     with pytest.raises(SyntheticDatasetNotFoundError, match="holds no data files, not a synthetic dataset"):
         load_synthetic_dataset(tiny_base_dir / "scheduler")

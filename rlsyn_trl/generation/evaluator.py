@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..encoders import IdentityFeatureExtractor
+from ..encoders.loading import onnx_file
 from ..metrics.identity import nearest_prototype
 from ..provenance import folder_revision
 from ..settings import SettingsError
@@ -23,7 +24,7 @@ from ..utils.model_sources import resolve_pretrained_folder
 
 def _fingerprint(path_or_id: str, revision: str | None) -> tuple[Path, str]:
     """Where a feature extractor lives and a hash of its weights (a single file, e.g. ONNX, hashes itself)."""
-    path = Path(path_or_id).expanduser()
+    path = onnx_file(path_or_id) or Path(path_or_id).expanduser()  # a missing .onnx file is named as one
     if path.is_file():
         return path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest()
     folder = resolve_pretrained_folder(path_or_id, revision).resolve()
