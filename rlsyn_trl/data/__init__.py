@@ -129,6 +129,7 @@ def _builder(
             raise ValueError(
                 f"--data_dir {data_dir!r}: {name} is read from its own folder or Hub repo; leave data_dir unset."
             )
+        config_name = config_name or None  # `--dataset_config ""` on the command line: the default config
         folder, revision = locate_user_dataset(name, options.pop("revision", None), config_name)
         hub_commit = None if revision.startswith("fingerprint:") else revision
         return UserIdentities(
