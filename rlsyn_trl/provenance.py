@@ -110,6 +110,17 @@ class DataSplit:
         )
         return {key: value for key, value in options if value is not None}
 
+    @classmethod
+    def from_record(cls, record: Mapping, data_dir: str | None = None) -> DataSplit:
+        """The split a provenance ``data`` section names, a Hub dataset at its recorded commit (a folder's recorded
+        fingerprint is no revision to load: the training images' fingerprints tell a changed folder)."""
+        revision = record.get("dataset_revision")
+        return cls(
+            record["dataset_name"], record.get("dataset_config"), data_dir, record.get("shots"),
+            record.get("split_seed"), None if str(revision).startswith("fingerprint:") else revision,
+            record.get("image_column"), record.get("label_column"),
+        )  # fmt: skip
+
     def public(self, dataset_config: str) -> DataSplit:
         """The same source's public identities (every image: no shots or seed), e.g. ORL's ``public`` half, or a
         user's dataset's ``public`` config at the same commit and with the same columns."""

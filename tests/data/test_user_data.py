@@ -158,6 +158,7 @@ def test_hub_id_from_the_cache_pins_the_commit(hub_cache, tmp_path):
     record = split.record(data)
     assert record["dataset_name"] == "someone/faces" and record["dataset_revision"] == COMMIT
     assert len(record["train_images"]) == 6 and record["identities"] == sorted(PEOPLE)
+    assert DataSplit.from_record(record) == split  # what inspection reloads: the recorded commit
     inherited = resolve_data_split(DataSplitSettings(), record, "the adapter")  # a later stage: same commit
     assert (inherited.dataset_name, inherited.dataset_revision, inherited.shots) == ("someone/faces", COMMIT, 2)
     other = put_in_hf_cache(tmp_path / "repo", "someone/faces", hub_cache, "dataset", "d" * 40)
@@ -206,10 +207,9 @@ def test_cold_start_then_generation_records_the_user_data(layout, tiny_base_dir,
     assert adapter["dataset_name"] == str(root) and adapter["dataset_config"] == config_name
     assert adapter["dataset_revision"].startswith("fingerprint:") and adapter["split_seed"] == 1
     assert adapter["identities"] == sorted(PEOPLE) and adapter["num_train_images"] == 6
-    expected = DataSplit(str(root), config_name, None, 2, 1).load(cache_dir=str(tmp_path / "again"))
-    assert sorted(adapter["train_images"]) == sorted(
-        DataSplit(str(root), config_name, None, 2, 1).record(expected)["train_images"]
-    )
+    split = DataSplit(str(root), config_name, None, 2, 1)
+    assert DataSplit.from_record(adapter) == split  # a folder's fingerprint is recorded, not loaded as a revision
+    assert adapter["train_images"] == split.record(split.load(cache_dir=str(tmp_path / "again")))["train_images"]
 
     encoder = build_tiny_encoder(tmp_path / "encoder")
     dataset, summary = generate(
