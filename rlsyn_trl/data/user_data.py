@@ -174,6 +174,12 @@ class UserIdentities(CheckedBuilder):
 
     @classmethod
     def check_options(cls, config_name: str | None, **options) -> None:
+        allowed = ("revision", "image_column", "label_column", "shots", "seed", "num_identities")
+        unknown = sorted(set(options) - {"source", "source_config", *allowed})
+        if unknown:
+            raise ValueError(
+                f"{options.get('source')} takes no {', '.join(unknown)}; a Hub dataset or folder takes {allowed}."
+            )
         cls.check_config(UserIdentitiesConfig(**{key: value for key, value in options.items() if value is not None}))
 
     @functools.cached_property

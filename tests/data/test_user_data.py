@@ -137,6 +137,10 @@ def test_columns_are_detected_or_named(tmp_path):
 def test_too_few_photos_and_registered_options_are_refused(hub_layout, tmp_path):
     with pytest.raises(ValueError, match=r"fewer than the 4 images .*: bo \(3\)"):
         load_identity_dataset(str(hub_layout), "private", shots=4, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match=r"takes no images_per_identity; a Hub dataset or folder takes \('revision'"):
+        load_identity_dataset(str(hub_layout), "private", images_per_identity=2)
+    with pytest.raises(ValueError, match=r"shots=0 is not allowed; shots \(real training images per identity\)"):
+        load_identity_dataset(str(hub_layout), "private", shots=0)
     with pytest.raises(ValueError, match="registered benchmark: it takes no revision"):
         load_identity_dataset("orl_faces", "private", revision="main")
     with pytest.raises(SettingsError, match="--dataset_revision 'v1'.*local folder"):
