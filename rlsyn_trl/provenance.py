@@ -95,10 +95,45 @@ class DataSplit:
     data_dir: str | None
     shots: int | None
     split_seed: int | None
+    dataset_revision: str | None = None  # a Hub dataset's commit (resolved by resolve_data_split)
+    image_column: str | None = None
+    label_column: str | None = None
 
-    def options(self) -> dict[str, int]:
-        """The builder's split options (``shots``, ``seed``) that are set."""
-        return {key: value for key, value in (("shots", self.shots), ("seed", self.split_seed)) if value is not None}
+    def options(self) -> dict[str, int | str]:
+        """The builder's split options (``shots``, ``seed``) and a user dataset's revision and columns, when set."""
+        options = (
+            ("shots", self.shots),
+            ("seed", self.split_seed),
+            ("revision", self.dataset_revision),
+            ("image_column", self.image_column),
+            ("label_column", self.label_column),
+        )
+        return {key: value for key, value in options if value is not None}
+
+    @classmethod
+    def from_record(cls, record: Mapping, data_dir: str | None = None) -> DataSplit:
+        """The split a provenance ``data`` section names, a Hub dataset at its recorded commit (a folder's recorded
+        fingerprint is no revision to load: the training images' fingerprints tell a changed folder)."""
+        revision = record.get("dataset_revision")
+        return cls(
+            record["dataset_name"], record.get("dataset_config"), data_dir, record.get("shots"),
+            record.get("split_seed"), None if str(revision).startswith("fingerprint:") else revision,
+            record.get("image_column"), record.get("label_column"),
+        )  # fmt: skip
+
+    def public(self, dataset_config: str) -> DataSplit:
+        """The same source's public identities (every image: no shots or seed), e.g. ORL's ``public`` half, or a
+        user's dataset's ``public`` config at the same commit and with the same columns."""
+        return dataclasses.replace(self, dataset_config=dataset_config, shots=None, split_seed=None)
+
+    def load_public(self, dataset_config: str, private: datasets.Dataset, cache_dir: str | None = None):
+        """The ``train`` split of :meth:`public`, refused when it holds an identity of ``private``."""
+        from .data import check_disjoint_identities
+
+        split = self.public(dataset_config)
+        public = split.load(cache_dir)["train"]
+        check_disjoint_identities(public, private, split.describe(), self.describe())
+        return public
 
     def load(self, cache_dir: str | None = None) -> datasets.DatasetDict:
         from .data import load_identity_dataset
@@ -108,14 +143,29 @@ class DataSplit:
         )
 
     def describe(self) -> str:
-        return f"{self.dataset_name}/{self.dataset_config} (shots={self.shots}, split_seed={self.split_seed})"
+        at = f"@{self.dataset_revision[:12]}" if self.dataset_revision else ""
+        return f"{self.dataset_name}{at}/{self.dataset_config} (shots={self.shots}, split_seed={self.split_seed})"
 
     def record(self, data: datasets.DatasetDict) -> dict:
-        """The provenance ``data`` section: this split, its identities and its training images' fingerprints."""
+        """The provenance ``data`` section: this split, its identities and its training images' fingerprints.
+
+        A user's dataset also records its revision: a Hub dataset's commit, a local folder's content fingerprint
+        (:func:`rlsyn_trl.data._folders.folder_fingerprint`), and the columns when they were named."""
+        from .data import UserIdentities, identity_builder
+        from .data._folders import folder_fingerprint
+        from .data.user_data import is_local_dataset
+
         train = data["train"]
         fingerprints = image_fingerprints(train)
+        split = {
+            key: value
+            for key, value in dataclasses.asdict(self).items()
+            if key != "data_dir" and (key in RECORDED_KEYS or value is not None)
+        }
+        if identity_builder(self.dataset_name) is UserIdentities and is_local_dataset(self.dataset_name):
+            split["dataset_revision"] = f"fingerprint:{folder_fingerprint(self.dataset_name)}"
         return {
-            **{key: value for key, value in dataclasses.asdict(self).items() if key != "data_dir"},
+            **split,
             "identities": list(train.features["label"].names),
             "num_train_images": len(train),
             "train_images": fingerprints,
@@ -123,15 +173,16 @@ class DataSplit:
         }
 
 
-SPLIT_KEYS = ("dataset_name", "dataset_config", "shots", "split_seed")
+RECORDED_KEYS = ("dataset_name", "dataset_config", "shots", "split_seed")  # in every record, even when None
+SPLIT_KEYS = (*RECORDED_KEYS, "image_column", "label_column")
 DEFAULT_DATASET = "orl_faces"
 
 
 def _dataset_defaults(name: str) -> dict[str, Any]:
     """The builder's own defaults for a split: its default config, and its shots / seed fields' defaults."""
-    from .data import IDENTITY_BUILDERS, SPLIT_OPTION_NAMES
+    from .data import SPLIT_OPTION_NAMES, identity_builder
 
-    builder = IDENTITY_BUILDERS[name]
+    builder = identity_builder(name)
     fields = {f.name: f.default for f in dataclasses.fields(builder.BUILDER_CONFIG_CLASS)}
     names = SPLIT_OPTION_NAMES.get(name, {})
     shots = fields.get(names.get("shots", "shots"))
@@ -152,7 +203,7 @@ def resolve_data_split(settings: Any, recorded: Mapping | None = None, source: s
     """
     values = {}
     for key in SPLIT_KEYS:
-        mine = getattr(settings, key)
+        mine = getattr(settings, key, None)  # a target split's settings have no columns
         if recorded is not None and key in recorded:
             theirs = recorded[key]
             if mine is not None and mine != theirs:
@@ -170,9 +221,31 @@ def resolve_data_split(settings: Any, recorded: Mapping | None = None, source: s
             values[key] = default
     from .data import check_identity_options
 
+    values["dataset_revision"] = _dataset_revision(values["dataset_name"], settings, recorded, source)
     split = DataSplit(data_dir=settings.data_dir, **values)
     check_identity_options(split.dataset_name, split.dataset_config, **split.options())  # fails in milliseconds
     return split
+
+
+def _dataset_revision(name: str, settings: Any, recorded: Mapping | None, source: str | None) -> str | None:
+    """A Hub dataset's commit: the set revision's, else the recorded one (the artefact's very files), else the
+    default branch's; a set revision whose commit is not the recorded one is refused. None for anything else
+    (a local folder's records hold its fingerprint, which is no revision to load)."""
+    from .data import UserIdentities, identity_builder
+    from .data.user_data import hub_commit, is_local_dataset
+
+    mine = getattr(settings, "dataset_revision", None)
+    if identity_builder(name) is not UserIdentities or is_local_dataset(name):
+        return mine  # refused by the loader when set: registered benchmarks and folders have no revisions
+    theirs = (recorded or {}).get("dataset_revision")
+    commit = hub_commit(name, mine or theirs)
+    if theirs and commit != theirs:
+        raise ProvenanceError(
+            f"--dataset_revision {mine!r} is commit {commit} of {name}, but {source} was trained on commit {theirs} "
+            f"({_describe(recorded)}). Leave dataset_revision unset to read the recorded commit, or use an artefact "
+            "trained on this one."
+        )
+    return commit
 
 
 def _describe(record: Mapping) -> str:

@@ -83,7 +83,8 @@ class DataSplitSettings(SettingsGroup):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "A registered identity benchmark (orl_faces, market1501, ...). Unset: the input "
+            "help": "A registered identity benchmark (orl_faces, market1501, ...), a Hub dataset id (owner/name) "
+            "or a local folder laid out like one (Parquet shards, Arrow files, an imagefolder tree). Unset: the input "
             "artefact's, else orl_faces."
         },
     )
@@ -91,6 +92,17 @@ class DataSplitSettings(SettingsGroup):
         default=None, metadata={"help": "Its configuration (ORL: private). Unset: the input artefact's."}
     )
     data_dir: str | None = field(default=None, metadata={"help": "A local copy of the benchmark's files."})
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={"help": "Branch, tag or commit of a Hub dataset. Unset: the input artefact's commit, else main."},
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "A Hub dataset's or folder's image column. Unset: its only Image feature."}
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Its identity column. Unset: its only ClassLabel, else its only string column."},
+    )
     shots: int | None = field(
         default=None,
         metadata={
@@ -105,13 +117,37 @@ class DataSplitSettings(SettingsGroup):
 
     def check(self) -> None:
         if self.dataset_name is not None:
-            from .data import IDENTITY_BUILDERS
+            from .data import IDENTITY_BUILDERS, is_user_dataset
+            from .data.user_data import is_local_dataset
 
+            registered, local = self.dataset_name in IDENTITY_BUILDERS, is_local_dataset(self.dataset_name)
             require(
-                self.dataset_name in IDENTITY_BUILDERS,
+                registered or is_user_dataset(self.dataset_name),
                 "dataset_name",
                 self.dataset_name,
-                f"not a registered identity benchmark; choose one of {sorted(IDENTITY_BUILDERS)}.",
+                f"not a registered identity benchmark ({sorted(IDENTITY_BUILDERS)}), an existing folder or a Hub "
+                "dataset id (owner/name).",
+            )
+            for name in ("dataset_revision", "image_column", "label_column"):
+                value = getattr(self, name)
+                require(
+                    value is None or not registered,
+                    name,
+                    value,
+                    f"{self.dataset_name} is a registered benchmark, which has one source and known columns: leave "
+                    f"{name} unset (it is for a Hub dataset or a local folder).",
+                )
+            require(
+                self.data_dir is None or registered,
+                "data_dir",
+                self.data_dir,
+                f"{self.dataset_name} is read from its own folder or Hub repo: leave data_dir unset.",
+            )
+            require(
+                self.dataset_revision is None or not local,
+                "dataset_revision",
+                self.dataset_revision,
+                f"{self.dataset_name} is a local folder, which has no revisions: leave dataset_revision unset.",
             )
         require_positive(self, "shots", allow_none=True)
         require(self.split_seed is None or self.split_seed >= 0, "split_seed", self.split_seed, "must be >= 0.")

@@ -3,6 +3,7 @@
 import pytest
 
 from rlsyn_trl.provenance import (
+    DataSplit,
     ProvenanceError,
     check_no_leak,
     check_same_train_images,
@@ -90,3 +91,12 @@ def test_a_damaged_provenance_file_is_named(tmp_path):
     (tmp_path / PROVENANCE_FILE).write_text('{"format": "rlsyn-trl/provenance", "data": ')  # cut short
     with pytest.raises(DamagedFileError, match=rf"{PROVENANCE_FILE} should hold a provenance record but is not valid"):
         read_provenance(tmp_path)
+
+
+def test_public_split_keeps_the_source_and_refuses_a_shared_identity(orl_private, datasets_cache):
+    split = DataSplit("orl_faces", "private", None, 2, 0)
+    assert split.public("public") == DataSplit("orl_faces", "public", None, None, None)
+    public = split.load_public("public", orl_private["train"], cache_dir=datasets_cache)
+    assert len(public) == 200 and public.features["label"].names[0] == "s1"
+    with pytest.raises(ValueError, match="20 of the 20 identities of orl_faces/private .* are also in orl_faces/priv"):
+        DataSplit("orl_faces", "private", None, 3, 0).load_public("private", orl_private["train"], datasets_cache)

@@ -1,4 +1,6 @@
-"""Identity benchmarks as ``datasets`` builders, registered by name, and the shared preprocessing."""
+"""Identity benchmarks as ``datasets`` builders, registered by name, the user's own identity data (a Hub dataset
+id or a local folder laid out like one, :mod:`.user_data`) through the same entry points, and the shared
+preprocessing."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from .face_verification import FaceVerification, Rfw
 from .market1501 import Market1501
 from .orl import OrlFaces, find_orl_root, private_split
 from .preprocessing import dataset_to_tensors, preprocess_images, tensor_to_pil, to_model_range, to_unit_range
+from .user_data import UserIdentities, is_user_dataset, locate_user_dataset
 
 IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
     "orl_faces": OrlFaces,
@@ -32,6 +35,23 @@ IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
 SPLIT_OPTION_NAMES: dict[str, dict[str, str]] = {"casia_webface": {"shots": "images_per_identity"}}
 
 
+# Options only a user's dataset takes: a registered builder has one source and reads its columns itself.
+USER_DATA_OPTIONS = ("revision", "image_column", "label_column")
+
+
+def identity_builder(name: str) -> type[datasets.DatasetBuilder]:
+    """The builder of ``name``: a registered benchmark, else :class:`UserIdentities` for a local folder or a Hub
+    dataset id; anything else is refused with what is accepted."""
+    if name in IDENTITY_BUILDERS:
+        return IDENTITY_BUILDERS[name]
+    if is_user_dataset(name):
+        return UserIdentities
+    raise KeyError(
+        f"Unknown identity dataset {name!r}: not a registered benchmark ({sorted(IDENTITY_BUILDERS)}), an existing "
+        "folder or a Hub dataset id (owner/name)."
+    )
+
+
 def register_identity_builder(name: str, builder: type[datasets.DatasetBuilder]) -> None:
     """Make a builder class available to :func:`load_identity_dataset` under ``name``."""
     IDENTITY_BUILDERS[name] = builder
@@ -40,10 +60,14 @@ def register_identity_builder(name: str, builder: type[datasets.DatasetBuilder])
 def load_identity_dataset(
     name: str, config_name: str | None = None, *, data_dir: str | None = None, cache_dir: str | None = None, **options
 ) -> datasets.DatasetDict:
-    """Build (or reuse from cache) a registered identity benchmark and return its ``DatasetDict``.
+    """Build (or reuse from cache) an identity dataset and return its ``DatasetDict``.
 
+    ``name`` is a registered benchmark, or a Hub dataset id or local folder (Parquet shards with a card's
+    ``configs:``, Arrow files, an ``imagefolder`` tree) whose ``datasets`` config is ``config_name``.
     ``options`` are the builder config's fields, e.g. ``shots=2, seed=0`` for ``orl_faces``/``private``, or the
     stages' ``shots``/``seed``, which builders with fixed splits (the ReID releases) take only as ``shots=None``.
+    A user's dataset also takes ``revision``, ``image_column``, ``label_column`` and ``num_identities``
+    (:class:`UserIdentities`).
     """
     builder = _builder(name, config_name, data_dir, cache_dir, options)
     try:
@@ -65,6 +89,26 @@ def identity_names(
     return list(_builder(name, config_name, data_dir, cache_dir, options).info.features["label"].names)
 
 
+def check_disjoint_identities(
+    public: datasets.Dataset, private: datasets.Dataset, public_name: str, private_name: str
+) -> None:
+    """Refuse public identity data (the reward's spread, the audit's public pairs) that holds a private identity.
+
+    A registered benchmark keeps its halves apart by construction; a user's dataset with a ``public`` config next to
+    its private one may not, and a private person among the public ones would make the reward and the audit treat
+    that person's own photos as someone else's. Identities are compared by name, before any image is decoded.
+    """
+    private_names = private.features["label"].names
+    shared = sorted(set(public.features["label"].names) & set(private_names))
+    if shared:
+        examples = ", ".join(shared[:5]) + (", ..." if len(shared) > 5 else "")
+        raise ValueError(
+            f"{len(shared)} of the {len(private_names)} identities of {private_name} ({examples}) are also in "
+            f"{public_name}: public identity data must hold none of the private people. Remove them from the "
+            "public data, or set --public_dataset_config null to use none."
+        )
+
+
 def check_identity_options(name: str, config_name: str | None = None, **options) -> None:
     """Refuse an unknown dataset or config, or a bad split option, at once: nothing is listed, read or built.
 
@@ -77,18 +121,43 @@ def check_identity_options(name: str, config_name: str | None = None, **options)
 def _builder(
     name: str, config_name: str | None, data_dir: str | None, cache_dir: str | None, options: dict
 ) -> datasets.DatasetBuilder:
-    """The checked builder, its cache keyed by the contents of ``data_dir`` (:func:`folder_fingerprint`) as well."""
+    """The checked builder, its cache keyed by the contents of ``data_dir`` (:func:`folder_fingerprint`) as well;
+    a user's dataset's by the commit its revision resolves to, or its folder's fingerprint."""
     builder_class, options = _checked_options(name, config_name, options)
+    if builder_class is UserIdentities:
+        if data_dir is not None:
+            raise ValueError(
+                f"--data_dir {data_dir!r}: {name} is read from its own folder or Hub repo; leave data_dir unset."
+            )
+        config_name = config_name or None  # `--dataset_config ""` on the command line: the default config
+        folder, revision = locate_user_dataset(name, options.pop("revision", None), config_name)
+        hub_commit = None if revision.startswith("fingerprint:") else revision
+        return UserIdentities(
+            data_dir=str(folder),
+            cache_dir=cache_dir,
+            hash=revision.removeprefix("fingerprint:"),
+            source=name,
+            source_config=config_name,
+            revision=hub_commit,
+            **options,
+        )
     folder = data_dir is not None and Path(data_dir).expanduser().is_dir()
     fingerprint = {"hash": folder_fingerprint(data_dir)} if folder else {}
     return builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **fingerprint, **options)
 
 
 def _checked_options(name: str, config_name: str | None, options: dict) -> tuple[type[datasets.DatasetBuilder], dict]:
-    if name not in IDENTITY_BUILDERS:
-        raise KeyError(f"Unknown identity dataset {name!r}; registered: {sorted(IDENTITY_BUILDERS)}")
-    builder_class = IDENTITY_BUILDERS[name]
-    options = _builder_options(name, builder_class, options)
+    builder_class = identity_builder(name)
+    if builder_class is UserIdentities:
+        UserIdentities.check_options(None, source=name, source_config=config_name, **options)
+        return builder_class, options
+    refused = sorted(key for key in USER_DATA_OPTIONS if options.get(key) is not None)
+    if refused:
+        raise ValueError(
+            f"{name} is a registered benchmark: it takes no {', '.join(refused)} (those choose a revision and the "
+            "columns of a Hub dataset or local folder)."
+        )
+    options = _builder_options(name, builder_class, {k: v for k, v in options.items() if k not in USER_DATA_OPTIONS})
     if issubclass(builder_class, CheckedBuilder):
         builder_class.check_options(config_name, **options)
     return builder_class, options
@@ -116,7 +185,11 @@ __all__ = [
     "Market1501",
     "OrlFaces",
     "Rfw",
+    "UserIdentities",
+    "identity_builder",
+    "is_user_dataset",
     "identity_names",
+    "check_disjoint_identities",
     "check_identity_options",
     "dataset_to_tensors",
     "find_orl_root",

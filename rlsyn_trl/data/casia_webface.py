@@ -1,7 +1,8 @@
-"""CASIA-WebFace face recognition training set, read from an image-folder copy, whole or as a reproducible subset.
+"""CASIA-WebFace face recognition training set, read from an image-folder copy or insightface's ``train.rec`` /
+``train.idx`` (:mod:`.recordio`, no mxnet needed), whole or as a reproducible subset.
 
 The paper trains its face recogniser on a small subset; ``num_identities`` x ``images_per_identity`` images drawn
-with ``seed`` make that subset a pure function of (folder contents, options).
+with ``seed`` make that subset a pure function of (folder contents, options), in either form.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ._folders import image_value, list_images, read_image, require_data_dir
+from ._folders import check_image, image_value, list_images, read_image, require_data_dir
 from ._options import CheckedBuilder, require_count
+from .recordio import RecordFile
 
 logger = logging.getLogger(__name__)
 
 MISSING_DATA_MESSAGE = (
     "CASIA-WebFace cannot be downloaded automatically. Request it from its authors (CBSR, Institute of Automation, "
     "Chinese Academy of Sciences; Yi et al. 2014) or use an aligned re-distribution (e.g. insightface's "
-    "faces_webface_112x112, whose train.rec must first be unpacked to image files), and pass `data_dir` pointing to "
-    "the folder that holds one sub-folder per identity, e.g. 0000045/001.jpg."
+    "faces_webface_112x112), and pass `data_dir` pointing to the folder that holds one sub-folder per identity, "
+    "e.g. 0000045/001.jpg, or insightface's train.rec and train.idx."
 )
 
 
@@ -115,13 +117,36 @@ class CasiaWebFace(CheckedBuilder):
         return require_data_dir(self.config.data_dir, MISSING_DATA_MESSAGE)
 
     @functools.cached_property
+    def _records(self) -> RecordFile | None:
+        """insightface's ``train.rec`` with its ``train.idx``, when the folder holds either; else None (folders)."""
+        if not any((self._root / name).is_file() for name in ("train.rec", "train.idx")):
+            return None
+        return RecordFile(self._root / "train.rec")
+
+    @functools.cached_property
     def _subset(self) -> dict[str, list[str]]:
-        """Chosen identity folder -> chosen image file names; computed once, ``_info`` already needs the names."""
-        folders = [path for path in self._root.iterdir() if path.is_dir() and not path.name.startswith(".")]
-        identities = {folder.name: [path.name for path in list_images(folder)] for folder in folders}
+        """Chosen identity -> chosen image file names (RecordIO: record keys); computed once, ``_info`` already
+        needs the names."""
+        if self._records is not None:
+            identities = self._record_identities(self._records)
+        else:
+            folders = [path for path in self._root.iterdir() if path.is_dir() and not path.name.startswith(".")]
+            identities = {folder.name: [path.name for path in list_images(folder)] for folder in folders}
         if not any(identities.values()):
             raise FileNotFoundError(f"No identity folder with images in {self._root}. {MISSING_DATA_MESSAGE}")
         return select_subset(identities, self.config.num_identities, self.config.images_per_identity, self.config.seed)
+
+    @staticmethod
+    def _record_identities(records: RecordFile) -> dict[str, list[str]]:
+        """Identity (the records' class label, zero-padded so that names sort as numbers) -> record keys (padded
+        alike), from the records' headers alone: no image is read."""
+        keys = records.image_keys()
+        labels = {key: int(records.header(key).labels[0]) for key in keys}
+        label_width, key_width = len(str(max(labels.values()))), len(str(max(keys)))
+        identities: dict[str, list[str]] = {}
+        for key, label in labels.items():
+            identities.setdefault(f"{label:0{label_width}d}", []).append(f"{key:0{key_width}d}")
+        return identities
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -144,13 +169,9 @@ class CasiaWebFace(CheckedBuilder):
     def _generate_examples(self):
         for label, (identity, files) in enumerate(self._subset.items()):
             for file in files:
-                source = f"{identity}/{file}"
-                yield (
-                    source,
-                    {
-                        "image": image_value(read_image(self._root / identity / file)),
-                        "label": label,
-                        "identity": identity,
-                        "source": source,
-                    },
-                )
+                if self._records is None:
+                    source, data = f"{identity}/{file}", read_image(self._root / identity / file)
+                else:
+                    source = f"train.rec#{int(file)}"
+                    data = check_image(self._records.image(int(file))[1], f"{self._records.path} record {int(file)}")
+                yield source, {"image": image_value(data), "label": label, "identity": identity, "source": source}

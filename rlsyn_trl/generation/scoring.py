@@ -14,9 +14,10 @@ import datasets
 import torch
 from PIL import Image
 
-from ..data import load_identity_dataset, preprocess_images
+from ..data import preprocess_images
 from ..encoders import load_feature_extractor
 from ..metrics.identity import identity_consistency, nearest_prototype
+from ..provenance import DataSplit
 from ..rewards import MemoryBank
 from .audit import audit_images, calibrate_thresholds, memorization_rates
 from .config import GenerationConfig
@@ -67,8 +68,11 @@ def _score(
     train = _Images.from_split(data["train"], resolution, channels)
     public = public_features = None
     if config.public_dataset_config:
-        load = {"data_dir": config.data_dir, "cache_dir": config.dataset_cache_dir}
-        public_split = load_identity_dataset(config.dataset_name, config.public_dataset_config, **load)["train"]
+        split = DataSplit(
+            config.dataset_name, config.dataset_config, config.data_dir, config.shots, config.split_seed,
+            config.dataset_revision, config.image_column, config.label_column,
+        )  # fmt: skip
+        public_split = split.load_public(config.public_dataset_config, data["train"], config.dataset_cache_dir)
         public = _Images.from_split(public_split, resolution, channels)
         public_features = encoder.encode_batched(public.pixels).cpu()
     bank = MemoryBank.build(

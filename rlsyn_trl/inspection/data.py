@@ -112,9 +112,7 @@ def load_inspection(
     if not data or not data.get("dataset_name"):
         inspection.notes.append("The dataset records no real split (no provenance.json): no real photos are shown.")
         return inspection
-    split = DataSplit(
-        data["dataset_name"], data.get("dataset_config"), data_dir, data.get("shots"), data.get("split_seed")
-    )
+    split = DataSplit.from_record(data, data_dir)
     try:
         real = split.load(cache_dir=cache_dir)
     except (OSError, ValueError) as error:  # the real files are not on this machine: show the samples alone

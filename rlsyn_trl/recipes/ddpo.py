@@ -21,7 +21,6 @@ from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
 from rlsyn_trl.provenance import (
-    DataSplit,
     check_same_train_images,
     input_provenance,
     parent_reference,
@@ -71,8 +70,7 @@ def main(config: RLSynDDPOConfig) -> dict:
     images, labels = identity_tensors(data["train"], pipeline.generator)
     public = None
     if needs_public_spread(labels) and config.public_dataset_config:
-        public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
-        public = identity_tensors(public_split.load()["train"], pipeline.generator)
+        public = identity_tensors(split.load_public(config.public_dataset_config, data["train"]), pipeline.generator)
     phi = load_feature_extractor(config.encoder).to(process_state(config).device)  # the bank is encoded there, once
     reward = build_identity_reward(phi, images, labels, pipeline.generator.label_names, config.reward_options(), public)
     logger.info("DDPO on %s from %s: %d real images in the memory bank", split.describe(), config.adapter, len(images))

@@ -38,6 +38,15 @@ from rlsyn_trl.utils.runtime import setup_runtime
 logger = logging.getLogger(__name__)
 
 CONFIG_CLASSES = (GenerationConfig,)
+SPLIT_FIELDS = (
+    "dataset_name",
+    "dataset_config",
+    "shots",
+    "split_seed",
+    "dataset_revision",
+    "image_column",
+    "label_column",
+)
 
 
 def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.Dataset, dict]:
@@ -52,8 +61,16 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
     source = f"the adapter {config.adapter}"
     policy = input_provenance(adapter, config.allow_unrecorded_input, source)
     split = resolve_data_split(config, policy["data"], source)
-    for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
-        setattr(config, key, getattr(split, key))  # the card, manifest and logs show the resolved split
+    for key in (
+        "dataset_name",
+        "dataset_config",
+        "shots",
+        "split_seed",
+        "dataset_revision",
+        "image_column",
+        "label_column",
+    ):
+        setattr(config, key, getattr(split, key))  # the card, manifest, logs and public split use the resolved split
     data = split.load(cache_dir=config.dataset_cache_dir)
     data_record = split.record(data)
     check_same_train_images(policy["data"] or {}, data_record, source)

@@ -5,7 +5,8 @@ The recipe (``recipes/pretrain_encoder.py``) composes the blocks here. :class:`E
 phi trains on (``dataset_*``, any registered benchmark) and the private target it must never see (``target_*``).
 :func:`resolve_public_identities` compares the two splits' identities from the builders' listings, before any image
 is read: on the same benchmark an overlap is refused unless ``exclude_target_identities`` drops those identities (the
-CASIA-WebFace case: every identity outside the chosen subset); different benchmarks hold different people.
+CASIA-WebFace case: every identity outside the chosen subset); different registered benchmarks hold different people,
+but a user's own dataset (a Hub id or folder) may hold anyone, so its identities are compared by name as well.
 :func:`streamed_batches` decodes and resizes only the images of each step, through a ``datasets`` transform and
 DataLoader workers, so a 494k-image training set never sits in memory. The training loop, checkpoints and resume
 are the priors' (:func:`.priors.train_encoder_on_batches`).
@@ -25,7 +26,7 @@ import torch
 from huggingface_hub import ModelCardData
 
 from ..cards import render_model_card
-from ..data import identity_names
+from ..data import IDENTITY_BUILDERS, identity_names
 from ..data.preprocessing import preprocess_images
 from ..encoders import IdentityEncoder
 from ..provenance import DataSplit, resolve_data_split
@@ -69,13 +70,14 @@ class TargetSplitSettings(SettingsGroup):
     )
 
     def check(self) -> None:
-        from ..data import IDENTITY_BUILDERS
+        from ..data import IDENTITY_BUILDERS, is_user_dataset
 
         require(
-            self.target_dataset_name in IDENTITY_BUILDERS,
+            self.target_dataset_name in IDENTITY_BUILDERS or is_user_dataset(self.target_dataset_name),
             "target_dataset_name",
             self.target_dataset_name,
-            f"not a registered identity benchmark; choose one of {sorted(IDENTITY_BUILDERS)}.",
+            f"not a registered identity benchmark ({sorted(IDENTITY_BUILDERS)}), an existing folder or a Hub "
+            "dataset id (owner/name).",
         )
         require_positive(self, "target_shots", allow_none=True)
 
@@ -157,7 +159,8 @@ def resolve_public_identities(config: EncoderPretrainConfig) -> PublicIdentities
     if split.dataset_config is not None and split.dataset_config == public_config(split.dataset_name):
         split = dataclasses.replace(split, shots=None, split_seed=None)  # a public config has no split options
     names = identity_names(split.dataset_name, split.dataset_config, data_dir=split.data_dir, **split.options())
-    if split.dataset_name != target.dataset_name:  # another benchmark: other people, and its copy is not needed
+    registered = {split.dataset_name, target.dataset_name} <= set(IDENTITY_BUILDERS)
+    if registered and split.dataset_name != target.dataset_name:  # other benchmarks: other people, copy not needed
         return PublicIdentities(split, target, names, [], None)
     target_names = identity_names(
         target.dataset_name, target.dataset_config, data_dir=target.data_dir, **target.options()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
-from ..data import IDENTITY_BUILDERS
+from ..data import identity_builder
 from ..data.augmentation import IdentityAugmentation
 from ..encoders import IdentityEncoder, IdentityEncoderConfig
 from ..generation.realism import face_detection_rate
@@ -49,7 +49,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 def public_config(dataset_name: str) -> str | None:
     """The config of ``dataset_name`` that holds only public identities (ORL: ``public``), or None if it has none."""
-    builder = IDENTITY_BUILDERS[dataset_name]
+    builder = identity_builder(dataset_name)
     names = {config.name for config in getattr(builder, "BUILDER_CONFIGS", ())}
     return PUBLIC_CONFIG if PUBLIC_CONFIG in names else None
 

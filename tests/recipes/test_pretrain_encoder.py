@@ -129,3 +129,29 @@ def test_encoder_yamls_parse_and_feed_the_chain(benchmark):
     assert (config.dataset_name, config.dataset_config) != (config.target_dataset_name, config.target_dataset_config)
     assert config.exclude_target_identities == (config.dataset_name == config.target_dataset_name == "casia_webface")
     assert config.channels == (1 if benchmark == "orl_faces" else 3)
+
+
+def test_a_users_dataset_is_compared_by_identity_with_the_data_phi_trains_on(tmp_path, datasets_cache):
+    """Registered benchmarks hold other people than each other; a user's folder may hold anyone, so a person in
+    both the data phi trains on and the user's private target is refused before any image is read."""
+    from PIL import Image
+
+    from rlsyn_trl.trainers.encoder_pretraining import resolve_public_identities
+
+    def folder(root, people):
+        for person in people:
+            for number in range(2):
+                path = root / "train" / person / f"{number}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("L", (8, 8), 40 * number + len(person)).save(path)
+        return str(root)
+
+    target = folder(tmp_path / "mine", ["ada", "bo"])
+    public = folder(tmp_path / "public", ["bo", "zed"])
+    with pytest.raises(SettingsError, match=r"1 of its 2 identities \(bo, \.\.\.\) are identities of the private"):
+        resolve_public_identities(tiny(tmp_path / "e", dataset_name=public, dataset_config=None,
+                                       target_dataset_name=target))  # fmt: skip
+    other = folder(tmp_path / "other", ["yan", "zed"])
+    kept = resolve_public_identities(tiny(tmp_path / "e", dataset_name=other, dataset_config=None,
+                                          target_dataset_name=target))  # fmt: skip
+    assert kept.kept == ["yan", "zed"] and kept.num_target_identities == 2
