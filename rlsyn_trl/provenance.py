@@ -6,7 +6,8 @@ An artefact (prior, identity adapter, synthetic dataset, recognizer) carries a `
 - ``data``: the real split it was made from (dataset, config, shots, split seed, identities) and a fingerprint of
   every real TRAINING image (a hash of its stored bytes), so a later stage can tell which photos it has seen;
 - the stage's own settings that later stages must agree with (``training`` for the cold start's denoising loss,
-  ``reward`` and ``sampler`` for the DDPO policy, ``reward``, ``sampler`` and the audit for a dataset);
+  ``reward`` and ``sampler`` for the DDPO policy, ``reward``, ``sampler`` and the audit for a dataset); ``reward``
+  is phi and a :class:`~rlsyn_trl.rewards.RewardOptions` (:func:`reward_record`, read back by :func:`read_reward`);
 - ``parent``: the input artefact (id, revision) with its own provenance, so the whole chain can be read back.
 
 Stages read what they need from their input artefact instead of asking again (an unset ``shots`` is the adapter's),
@@ -27,6 +28,7 @@ from typing import Any
 
 import datasets
 
+from .rewards.composite import RewardOptions
 from .utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -223,6 +225,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # -- records -------------------------------------------------------------------------------------------------------
+def reward_record(encoder: str, options: RewardOptions) -> dict[str, Any]:
+    """The ``reward`` section: phi and the reward's options, as a policy was trained or a dataset scored with them."""
+    return {"encoder": encoder, **options.record()}
+
+
+def read_reward(record: Mapping[str, Any]) -> tuple[str | None, RewardOptions]:
+    """phi and the options of a ``reward`` section (:func:`reward_record`; earlier records have the same keys)."""
+    return record.get("encoder"), RewardOptions.from_record(record)
+
+
 def stage_record(stage: str, data: Mapping | None, parent: Mapping | None = None, **sections: Any) -> dict:
     """A provenance record for an artefact of ``stage``."""
     return {"format": PROVENANCE_FORMAT, "stage": stage, "data": data, **sections, "parent": parent}

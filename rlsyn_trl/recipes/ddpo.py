@@ -26,17 +26,15 @@ from rlsyn_trl.provenance import (
     input_provenance,
     parent_reference,
     resolve_data_split,
+    reward_record,
     stage_record,
 )
 from rlsyn_trl.recipes import parse_stage
+from rlsyn_trl.rewards import IdentityReward
+from rlsyn_trl.rewards.identity_reward import needs_public_spread
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
 from rlsyn_trl.trainers.ddpo.config import process_state
-from rlsyn_trl.trainers.ddpo.data import (
-    build_identity_reward,
-    check_same_identities,
-    identity_tensors,
-    needs_public_spread,
-)
+from rlsyn_trl.trainers.ddpo.data import check_same_identities, identity_tensors
 from rlsyn_trl.trainers.ddpo.evaluation import evaluate_policies, evaluation_table
 from rlsyn_trl.trainers.ddpo.pipeline import IdentityDDPOPipeline
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
@@ -74,7 +72,7 @@ def main(config: RLSynDDPOConfig) -> dict:
         public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
         public = identity_tensors(public_split.load()["train"], pipeline.generator)
     phi = load_feature_extractor(config.encoder).to(process_state(config).device)  # the bank is encoded there, once
-    reward = build_identity_reward(phi, images, labels, pipeline.generator.label_names, config.reward_options(), public)
+    reward = IdentityReward.build(phi, images, labels, pipeline.generator.label_names, public, config.reward_options())
     logger.info("DDPO on %s from %s: %d real images in the memory bank", split.describe(), config.adapter, len(images))
 
     # 3. Trainer: the pipeline, the reward and the real images; the anchor uses the cold start's own settings.
@@ -89,7 +87,7 @@ def main(config: RLSynDDPOConfig) -> dict:
         data_record,
         parent=parent_reference(config.adapter, adapter),
         training=trainer.denoising,
-        reward={"encoder": config.encoder, **config.reward_options()},
+        reward=reward_record(config.encoder, reward.options),
         phi=describe_feature_extractor(config.encoder),
         sampler={
             "num_inference_steps": config.sample_num_steps,

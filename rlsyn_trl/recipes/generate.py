@@ -27,7 +27,9 @@ from rlsyn_trl.provenance import (
     inherit_settings,
     input_provenance,
     parent_reference,
+    read_reward,
     resolve_data_split,
+    reward_record,
     stage_record,
 )
 from rlsyn_trl.recipes import parse_stage
@@ -57,8 +59,9 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
     data = split.load(cache_dir=config.dataset_cache_dir)
     data_record = split.record(data)
     check_same_train_images(policy["data"] or {}, data_record, source)
-    reward = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
-    check_independent_evaluator(config.evaluator, config.evaluator_revision, reward["encoder"], config.encoder_revision)
+    trained = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
+    phi, reward = read_reward(trained)
+    check_independent_evaluator(config.evaluator, config.evaluator_revision, phi, config.encoder_revision)
     generator = IdentityGenerator.from_pretrained(adapter)
     trained_from = (policy.get("sampler") or {}).get("reference_strength")
     if trained_from is not None and config.reference_strength != trained_from:
@@ -76,14 +79,14 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
         "generation",
         data_record,
         parent=parent_reference(config.adapter, adapter),
-        reward=reward,
-        phi=describe_feature_extractor(reward["encoder"], config.encoder_revision),
+        reward=reward_record(phi, reward),
+        phi=describe_feature_extractor(phi, config.encoder_revision),
         sampler=config.sampler_options(),
         samples_per_identity=config.samples_per_identity,
         seed=config.seed,
         evaluator=None if config.evaluator is None else {"id": config.evaluator, "revision": config.evaluator_revision},
     )
-    dataset, summary = write_synthetic_dataset(config, generator, adapter, data, reward, provenance)
+    dataset, summary = write_synthetic_dataset(config, generator, adapter, data, phi, reward, provenance)
 
     # 6. Push (private unless hub_private is false; refused above max_memorization_rate unless forced).
     if config.push_to_hub:
