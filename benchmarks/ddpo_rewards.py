@@ -34,8 +34,8 @@ from rlsyn_trl.provenance import (  # noqa: E402
     check_same_train_images,
     inherit_settings,
     input_provenance,
+    load_input_split,
     read_reward,
-    resolve_data_split,
 )
 from rlsyn_trl.rewards import IdentityReward  # noqa: E402
 from rlsyn_trl.rewards.identity_reward import needs_public_spread  # noqa: E402
@@ -74,12 +74,8 @@ def main() -> None:
     # The split and the reward as the DDPO recipe trained with them (its provenance), checked against the cold start.
     cold_folder = resolve_pretrained_folder(cold_path, config.adapter_revision)
     ddpo_folder = resolve_pretrained_folder(ddpo_path)
-    policy = input_provenance(ddpo_folder)
     source = f"the adapter {ddpo_path}"
-    split = resolve_data_split(config, policy["data"], source)
-    data = split.load()
-    data_record = split.record(data)
-    check_same_train_images(policy["data"] or {}, data_record, source)
+    policy, split, data, data_record = load_input_split(config, ddpo_folder, source)
     check_same_train_images(input_provenance(cold_folder)["data"] or {}, data_record, f"the adapter {cold_path}")
     trained = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
     phi, options = read_reward(trained)

@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 
@@ -175,6 +175,32 @@ def resolve_data_split(settings: Any, recorded: Mapping | None = None, source: s
     split = DataSplit(data_dir=settings.data_dir, **values)
     check_identity_options(split.dataset_name, split.dataset_config, **split.options())  # fails in milliseconds
     return split
+
+
+class InputSplit(NamedTuple):
+    """What a stage reads from its input artefact: the artefact's record and the real split it was trained on."""
+
+    provenance: dict
+    split: DataSplit
+    data: datasets.DatasetDict
+    data_record: dict
+
+
+def load_input_split(settings: Any, folder: str | os.PathLike, source: str, cache_dir: str | None = None) -> InputSplit:
+    """The input artefact's record and the real split it was trained on, as every stage after the cold start reads it.
+
+    The split is :func:`resolve_data_split` of the stage's settings against the record (a contradiction is refused),
+    written back onto ``settings`` (so its card, manifest and logs show the split used, not ``None``), loaded, and
+    checked to be the very images the artefact saw (:func:`check_same_train_images`).
+    """
+    record = input_provenance(folder)
+    split = resolve_data_split(settings, record["data"], source)
+    for key in SPLIT_KEYS:
+        setattr(settings, key, getattr(split, key))
+    data = split.load(cache_dir=cache_dir)
+    data_record = split.record(data)
+    check_same_train_images(record["data"] or {}, data_record, source)
+    return InputSplit(record, split, data, data_record)
 
 
 def _describe(record: Mapping) -> str:

@@ -20,15 +20,7 @@ from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extracto
 from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
-from rlsyn_trl.provenance import (
-    DataSplit,
-    check_same_train_images,
-    input_provenance,
-    parent_reference,
-    resolve_data_split,
-    reward_record,
-    stage_record,
-)
+from rlsyn_trl.provenance import DataSplit, load_input_split, parent_reference, reward_record, stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.rewards import IdentityReward
 from rlsyn_trl.rewards.identity_reward import needs_public_spread
@@ -56,14 +48,8 @@ def main(config: RLSynDDPOConfig) -> dict:
 
     # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
-    cold_start = input_provenance(adapter)
     source = f"the adapter {config.adapter}"
-    split = resolve_data_split(config, cold_start["data"], source)
-    for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
-        setattr(config, key, getattr(split, key))  # the card and logs show the resolved split
-    data = split.load()
-    data_record = split.record(data)
-    check_same_train_images(cold_start["data"] or {}, data_record, source)
+    cold_start, split, data, data_record = load_input_split(config, adapter, source)
     pipeline = IdentityDDPOPipeline.from_pretrained(str(adapter), lora_config=config.lora_config())
     check_same_identities(pipeline.generator, data["train"], source)
     images, labels = identity_tensors(data["train"], pipeline.generator)

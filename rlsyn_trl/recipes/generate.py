@@ -23,12 +23,10 @@ from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
 from rlsyn_trl.provenance import (
-    check_same_train_images,
     inherit_settings,
-    input_provenance,
+    load_input_split,
     parent_reference,
     read_reward,
-    resolve_data_split,
     reward_record,
     stage_record,
 )
@@ -51,14 +49,8 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
 
     # 2. Inputs: the adapter, the split it was trained on, the reward it was trained with (a DDPO policy).
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
-    policy = input_provenance(adapter)
     source = f"the adapter {config.adapter}"
-    split = resolve_data_split(config, policy["data"], source)
-    for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
-        setattr(config, key, getattr(split, key))  # the card, manifest and logs show the resolved split
-    data = split.load(cache_dir=config.dataset_cache_dir)
-    data_record = split.record(data)
-    check_same_train_images(policy["data"] or {}, data_record, source)
+    policy, split, data, data_record = load_input_split(config, adapter, source, config.dataset_cache_dir)
     trained = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
     phi, reward = read_reward(trained)
     check_independent_evaluator(config.evaluator, config.evaluator_revision, phi, config.encoder_revision)
