@@ -34,16 +34,14 @@ from rlsyn_trl.provenance import (  # noqa: E402
     check_same_train_images,
     inherit_settings,
     input_provenance,
-    resolve_data_split,
+    load_input_split,
+    read_reward,
 )
+from rlsyn_trl.rewards import IdentityReward  # noqa: E402
+from rlsyn_trl.rewards.identity_reward import needs_public_spread  # noqa: E402
 from rlsyn_trl.settings import REWARD_FIELDS  # noqa: E402
 from rlsyn_trl.trainers import RLSynDDPOConfig, evaluate_policies, evaluation_table  # noqa: E402
-from rlsyn_trl.trainers.ddpo.data import (  # noqa: E402
-    build_identity_reward,
-    check_same_identities,
-    identity_tensors,
-    needs_public_spread,
-)
+from rlsyn_trl.trainers.ddpo.data import check_same_identities, identity_tensors  # noqa: E402
 from rlsyn_trl.utils.runtime import setup_runtime  # noqa: E402
 
 
@@ -76,15 +74,12 @@ def main() -> None:
     # The split and the reward as the DDPO recipe trained with them (its provenance), checked against the cold start.
     cold_folder = resolve_pretrained_folder(cold_path, config.adapter_revision)
     ddpo_folder = resolve_pretrained_folder(ddpo_path)
-    policy = input_provenance(ddpo_folder)
     source = f"the adapter {ddpo_path}"
-    split = resolve_data_split(config, policy["data"], source)
-    data = split.load()
-    data_record = split.record(data)
-    check_same_train_images(policy["data"] or {}, data_record, source)
+    policy, split, data, data_record = load_input_split(config, ddpo_folder, source)
     check_same_train_images(input_provenance(cold_folder)["data"] or {}, data_record, f"the adapter {cold_path}")
     trained = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
-    encoder = load_encoder(trained.pop("encoder"))
+    phi, options = read_reward(trained)
+    encoder = load_encoder(phi)
 
     cold_start = IdentityGenerator.from_pretrained(cold_folder)
     ddpo = IdentityGenerator.from_pretrained(ddpo_folder)
@@ -95,7 +90,7 @@ def main() -> None:
     if needs_public_spread(labels) and config.public_dataset_config:
         public_split = DataSplit(split.dataset_name, config.public_dataset_config, split.data_dir, None, None)
         public = identity_tensors(public_split.load()["train"], cold_start)
-    reward = build_identity_reward(encoder, images, labels, names, trained, public)
+    reward = IdentityReward.build(encoder, images, labels, names, public, options)
     policies = {f"cold start ({cold_path})": cold_start, f"DDPO ({ddpo_path})": ddpo}
     evaluation = evaluate_policies(
         policies,

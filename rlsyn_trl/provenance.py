@@ -6,7 +6,8 @@ An artefact (prior, identity adapter, synthetic dataset, recognizer) carries a `
 - ``data``: the real split it was made from (dataset, config, shots, split seed, identities) and a fingerprint of
   every real TRAINING image (a hash of its stored bytes), so a later stage can tell which photos it has seen;
 - the stage's own settings that later stages must agree with (``training`` for the cold start's denoising loss,
-  ``reward`` and ``sampler`` for the DDPO policy, ``reward``, ``sampler`` and the audit for a dataset);
+  ``reward`` and ``sampler`` for the DDPO policy, ``reward``, ``sampler`` and the audit for a dataset); ``reward``
+  is phi and a :class:`~rlsyn_trl.rewards.RewardOptions` (:func:`reward_record`, read back by :func:`read_reward`);
 - ``parent``: the input artefact (id, revision) with its own provenance, so the whole chain can be read back.
 
 Stages read what they need from their input artefact instead of asking again (an unset ``shots`` is the adapter's),
@@ -23,10 +24,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 
+from .rewards.composite import RewardOptions
 from .utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -248,6 +250,33 @@ def _dataset_revision(name: str, settings: Any, recorded: Mapping | None, source
     return commit
 
 
+class InputSplit(NamedTuple):
+    """What a stage reads from its input artefact: the artefact's record and the real split it was trained on."""
+
+    provenance: dict
+    split: DataSplit
+    data: datasets.DatasetDict
+    data_record: dict
+
+
+def load_input_split(settings: Any, folder: str | os.PathLike, source: str, cache_dir: str | None = None) -> InputSplit:
+    """The input artefact's record and the real split it was trained on, as every stage after the cold start reads it.
+
+    The split is :func:`resolve_data_split` of the stage's settings against the record (a contradiction is refused),
+    written back onto ``settings`` (so its card, manifest and logs show the split used, not ``None``), loaded, and
+    checked to be the very images the artefact saw (:func:`check_same_train_images`).
+    """
+    record = input_provenance(folder, getattr(settings, "allow_unrecorded_input", False), source)
+    split = resolve_data_split(settings, record["data"], source)
+    for key in (*SPLIT_KEYS, "dataset_revision"):
+        if hasattr(settings, key):
+            setattr(settings, key, getattr(split, key))
+    data = split.load(cache_dir=cache_dir)
+    data_record = split.record(data)
+    check_same_train_images(record["data"] or {}, data_record, source)
+    return InputSplit(record, split, data, data_record)
+
+
 def _describe(record: Mapping) -> str:
     split = f"shots={record.get('shots')}, split_seed={record.get('split_seed')}"
     if record.get("dataset_name"):
@@ -296,6 +325,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # -- records -------------------------------------------------------------------------------------------------------
+def reward_record(encoder: str, options: RewardOptions) -> dict[str, Any]:
+    """The ``reward`` section: phi and the reward's options, as a policy was trained or a dataset scored with them."""
+    return {"encoder": encoder, **options.record()}
+
+
+def read_reward(record: Mapping[str, Any]) -> tuple[str | None, RewardOptions]:
+    """phi and the options of a ``reward`` section (:func:`reward_record`; earlier records have the same keys)."""
+    return record.get("encoder"), RewardOptions.from_record(record)
+
+
 def stage_record(stage: str, data: Mapping | None, parent: Mapping | None = None, **sections: Any) -> dict:
     """A provenance record for an artefact of ``stage``."""
     return {"format": PROVENANCE_FORMAT, "stage": stage, "data": data, **sections, "parent": parent}

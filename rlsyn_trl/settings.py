@@ -7,7 +7,8 @@ validation, in every stage:
 - :class:`DataSplitSettings`: which real identities and which of their images train (dataset, config, shots,
   split seed). Unset fields are read from the input artefact's provenance (an adapter records the split it was
   trained on), and a set field that contradicts it is refused (:mod:`rlsyn_trl.provenance`).
-- :class:`RewardSettings`: the composite reward's weights and constants (defaults: ``rlsyn_trl.rewards``).
+- :class:`RewardSettings`: the composite reward's weights and constants, the flags of one
+  :class:`~rlsyn_trl.rewards.RewardOptions` (its defaults and checks).
 - :class:`LoraSettings`: LoRA on the DiT backbone.
 - :class:`ReferenceSettings`: reference-guided starts (SDEdit): the chain begins at a real training image noised
   to an intermediate step instead of pure noise; shared by generation, DDPO and evaluation.
@@ -31,7 +32,7 @@ from typing import Any
 
 from peft import LoraConfig
 
-from .rewards.composite import DEFAULT_REWARD
+from .rewards.composite import DEFAULT_REWARD, RewardOptionError, RewardOptions
 from .utils.runtime import PRECISIONS
 
 DEFAULT_LORA_TARGETS = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"]
@@ -161,7 +162,11 @@ DATA_SPLIT_FIELDS = tuple(f.name for f in dataclasses.fields(DataSplitSettings))
 
 @dataclass
 class RewardSettings(SettingsGroup):
-    """The composite reward: tanh(w_sem z_sem + w_cov z_cov + w_exp z_exp) in the identity feature space."""
+    """The composite reward: tanh(w_sem z_sem + w_cov z_cov + w_exp z_exp) in the identity feature space.
+
+    Each ``reward_<name>`` flag is field ``<name>`` of :class:`~rlsyn_trl.rewards.RewardOptions`, which holds the
+    defaults and the checks; :meth:`reward_options` is the typed value the reward and provenance take.
+    """
 
     reward_weights: list[float] = field(
         default_factory=lambda: list(DEFAULT_REWARD.weights),
@@ -177,34 +182,18 @@ class RewardSettings(SettingsGroup):
     )
 
     def check(self) -> None:
-        require(
-            len(self.reward_weights) == 3 and all(math.isfinite(w) for w in self.reward_weights),
-            "reward_weights",
-            self.reward_weights,
-            "must be three finite numbers (sem, cov, exp).",
-        )
-        require(self.reward_alpha >= 0, "reward_alpha", self.reward_alpha, "must be >= 0.")
-        require_positive(self, "reward_sigma", "reward_tau", allow_none=True)
-        require(self.reward_eps > -1, "reward_eps", self.reward_eps, "must be > -1 (the target is (1 + eps) S_ref).")
+        try:
+            self.reward_options()
+        except RewardOptionError as error:
+            raise SettingsError(f"--{REWARD_FIELDS[error.name]} {error.value!r}: {error.fix}") from None
 
-    def reward_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`rlsyn_trl.rewards.composite_reward` (and what provenance records)."""
-        return {
-            "weights": [float(w) for w in self.reward_weights],
-            "alpha": self.reward_alpha,
-            "sigma": self.reward_sigma,
-            "eps": self.reward_eps,
-            "tau": self.reward_tau,
-        }
+    def reward_options(self) -> RewardOptions:
+        """The reward these flags describe, checked (what :func:`~rlsyn_trl.rewards.composite_reward` takes)."""
+        return RewardOptions(**{name: getattr(self, flag) for name, flag in REWARD_FIELDS.items()})
 
 
-REWARD_FIELDS = {
-    "weights": "reward_weights",
-    "alpha": "reward_alpha",
-    "sigma": "reward_sigma",
-    "eps": "reward_eps",
-    "tau": "reward_tau",
-}
+# Field of RewardOptions -> its flag: what provenance records under ``reward`` and the setting that must agree with it.
+REWARD_FIELDS = {f.name: f"reward_{f.name}" for f in dataclasses.fields(RewardOptions)}
 
 
 @dataclass

@@ -14,14 +14,18 @@ torch.set_flush_denormal(True)
 
 @contextlib.contextmanager
 def isolated_accelerate_state():
-    """Inside: accelerate's per-process state (precision, gradient accumulation) as a new process has it, none.
+    """Inside: accelerate's per-process state (precision, gradient accumulation) and what ``auto`` precision resolved
+    to (``setup_runtime``'s answer, which tests also take under a patched probe) as a new process has them, none.
 
     After: the state as it was, in place (accelerators built before share that dict and keep working).
     """
     from accelerate.state import AcceleratorState, GradientState
 
+    from rlsyn_trl.utils import runtime
+
     states = (AcceleratorState._shared_state, GradientState._shared_state)
     saved = [dict(state) for state in states]
+    saved_auto, runtime._auto_precision = runtime._auto_precision, None
     for state in states:
         state.clear()
     try:
@@ -30,6 +34,7 @@ def isolated_accelerate_state():
         for state, before in zip(states, saved):
             state.clear()
             state.update(before)
+        runtime._auto_precision = saved_auto
 
 
 @pytest.fixture(scope="module", autouse=True)

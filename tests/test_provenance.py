@@ -9,6 +9,7 @@ from rlsyn_trl.provenance import (
     check_same_train_images,
     inherit_settings,
     lineage,
+    load_input_split,
     parent_reference,
     read_provenance,
     resolve_data_split,
@@ -50,6 +51,28 @@ def test_a_contradicting_split_is_refused_with_both_values(splits):
         resolve_data_split(DataSplitSettings(split_seed=1), split.record(data), "the adapter X")
     with pytest.raises(ValueError, match="shots"):  # a bad value fails before anything is built
         resolve_data_split(DataSplitSettings(shots=7))
+
+
+def test_a_stage_reads_its_inputs_split_onto_its_settings(splits, datasets_cache, tmp_path):
+    """The one preamble of the stages after the cold start: the settings end up holding the split used."""
+    split, data = splits[2]
+    write_provenance(tmp_path, stage_record("cold_start", split.record(data)))
+    settings = DataSplitSettings()
+    record, resolved, loaded, data_record = load_input_split(settings, tmp_path, "the adapter", datasets_cache)
+    assert record["stage"] == "cold_start" and resolved == split and data_record == split.record(data)
+    assert (settings.dataset_name, settings.dataset_config, settings.shots, settings.split_seed) == (
+        "orl_faces",
+        "private",
+        2,
+        0,
+    )
+    assert len(loaded["train"]) == 40
+    with pytest.raises(ProvenanceError, match="--shots 1 contradicts the adapter"):
+        load_input_split(DataSplitSettings(shots=1), tmp_path, "the adapter", datasets_cache)
+    one, one_data = splits[1]
+    write_provenance(tmp_path, stage_record("cold_start", {**one.record(one_data), "shots": 2}))
+    with pytest.raises(ProvenanceError, match="differ from those the adapter was trained on"):
+        load_input_split(DataSplitSettings(), tmp_path, "the adapter", datasets_cache)
 
 
 def test_other_training_images_are_refused(splits):

@@ -144,3 +144,16 @@ def test_freed_activations_are_reused_instead_of_page_faulted_in_again(monkeypat
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(True) or True)
     assert runtime.setup_runtime().keeps_freed_memory and calls == [True]  # every entry point gets it on a CPU
+
+
+def test_stages_read_the_precision_setup_runtime_resolved(monkeypatch, fresh_accelerate_state):
+    """auto is decided once, by setup_runtime; the job and the trainers read that answer instead of probing again."""
+    monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert runtime.setup_runtime(mixed_precision="auto").mixed_precision == "bf16"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))  # a second probe would now say fp32
+    assert runtime.process_precision("auto") == runtime.process_precision(None) == "bf16"
+    assert runtime.claim_process_precision("auto") == "bf16"
+    assert runtime.process_precision("no") == "no"  # an explicit precision is never replaced
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        runtime.process_precision("fp8")

@@ -14,7 +14,8 @@ from huggingface_hub import HfApi
 from ..generators import IdentityGenerator, ReferenceStart, resolve_pretrained_folder
 from ..generators.adapter import read_adapter_config
 from ..hub import push_synthetic_dataset
-from ..provenance import folder_revision, write_provenance
+from ..provenance import folder_revision, reward_record, write_provenance
+from ..rewards import RewardOptions
 from ..utils.model_sources import adapter_config_path
 from .config import GenerationConfig
 from .outputs import AUDIT_FILE, DATASET_DIR, HUB_DIR, _hub_card, _percent, _write_outputs
@@ -57,11 +58,13 @@ def write_synthetic_dataset(
     generator: IdentityGenerator,
     adapter_folder: Path,
     data: datasets.DatasetDict,
-    reward: dict,
+    phi: str,
+    reward: RewardOptions,
     provenance: dict,
 ) -> tuple[datasets.Dataset, dict]:
     """Sample every missing shard (resuming an interrupted run in ``output_dir``), score the samples with ``reward``
-    against ``data``'s training images, and write the dataset, its card, the audit and ``provenance``.
+    in the feature space of ``phi`` against ``data``'s training images, and write the dataset, its card, the audit and
+    ``provenance``.
 
     The recipe (``recipes/generate.py``) resolves the adapter, its split and its reward; this block does the work.
     """
@@ -106,7 +109,8 @@ def write_synthetic_dataset(
     )
     state.wait_for_everyone()
     if state.is_main_process:
-        dataset, summary = _score_and_write(config, plan, data, reward, provenance, {**run, "base_model": base})
+        scoring = (phi, reward)
+        dataset, summary = _score_and_write(config, plan, data, scoring, provenance, {**run, "base_model": base})
     state.wait_for_everyone()
     if not state.is_main_process:
         dataset = datasets.load_from_disk(str(output / DATASET_DIR))
@@ -115,7 +119,12 @@ def write_synthetic_dataset(
 
 
 def _score_and_write(
-    config: GenerationConfig, plan: SamplingPlan, data: datasets.DatasetDict, reward: dict, provenance: dict, run: dict
+    config: GenerationConfig,
+    plan: SamplingPlan,
+    data: datasets.DatasetDict,
+    scoring: tuple[str, RewardOptions],
+    provenance: dict,
+    run: dict,
 ) -> tuple[datasets.Dataset, dict]:
     """Score every shard's samples, write the dataset, its card, the audit and the provenance (main process)."""
     output = Path(config.output_dir)
@@ -124,9 +133,9 @@ def _score_and_write(
         "reference_strength": config.reference_strength,
         "shots": config.shots,
         "split_seed": config.split_seed,
-        "reward_settings": reward,
+        "reward_settings": reward_record(*scoring),
     }
-    dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, summary_run, reward)
+    dataset, summary = _score(config, _read_shards(plan, output / SHARDS_DIR), data, summary_run, *scoring)
     card = _hub_card(config, summary)
     _write_outputs(dataset, card, summary, output)
     provenance = {**provenance, "audit": {"memorization_rate": summary["audit"]["memorization"]["rate"]}}

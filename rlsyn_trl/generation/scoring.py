@@ -18,7 +18,7 @@ from ..data import preprocess_images
 from ..encoders import load_feature_extractor
 from ..metrics.identity import identity_consistency, nearest_prototype
 from ..provenance import DataSplit
-from ..rewards import MemoryBank
+from ..rewards import IdentityReward, RewardOptions
 from .audit import audit_images, calibrate_thresholds, memorization_rates
 from .config import GenerationConfig
 from .evaluator import consistent_with
@@ -51,18 +51,23 @@ def _per_identity(values: dict[str, torch.Tensor], labels: torch.Tensor, label_n
 
 
 def _score(
-    config: GenerationConfig, rows: dict[str, list], data: datasets.DatasetDict, run: dict, reward: dict
+    config: GenerationConfig,
+    rows: dict[str, list],
+    data: datasets.DatasetDict,
+    run: dict,
+    phi: str,
+    options: RewardOptions,
 ) -> tuple[datasets.Dataset, dict]:
     """Rewards, audit and realism of the samples (and of the held-out real images, the reference floor).
 
-    ``reward`` is the reward to score with: its ``encoder`` (phi) and the composite reward's options."""
+    The reward is phi and ``options`` built as DDPO builds it (``IdentityReward.build``), its bank the audit's."""
     label_feature = data["train"].features["label"]
     label_names = label_feature.names
     pil_images = [datasets.Image().decode_example(image) for image in rows["image"]]
     resolution, channels = pil_images[0].width, len(pil_images[0].getbands())
     # phi and the audit's products run on the accelerator; features come back to the CPU, where the bank lives.
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = load_feature_extractor(reward["encoder"], config.encoder_revision).to(device)
+    encoder = load_feature_extractor(phi, config.encoder_revision).to(device)
     labels = torch.tensor([label_names.index(name) for name in rows["identity"]])
     samples = _Images.from_pil(pil_images, labels, resolution, channels)
     train = _Images.from_split(data["train"], resolution, channels)
@@ -75,17 +80,11 @@ def _score(
         public_split = split.load_public(config.public_dataset_config, data["train"], config.dataset_cache_dir)
         public = _Images.from_split(public_split, resolution, channels)
         public_features = encoder.encode_batched(public.pixels).cpu()
-    bank = MemoryBank.build(
-        train.pixels,
-        train.labels,
-        encoder,
-        label_names,
-        public.pixels if public else None,
-        public.labels if public else None,
-    )
-    features = encoder.encode_batched(samples.pixels).cpu()
-    options = {key: value for key, value in reward.items() if key != "encoder"}
-    rewards = bank.reward(features, labels, **options)
+    public_set = (public.pixels, public.labels) if public else None
+    reward = IdentityReward.build(encoder, train.pixels, train.labels, label_names, public_set, options)
+    bank = reward.bank
+    features = reward.encode(samples.pixels).cpu()
+    rewards = reward.score(features, labels)
     thresholds = calibrate_thresholds(
         train.pixels,
         bank.features,

@@ -25,7 +25,7 @@ from ..settings import parse_reference_strength
 from ..trainers import ColdStartConfig, RLSynDDPOConfig
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.launch import is_main_process
-from ..utils.runtime import PRECISIONS, resolve_precision
+from ..utils.runtime import PRECISIONS, process_precision
 from .comparison import (
     RowJob,
     recognizer_precision,
@@ -366,8 +366,8 @@ def run_main_job(config: MainJobConfig) -> dict:
     from ..recipes.train_recognizer import RecognizerScriptArguments
 
     # One precision for the whole process: accelerate keeps one state per process and refuses a second precision,
-    # so "auto" is resolved here and every stage, the recognizer rows included, runs at it.
-    config = replace(config.scaled(), mixed_precision=resolve_precision(config.mixed_precision))
+    # so every stage, the recognizer rows included, runs at what setup_runtime resolved "auto" to.
+    config = replace(config.scaled(), mixed_precision=process_precision(config.mixed_precision))
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if config.stages == "recognizers":

@@ -20,22 +20,13 @@ from rlsyn_trl.encoders import describe_feature_extractor, load_feature_extracto
 from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
-from rlsyn_trl.provenance import (
-    check_same_train_images,
-    input_provenance,
-    parent_reference,
-    resolve_data_split,
-    stage_record,
-)
+from rlsyn_trl.provenance import load_input_split, parent_reference, reward_record, stage_record
 from rlsyn_trl.recipes import parse_stage
+from rlsyn_trl.rewards import IdentityReward
+from rlsyn_trl.rewards.identity_reward import needs_public_spread
 from rlsyn_trl.trainers import RLSynDDPOConfig, RLSynDDPOTrainer
 from rlsyn_trl.trainers.ddpo.config import process_state
-from rlsyn_trl.trainers.ddpo.data import (
-    build_identity_reward,
-    check_same_identities,
-    identity_tensors,
-    needs_public_spread,
-)
+from rlsyn_trl.trainers.ddpo.data import check_same_identities, identity_tensors
 from rlsyn_trl.trainers.ddpo.evaluation import evaluate_policies, evaluation_table
 from rlsyn_trl.trainers.ddpo.pipeline import IdentityDDPOPipeline
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
@@ -58,13 +49,7 @@ def main(config: RLSynDDPOConfig) -> dict:
     # 2. Inputs: the cold-start adapter, the split it was trained on, phi and the memory bank of the reward.
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
     source = f"the adapter {config.adapter}"
-    cold_start = input_provenance(adapter, config.allow_unrecorded_input, source)
-    split = resolve_data_split(config, cold_start["data"], source)
-    for key in ("dataset_name", "dataset_config", "shots", "split_seed"):
-        setattr(config, key, getattr(split, key))  # the card and logs show the resolved split
-    data = split.load()
-    data_record = split.record(data)
-    check_same_train_images(cold_start["data"] or {}, data_record, source)
+    cold_start, split, data, data_record = load_input_split(config, adapter, source)
     pipeline = IdentityDDPOPipeline.from_pretrained(str(adapter), lora_config=config.lora_config())
     check_same_identities(pipeline.generator, data["train"], source)
     images, labels = identity_tensors(data["train"], pipeline.generator)
@@ -72,7 +57,7 @@ def main(config: RLSynDDPOConfig) -> dict:
     if needs_public_spread(labels) and config.public_dataset_config:
         public = identity_tensors(split.load_public(config.public_dataset_config, data["train"]), pipeline.generator)
     phi = load_feature_extractor(config.encoder).to(process_state(config).device)  # the bank is encoded there, once
-    reward = build_identity_reward(phi, images, labels, pipeline.generator.label_names, config.reward_options(), public)
+    reward = IdentityReward.build(phi, images, labels, pipeline.generator.label_names, public, config.reward_options())
     logger.info("DDPO on %s from %s: %d real images in the memory bank", split.describe(), config.adapter, len(images))
 
     # 3. Trainer: the pipeline, the reward and the real images; the anchor uses the cold start's own settings.
@@ -87,7 +72,7 @@ def main(config: RLSynDDPOConfig) -> dict:
         data_record,
         parent=parent_reference(config.adapter, adapter),
         training=trainer.denoising,
-        reward={"encoder": config.encoder, **config.reward_options()},
+        reward=reward_record(config.encoder, reward.options),
         phi=describe_feature_extractor(config.encoder),
         sampler={
             "num_inference_steps": config.sample_num_steps,

@@ -23,11 +23,11 @@ from rlsyn_trl.generation.evaluator import check_independent_evaluator
 from rlsyn_trl.generators import IdentityGenerator, resolve_pretrained_folder
 from rlsyn_trl.hub import check_push_possible
 from rlsyn_trl.provenance import (
-    check_same_train_images,
     inherit_settings,
-    input_provenance,
+    load_input_split,
     parent_reference,
-    resolve_data_split,
+    read_reward,
+    reward_record,
     stage_record,
 )
 from rlsyn_trl.recipes import parse_stage
@@ -59,23 +59,10 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
     # 2. Inputs: the adapter, the split it was trained on, the reward it was trained with (a DDPO policy).
     adapter = resolve_pretrained_folder(config.adapter, config.adapter_revision)
     source = f"the adapter {config.adapter}"
-    policy = input_provenance(adapter, config.allow_unrecorded_input, source)
-    split = resolve_data_split(config, policy["data"], source)
-    for key in (
-        "dataset_name",
-        "dataset_config",
-        "shots",
-        "split_seed",
-        "dataset_revision",
-        "image_column",
-        "label_column",
-    ):
-        setattr(config, key, getattr(split, key))  # the card, manifest, logs and public split use the resolved split
-    data = split.load(cache_dir=config.dataset_cache_dir)
-    data_record = split.record(data)
-    check_same_train_images(policy["data"] or {}, data_record, source)
-    reward = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
-    check_independent_evaluator(config.evaluator, config.evaluator_revision, reward["encoder"], config.encoder_revision)
+    policy, split, data, data_record = load_input_split(config, adapter, source, config.dataset_cache_dir)
+    trained = inherit_settings(config, policy.get("reward") or {}, {"encoder": "encoder", **REWARD_FIELDS}, source)
+    phi, reward = read_reward(trained)
+    check_independent_evaluator(config.evaluator, config.evaluator_revision, phi, config.encoder_revision)
     generator = IdentityGenerator.from_pretrained(adapter)
     trained_from = (policy.get("sampler") or {}).get("reference_strength")
     if trained_from is not None and config.reference_strength != trained_from:
@@ -93,14 +80,14 @@ def main(config: GenerationConfig, api: HfApi | None = None) -> tuple[datasets.D
         "generation",
         data_record,
         parent=parent_reference(config.adapter, adapter),
-        reward=reward,
-        phi=describe_feature_extractor(reward["encoder"], config.encoder_revision),
+        reward=reward_record(phi, reward),
+        phi=describe_feature_extractor(phi, config.encoder_revision),
         sampler=config.sampler_options(),
         samples_per_identity=config.samples_per_identity,
         seed=config.seed,
         evaluator=None if config.evaluator is None else {"id": config.evaluator, "revision": config.evaluator_revision},
     )
-    dataset, summary = write_synthetic_dataset(config, generator, adapter, data, reward, provenance)
+    dataset, summary = write_synthetic_dataset(config, generator, adapter, data, phi, reward, provenance)
 
     # 6. Push (private unless hub_private is false; refused above max_memorization_rate unless forced).
     if config.push_to_hub:

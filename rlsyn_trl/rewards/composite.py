@@ -18,16 +18,19 @@ Conventions, fixed here so that logs, tests and the trainer agree:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "DEFAULT_REWARD",
-    "RewardDefaults",
+    "RewardOptionError",
+    "RewardOptions",
     "composite_reward",
     "median_heuristic_sigma",
     "rbf_kernel",
@@ -37,9 +40,26 @@ __all__ = [
 _ZERO_STD_TOL = 1e-9
 
 
+class RewardOptionError(ValueError):
+    """A reward option has a value the reward cannot use; ``name`` and ``value`` let a stage name its own flag."""
+
+    def __init__(self, name: str, value: Any, fix: str):
+        super().__init__(f"{name} {value!r}: {fix}")
+        self.name, self.value, self.fix = name, value, fix
+
+
+def _positive_or_none(value: float | None) -> bool:
+    return value is None or (math.isfinite(value) and value > 0)
+
+
 @dataclass(frozen=True)
-class RewardDefaults:
-    """The reward's defaults, in one place: the stage settings (``RewardSettings``) and this function read them."""
+class RewardOptions:
+    """The composite reward's weights and constants: one typed value from a stage's settings to the reward call.
+
+    Its defaults and checks are the only ones: the stage settings (``RewardSettings``) take their defaults from here
+    and build one of these, the reward takes it, and provenance records it (:meth:`record`) and reads it back
+    (:meth:`from_record`), so a trained policy and the dataset scored with its reward cannot drift apart.
+    """
 
     weights: tuple[float, float, float] = (1.0, 0.75, 0.25)
     alpha: float = 0.5
@@ -47,8 +67,39 @@ class RewardDefaults:
     eps: float = 0.1
     tau: float | None = None  # S_ref(y) per identity
 
+    def __post_init__(self) -> None:
+        try:  # one canonical form (a YAML list, a tuple, ints): records and comparisons see the same value
+            weights = tuple(float(weight) for weight in self.weights)
+        except (TypeError, ValueError):
+            weights = None
+        if weights is None or len(weights) != 3 or not all(math.isfinite(weight) for weight in weights):
+            raise RewardOptionError("weights", self.weights, "must be three finite numbers (sem, cov, exp).")
+        object.__setattr__(self, "weights", weights)
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise RewardOptionError("alpha", self.alpha, "must be a finite number >= 0.")
+        for name in ("sigma", "tau"):
+            if not _positive_or_none(getattr(self, name)):
+                raise RewardOptionError(name, getattr(self, name), "must be a positive finite number (or null).")
+        if not (math.isfinite(self.eps) and self.eps > -1):
+            raise RewardOptionError("eps", self.eps, "must be a finite number > -1 (the target is (1 + eps) S_ref).")
 
-DEFAULT_REWARD = RewardDefaults()
+    def replace(self, **changes: Any) -> RewardOptions:
+        """These options with some fields changed (and checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form provenance and adapter configs store (weights as a list)."""
+        return {**dataclasses.asdict(self), "weights": list(self.weights)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RewardOptions:
+        """The options a record holds (:meth:`record`, or a provenance ``reward`` section with its ``encoder``);
+        fields it lacks keep their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
+
+
+DEFAULT_REWARD = RewardOptions()
 
 
 def trace_covariance(features: torch.Tensor) -> torch.Tensor:
@@ -188,21 +239,21 @@ def composite_reward(
     labels: torch.Tensor,
     bank_features: torch.Tensor,
     bank_labels: torch.Tensor,
+    options: RewardOptions = DEFAULT_REWARD,
     *,
-    weights: Sequence[float] = DEFAULT_REWARD.weights,
-    alpha: float = DEFAULT_REWARD.alpha,
-    sigma: float | None = DEFAULT_REWARD.sigma,
-    eps: float = DEFAULT_REWARD.eps,
-    tau: float | None = DEFAULT_REWARD.tau,
     reference_spread: float | Mapping[int, float] | None = None,
     fallback_spread: float | None = None,
+    median_sigma: float | None = None,
+    **changes: Any,
 ) -> dict[str, torch.Tensor | list[str]]:
     """Semantic, coverage and expression-richness rewards of N generated samples and their combination.
 
     ``features`` [N, D] (L2-normalised by the caller) belong to identities ``labels`` [N]; every identity must have
     at least 2 samples (set-level terms) and at least one bank entry in ``bank_features`` [M, D] / ``bank_labels``.
+    ``options`` holds the weights and constants; ``changes`` are fields of it changed for this call (``tau=0.2``).
     ``reference_spread`` (one float, or a mapping identity -> float) overrides the ``S_ref`` rule;
-    ``fallback_spread`` is the public identities' mean spread, the last fallback for 1-shot banks.
+    ``fallback_spread`` is the public identities' mean spread, the last fallback for 1-shot banks; ``median_sigma`` is
+    the bank's median-heuristic width where the caller already has it (a memory bank computes it once per run).
 
     Returns per-sample [N] tensors ``sem``, ``cov``, ``exp``, ``z_sem``, ``z_cov``, ``z_exp``, ``total``; the scalar
     ``sigma`` used; and per-identity [K] entries in ``identities`` order (sorted): ``identities``, ``s_ref``,
@@ -210,10 +261,9 @@ def composite_reward(
     (``S(G_y)``) and ``group_exp`` (``E(G_y)``).
     """
     _check_inputs(features, labels, bank_features, bank_labels)
-    if len(weights) != 3:
-        raise ValueError(f"weights must be three numbers (sem, cov, exp), got {weights!r}")
-    if tau is not None and not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau must be a positive finite number or None, got {tau}")
+    if changes:
+        options = options.replace(**changes)
+    weights, alpha, sigma, eps, tau = options.weights, options.alpha, options.sigma, options.eps, options.tau
     out_dtype = features.dtype
     device = features.device
     f = features.detach().to(torch.float64)
@@ -238,12 +288,10 @@ def composite_reward(
     bank_size, _, bank_scatter = _group_scatter(bank, bank_group, bank_ids.numel())
     sample_rows = bank_rows[group]
 
-    if sigma is None:
+    if sigma is None and median_sigma is None:
         sigma_t = median_heuristic_sigma(bank)
-    elif math.isfinite(sigma) and sigma > 0:
-        sigma_t = torch.tensor(float(sigma), dtype=torch.float64, device=device)
     else:
-        raise ValueError(f"sigma must be a positive finite number or None, got {sigma}")
+        sigma_t = torch.tensor(float(median_sigma if sigma is None else sigma), dtype=torch.float64, device=device)
 
     # Semantic consistency: normalise(mean(B_y)) == normalise(sum(B_y)).
     prototypes = F.normalize(bank.new_zeros(bank_ids.numel(), bank.shape[1]).index_add_(0, bank_group, bank), dim=1)

@@ -13,7 +13,7 @@ import torch
 
 from ..data.preprocessing import to_model_range
 from ..encoders import IdentityEncoder, IdentityFeatureExtractor, as_feature_extractor
-from .composite import DEFAULT_REWARD, composite_reward
+from .composite import DEFAULT_REWARD, RewardOptions, composite_reward
 from .memory_bank import MemoryBank
 
 REWARD_TERMS = ("sem", "cov", "exp")
@@ -26,6 +26,11 @@ def encode_images(encoder: IdentityFeatureExtractor | IdentityEncoder, images: t
     Images arrive in the sampler's dtype (bf16 under mixed precision); phi's preprocessing runs in float32.
     """
     return as_feature_extractor(encoder).encode_batched(images.float())
+
+
+def needs_public_spread(labels: torch.Tensor) -> bool:
+    """With no bank identity holding two images, R_exp's reference spread must come from public identities."""
+    return bool(torch.bincount(labels).max() < 2)
 
 
 class IdentityReward:
@@ -41,16 +46,11 @@ class IdentityReward:
         self,
         encoder: IdentityFeatureExtractor | IdentityEncoder,
         bank: MemoryBank,
-        *,
-        weights: Sequence[float] = DEFAULT_REWARD.weights,
-        alpha: float = DEFAULT_REWARD.alpha,
-        sigma: float | None = DEFAULT_REWARD.sigma,
-        eps: float = DEFAULT_REWARD.eps,
-        tau: float | None = DEFAULT_REWARD.tau,
+        options: RewardOptions = DEFAULT_REWARD,
     ):
         self.encoder = as_feature_extractor(encoder).eval().requires_grad_(False)
         self.bank = bank
-        self.options = {"weights": tuple(weights), "alpha": alpha, "sigma": sigma, "eps": eps, "tau": tau}
+        self.options = options
 
     @classmethod
     def build(
@@ -60,15 +60,24 @@ class IdentityReward:
         labels: torch.Tensor,
         label_names: Sequence[str],
         public: tuple[torch.Tensor, torch.Tensor] | None = None,
-        **options,
+        options: RewardOptions = DEFAULT_REWARD,
     ) -> IdentityReward:
-        """Encode the real training images (``[-1, 1]``) into the bank; ``public`` adds the 1-shot fallback spread."""
+        """Encode the real training images (``[-1, 1]``) into the bank; ``public`` adds the 1-shot fallback spread.
+
+        Every stage that scores samples (DDPO, generation, the policy evaluation) builds its reward here, so they
+        score with the same bank, the same phi preprocessing and the same ``options``.
+        """
+        if public is None and needs_public_spread(labels):
+            raise ValueError(
+                "Every identity has a single real image, so the R_exp reference spread must come from public "
+                "identities; set public_dataset_config (e.g. 'public' for orl_faces)."
+            )
         encoder = as_feature_extractor(encoder).eval().requires_grad_(False)
         public_images, public_labels = public if public is not None else (None, None)
         bank = MemoryBank.build(
             images, labels, partial(encode_images, encoder), label_names, public_images, public_labels
         )
-        return cls(encoder, bank, **options)
+        return cls(encoder, bank, options)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised features of images in ``[-1, 1]`` at any size."""
@@ -86,18 +95,16 @@ class IdentityReward:
         the set alone, while the z-scores, hence the totals, are shared and so comparable across sets.
         """
         if copies == 1:
-            return self.bank.reward(features, labels, **self.options)
-        options = dict(self.options)
-        if options["sigma"] is None:
-            options["sigma"] = self.bank.median_sigma()
+            return self.bank.reward(features, labels, self.options)
         num = len(self.bank.label_names)
         return composite_reward(
             features,
             labels,
             self.bank.features.repeat(copies, 1),
             torch.cat([self.bank.labels + copy * num for copy in range(copies)]),
+            self.options,
             fallback_spread=self.bank.public_spread,
-            **options,
+            median_sigma=self.bank.median_sigma() if self.options.sigma is None else None,
         )
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict]) -> tuple:

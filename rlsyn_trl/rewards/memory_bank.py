@@ -10,13 +10,14 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..utils.io import atomic_write
-from .composite import composite_reward, median_heuristic_sigma, trace_covariance
+from .composite import DEFAULT_REWARD, RewardOptions, composite_reward, median_heuristic_sigma, trace_covariance
 
 __all__ = ["MemoryBank"]
 
@@ -147,10 +148,19 @@ class MemoryBank:
             self._median_sigma = median_heuristic_sigma(self.features.double()).item()
         return self._median_sigma
 
-    def reward(self, features: torch.Tensor, labels: torch.Tensor, **kwargs) -> dict[str, torch.Tensor | list[str]]:
-        """:func:`composite_reward` of generated ``features`` against this bank, with its public spread as fallback."""
-        if kwargs.get("sigma") is None:
-            kwargs["sigma"] = self.median_sigma()
+    def reward(
+        self, features: torch.Tensor, labels: torch.Tensor, options: RewardOptions = DEFAULT_REWARD, **changes: Any
+    ) -> dict[str, torch.Tensor | list[str]]:
+        """:func:`composite_reward` of generated ``features`` against this bank, with its public spread as fallback
+        and its median-heuristic width computed once; ``changes`` are fields of ``options`` changed for this call."""
+        options = options.replace(**changes) if changes else options
+        median_sigma = self.median_sigma() if options.sigma is None else None
         return composite_reward(
-            features, labels, self.features, self.labels, fallback_spread=self.public_spread, **kwargs
+            features,
+            labels,
+            self.features,
+            self.labels,
+            options,
+            fallback_spread=self.public_spread,
+            median_sigma=median_sigma,
         )

@@ -13,7 +13,8 @@ once, before any tensor work, so the choices are made in one place and logged:
   about 10x slower than fp32. ``RLSYN_TRL_NATIVE_BF16=1`` (or ``0``) overrides the probe, so an AVX2 machine can run
   the path an AVX512-BF16 machine or a GPU takes (slowly), and the other way round.
 - **One precision per process.** accelerate keeps one ``AcceleratorState`` per process, and so does this package:
-  every stage trainer calls :func:`claim_process_precision` before building its accelerator, so a stage that asks
+  :func:`setup_runtime` resolves ``auto`` once and keeps the answer; the job and every stage trainer read it
+  (:func:`process_precision`, :func:`claim_process_precision` before an accelerator is built), so a stage that asks
   for another precision than the one the process already runs is refused with the fix, not half-built.
 """
 
@@ -88,8 +89,28 @@ def resolve_precision(requested: str | None, device: str | torch.device | None =
     return "bf16" if native_bf16(device) else "no"
 
 
+# What ``auto`` resolved to in this process: set by setup_runtime, read by every stage (process_precision).
+_auto_precision: str | None = None
+
+
+def process_precision(requested: str | None = "auto") -> str:
+    """The precision a stage of this process runs ``requested`` at: an explicit one as it is; ``auto`` (or None) as
+    :func:`setup_runtime` resolved it for this process, read, not probed again.
+
+    So the job, its recognizer rows and each stage's trainer run what the entry point chose and logged. A stage built
+    from Python in a process no entry point set up has ``auto`` resolved on its first use, once, the same way.
+    """
+    global _auto_precision
+    if requested is not None and str(requested) != "auto":
+        return resolve_precision(requested)  # checked, never changed
+    if _auto_precision is None:
+        _auto_precision = resolve_precision("auto")
+    return _auto_precision
+
+
 def claim_process_precision(mixed_precision: str | None) -> str:
-    """Resolve ``mixed_precision`` and check it against the precision this process already runs under, if any.
+    """The precision of ``mixed_precision`` in this process (:func:`process_precision`), checked against the one
+    this process already runs under, if any.
 
     accelerate's ``AcceleratorState`` is one per process and cannot change precision once built; a second stage
     asking for another one would fail inside accelerate with a message about restarting the runtime. Here the
@@ -97,7 +118,7 @@ def claim_process_precision(mixed_precision: str | None) -> str:
     """
     from accelerate.state import AcceleratorState
 
-    precision = resolve_precision(mixed_precision)
+    precision = process_precision(mixed_precision)
     running = AcceleratorState._shared_state.get("_mixed_precision")
     if running is not None and running != precision:
         raise ValueError(
@@ -155,9 +176,13 @@ def setup_runtime(
 ) -> Runtime:
     """Prepare this process for a stage: denormals, threads, logging, seed; returns the resolved precision.
 
+    The one place ``mixed_precision: auto`` is resolved: what it resolves to is kept for the process, and the job and
+    the stage trainers read it (:func:`process_precision`).
+
     ``offline`` sets ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` unless the user set them (the embedded job); both
     libraries read them when first imported, so call this before importing them.
     """
+    global _auto_precision
     torch.set_flush_denormal(True)  # first: threads created later inherit it
     silence_torchvision_fallback_notice()  # already done on `import rlsyn_trl`; idempotent
     if threads:
@@ -172,6 +197,8 @@ def setup_runtime(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     keeps_freed_memory = device == "cpu" and keep_freed_memory()
     precision = resolve_precision(mixed_precision, device)
+    if mixed_precision in (None, "auto"):
+        _auto_precision = precision
     if device == "cuda":
         # TF32 tensor cores for the generator's and recognizers' matrix products (10-bit mantissa: below the noise
         # of diffusion training); the memorisation audit switches it off around its distance products.

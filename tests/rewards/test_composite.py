@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from rlsyn_trl.rewards import composite_reward, median_heuristic_sigma, rbf_kernel, trace_covariance
+from rlsyn_trl.generation import GenerationConfig
+from rlsyn_trl.rewards import RewardOptions, composite_reward, median_heuristic_sigma, rbf_kernel, trace_covariance
+from rlsyn_trl.rewards.composite import RewardOptionError
+from rlsyn_trl.settings import SettingsError
 
 # --------------------------------------------------------------------------------------------------------------------
 # The numpy reference: plain loops, np.cov for S (its default normalisation is the unbiased n - 1), np.median.
@@ -277,3 +281,18 @@ def test_degenerate_sigma_tau_and_spread_raise(setup):
             composite_reward(feats, labels, bank, bank_labels, **bad)
     with pytest.raises(ValueError, match="finite and >= 0"):
         composite_reward(feats, labels, bank, bank_labels, reference_spread=float("nan"), tau=0.1)
+
+
+def test_reward_options_are_checked_once_and_round_trip_through_their_record():
+    options = RewardOptions(weights=[1, 0.5, 2], alpha=0.7, tau=0.3)
+    assert options.weights == (1.0, 0.5, 2.0)  # one canonical form, whatever the YAML gave
+    assert RewardOptions.from_record(json.loads(json.dumps(options.record()))) == options
+    # A provenance section written before the typed options: the same keys, next to phi.
+    old = {"encoder": "phi", "weights": [1.0, 0.75, 0.25], "alpha": 0.5, "sigma": None, "eps": 0.1, "tau": 0.25}
+    assert RewardOptions.from_record(old) == RewardOptions(tau=0.25)
+    for name, value in (("weights", (1.0, 1.0)), ("alpha", -0.1), ("sigma", 0.0), ("eps", -1.0), ("tau", float("inf"))):
+        with pytest.raises(RewardOptionError, match=f"^{name} ") as error:
+            RewardOptions(**{name: value})
+        assert error.value.name == name
+    with pytest.raises(SettingsError, match="^--reward_tau -1.0: must be a positive"):
+        GenerationConfig(reward_tau=-1.0)  # a stage's flag, named as the user typed it

@@ -16,8 +16,9 @@ import torch  # noqa: E402
 
 from rlsyn_trl.encoders import load_feature_extractor  # noqa: E402
 from rlsyn_trl.provenance import input_provenance, resolve_data_split  # noqa: E402
+from rlsyn_trl.rewards import IdentityReward  # noqa: E402
 from rlsyn_trl.trainers import IdentityDDPOPipeline, RLSynDDPOConfig, RLSynDDPOTrainer  # noqa: E402
-from rlsyn_trl.trainers.ddpo.data import build_identity_reward, identity_tensors  # noqa: E402
+from rlsyn_trl.trainers.ddpo.data import identity_tensors  # noqa: E402
 
 
 def build_trainer(config: RLSynDDPOConfig, trainer_class=RLSynDDPOTrainer, **kwargs) -> RLSynDDPOTrainer:
@@ -27,7 +28,7 @@ def build_trainer(config: RLSynDDPOConfig, trainer_class=RLSynDDPOTrainer, **kwa
     images, labels = identity_tensors(data["train"], pipeline.generator)
     names = pipeline.generator.label_names
     phi = load_feature_extractor(config.encoder)
-    reward = build_identity_reward(phi, images, labels, names, config.reward_options())
+    reward = IdentityReward.build(phi, images, labels, names, options=config.reward_options())
     return trainer_class(config, pipeline, reward, (images, labels), **kwargs)
 
 

@@ -71,7 +71,7 @@ class AdapterPublishingMixin:
             "epochs": self.first_epoch,
             "shots": self.config.shots,
             "split_seed": self.config.split_seed,
-            "reward": {**self.reward.options, "weights": list(self.reward.options["weights"])},
+            "reward": self.reward.options.record(),
             **({"reference_strength": strength} if strength is not None else {}),
             "final_reward_terms": {k: v for k, v in last.items() if k.startswith("reward/")},
         }
