@@ -149,27 +149,15 @@ def load_synthetic_dataset(
     return datasets.load_dataset(str(folder), split=split, cache_dir=str(cache_dir) if cache_dir else None)
 
 
-def _looks_like_repo_id(name: str) -> bool:
-    """``owner/name`` as the Hub spells it; anything else (``./x``, ``/data/x``, ``a/b/c``, ``x``) is a path."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if name.count("/") != 1 or name.startswith((".", "~")) or "\\" in name:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
 def _dataset_snapshot(name: str, revision: str | None) -> Path:
     """The cached (offline) or downloaded snapshot of dataset repo ``name``; a clear error naming it otherwise."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+    from .utils.model_sources import looks_like_repo_id
+
     local = Path(name).expanduser().absolute()
-    if not _looks_like_repo_id(name):
+    if not looks_like_repo_id(name):
         raise SyntheticDatasetNotFoundError(
             f"No such local folder: {local} (from {name!r}). It is not a Hub repo id (`owner/name`) either, so it "
             "was read as a local path. Check the path: it should be the folder holding the dataset card README.md "

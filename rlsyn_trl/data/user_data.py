@@ -22,6 +22,7 @@ from pathlib import Path
 
 import datasets
 
+from ..utils.model_sources import looks_like_repo_id
 from ._folders import check_image, folder_fingerprint, image_value, read_image
 from ._options import CheckedBuilder, require_count
 from .casia_webface import select_subset
@@ -29,20 +30,6 @@ from .casia_webface import select_subset
 logger = logging.getLogger(__name__)
 
 PREFERRED_LABEL_NAMES = ("identity", "label", "person_id", "person", "subject", "name")
-
-
-def looks_like_repo_id(name: str) -> bool:
-    """``owner/name`` as the Hub spells it; ``./x``, ``/data/x``, ``a/b/c`` or ``x`` are paths or registered names."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if name.count("/") != 1 or name.startswith((".", "~")) or "\\" in name:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 def is_local_dataset(name: str) -> bool:

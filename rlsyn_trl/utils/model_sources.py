@@ -84,3 +84,17 @@ def generator_folder_kind(folder: str | os.PathLike) -> str:
         f"{ADAPTER_CONFIG}) or a base DiT folder (model_index.json and transformer/), but {found}. Point "
         "--adapter / --base_model at the stage's output folder (its --output_dir)."
     )
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """``owner/name`` as the Hub spells it; ``./x``, ``/data/x``, ``a/b/c`` or ``x`` are paths or registered names."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") != 1 or name.startswith((".", "~")) or "\\" in name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
