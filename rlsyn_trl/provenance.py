@@ -370,9 +370,12 @@ def input_provenance(folder: str | os.PathLike, allow_unrecorded: bool = False, 
     ``--allow_unrecorded_input`` flag, for hand-made or older adapters) accepts it, and the record is what the
     adapter's own config says of its split (``shots``, ``split_seed``), else empty.
     """
+    from .utils.model_sources import adapter_config_path, generator_folder_kind
+
     record = read_provenance(folder)
     if record is not None:
         return record
+    generator_folder_kind(folder)  # a folder that is no model at all is named as such, not as unrecorded
     if not allow_unrecorded:
         raise ProvenanceError(
             f"{source or folder} has no {PROVENANCE_FILE} (looked in {folder}): the split, the reward settings and "
@@ -386,8 +389,6 @@ def input_provenance(folder: str | os.PathLike, allow_unrecorded: bool = False, 
         source or folder,
         PROVENANCE_FILE,
     )
-    from .utils.model_sources import adapter_config_path
-
     config_path = adapter_config_path(folder)
     config = read_json(config_path, "an identity adapter's config") if config_path is not None else {}
     data = {key: config[key] for key in ("shots", "split_seed") if config.get(key) is not None}
