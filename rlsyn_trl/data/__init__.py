@@ -16,6 +16,7 @@ from .face_verification import FaceVerification, Rfw
 from .market1501 import Market1501
 from .orl import OrlFaces, find_orl_root, private_split
 from .preprocessing import dataset_to_tensors, preprocess_images, tensor_to_pil, to_model_range, to_unit_range
+from .synthetic_faces import SyntheticFaces
 
 IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
     "orl_faces": OrlFaces,
@@ -24,6 +25,7 @@ IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
     "casia_webface": CasiaWebFace,
     "face_verification": FaceVerification,
     "rfw": Rfw,
+    "synthetic_faces": SyntheticFaces,
 }
 
 
@@ -116,6 +118,7 @@ __all__ = [
     "Market1501",
     "OrlFaces",
     "Rfw",
+    "SyntheticFaces",
     "identity_names",
     "check_identity_options",
     "dataset_to_tensors",
