@@ -111,3 +111,20 @@ def test_faces_follow_the_kept_identities_as_new_ones():
     joined, joined_relabel = with_public_faces(train, relabel, faces)
     assert len(joined) == 7
     assert joined_relabel[torch.tensor(joined["label"])].tolist() == [0, -1, 1, 2, 2, 3, 3]
+
+
+@needs_extra
+def test_the_faces_encoder_yaml_is_the_orl_one_plus_the_faces():
+    from trl import TrlParser
+
+    from rlsyn_trl.recipes import RECIPES_DIR
+
+    def parsed(name):
+        (config,) = TrlParser((EncoderPretrainConfig,)).parse_args_and_config(
+            ["--config", str(RECIPES_DIR / "orl_faces" / name)]
+        )
+        return vars(config)
+
+    orl, faces = parsed("encoder.yaml"), parsed("encoder_faces.yaml")
+    changed = {key for key in orl if orl[key] != faces[key]}
+    assert changed == {"output_dir", "public_faces"} and faces["public_faces"] == 2000
