@@ -127,4 +127,5 @@ def test_the_faces_encoder_yaml_is_the_orl_one_plus_the_faces():
 
     orl, faces = parsed("encoder.yaml"), parsed("encoder_faces.yaml")
     changed = {key for key in orl if orl[key] != faces[key]}
-    assert changed == {"output_dir", "public_faces"} and faces["public_faces"] == 2000
+    assert changed == {"output_dir", "public_faces", "public_faces_views"}
+    assert (faces["public_faces"], faces["public_faces_views"]) == (1000, 3)
