@@ -24,7 +24,7 @@ import datasets
 import torch
 from huggingface_hub import ModelCardData
 
-from ..cards import render_model_card
+from ..cards import DATASET_TERMS, render_model_card
 from ..data import identity_names
 from ..data.preprocessing import preprocess_images
 from ..encoders import IdentityEncoder
@@ -40,7 +40,7 @@ from ..settings import (
     require_positive,
 )
 from .priors import public_config
-from .public_faces import FACES_LICENCE, PublicFacesSettings
+from .public_faces import FACES_DATASET, FACES_LICENCE, PublicFacesSettings
 from .training import Batches, batch_indices
 
 logger = logging.getLogger(__name__)
@@ -274,9 +274,12 @@ def encoder_card(
             f"\n- Synthetic public faces: {config.public_faces} people who do not exist ({num_face_images} images, "
             f"`synthetic_faces` seed {config.public_faces_seed}), one identity each. Their {FACES_LICENCE}."
         )
+    terms = DATASET_TERMS[FACES_DATASET].metadata() if num_face_images else {}  # the faces' terms bind phi
     return render_model_card(
         "identity_encoder.md",
-        ModelCardData(library_name="rlsyn-trl", tags=["rlsyn-trl", "identity-encoder", "face-recognition", "reid"]),
+        ModelCardData(
+            library_name="rlsyn-trl", tags=["rlsyn-trl", "identity-encoder", "face-recognition", "reid"], **terms
+        ),
         model_name=Path(config.output_dir).name,
         resolution=encoder.config.image_size,
         channel_text="RGB" if encoder.config.num_channels == 3 else "grayscale",

@@ -65,6 +65,7 @@ def test_encoder_recipe_trains_on_orl_and_the_faces_and_lists_them(tmp_path, fac
     check_public_data(record, "identities, one per face", 4)
     card = (tmp_path / "encoder" / "README.md").read_text()
     assert "Synthetic public faces: 2 people who do not exist (4 images" in card and "non-commercial" in card
+    assert "license_name: stylegan2-ffhq-non-commercial" in card.split("---")[1]
 
 
 @needs_extra
