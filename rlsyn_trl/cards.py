@@ -46,6 +46,10 @@ DATASET_TERMS = {
         "other", "market-1501-research-only", "https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html"
     ),
     "cuhk03_np": Terms("other", "cuhk03-research-only", "https://www.ee.cuhk.edu.hk/~xgwang/CUHK_identification.html"),
+    # MobileStyleGAN's weights (the random-face wheel) are distilled from StyleGAN2 trained on FFHQ: non-commercial.
+    "synthetic_faces": Terms(
+        "other", "stylegan2-ffhq-non-commercial", "https://github.com/NVlabs/stylegan2/blob/master/LICENSE.txt"
+    ),
 }
 BASE_MODEL_TERMS = {
     "facebook/DiT-XL-2-256": Terms("cc-by-nc-4.0"),

@@ -18,6 +18,7 @@ from .face_verification import FaceVerification, Rfw
 from .market1501 import Market1501
 from .orl import OrlFaces, find_orl_root, private_split
 from .preprocessing import dataset_to_tensors, preprocess_images, tensor_to_pil, to_model_range, to_unit_range
+from .synthetic_faces import SyntheticFaces
 from .user_data import UserIdentities, is_user_dataset, locate_user_dataset
 
 IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
@@ -27,6 +28,7 @@ IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
     "casia_webface": CasiaWebFace,
     "face_verification": FaceVerification,
     "rfw": Rfw,
+    "synthetic_faces": SyntheticFaces,
 }
 
 
@@ -185,6 +187,7 @@ __all__ = [
     "Market1501",
     "OrlFaces",
     "Rfw",
+    "SyntheticFaces",
     "UserIdentities",
     "identity_builder",
     "is_user_dataset",

@@ -6,10 +6,12 @@
 ``dataset_*`` names the data phi trains on and ``target_*`` the private split it must never see: the two splits'
 identities are compared from the builders' folder listings before any image is read, and a shared identity is
 refused (CASIA-WebFace drops the subset's identities with ``exclude_target_identities``; a ReID target trains on
-another benchmark's training split). Images are decoded per step through a ``datasets`` transform. Writes the encoder
-folder (``output_dir``: weights and config, ``README.md`` card, ``provenance.json`` with the split, the target and
-the training images' fingerprints) that ``--encoder`` of the DDPO and generation recipes loads, and
-``summary.json``; ``--resume true`` continues from the newest checkpoint under ``output_dir/checkpoints``.
+another benchmark's training split). ``--public_faces N`` adds N synthetic faces of people who do not exist
+(``synthetic_faces``), each its own identity. Images are decoded per step through a ``datasets`` transform. Writes
+the encoder folder (``output_dir``: weights and config, ``README.md`` card, ``provenance.json`` with the split, the
+target, the synthetic faces (``data.public_data``) and the training images' fingerprints) that ``--encoder`` of the
+DDPO and generation recipes loads, and ``summary.json``; ``--resume true`` continues from the newest checkpoint
+under ``output_dir/checkpoints``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rlsyn_trl.trainers.encoder_pretraining import (
     target_record,
 )
 from rlsyn_trl.trainers.priors import TrainedPrior, save_prior, train_encoder_on_batches
+from rlsyn_trl.trainers.public_faces import load_public_faces, public_faces_record, with_public_faces
 from rlsyn_trl.trainers.training import check_data_parallel
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.utils.refusals import run_reporting_refusals
@@ -54,14 +57,21 @@ def main(config: EncoderPretrainConfig) -> dict:
     # 2. Which identities phi may see: refused here, before any image is read, if the target's are among them.
     identities = resolve_public_identities(config)
 
-    # 3. Inputs: the public training split (images stay on disk; each step decodes its own batch).
+    # 3. Inputs: the public training split, then any synthetic public faces, each face one more identity (images
+    # stay on disk; each step decodes its own batch).
     data = identities.split.load()
     train, relabel = public_train_split(data, identities)
+    faces = load_public_faces(config)
+    real, num_classes, num_real = train, len(identities.kept), len(train)
+    if faces is not None:
+        train, relabel = with_public_faces(train, relabel, faces)
+        num_classes += config.public_faces
     logger.info(
-        "Encoder on %s: %d identities, %d images (target %s never seen%s)",
+        "Encoder on %s: %d identities, %d images%s (target %s never seen%s)",
         identities.split.describe(),
         len(identities.kept),
-        len(train),
+        num_real,
+        f", and {config.public_faces} synthetic faces ({len(faces)} images)" if faces is not None else "",
         identities.target.describe(),
         f"; {len(identities.excluded)} of its identities dropped" if identities.excluded else "",
     )
@@ -70,7 +80,7 @@ def main(config: EncoderPretrainConfig) -> dict:
     )
 
     # 4. Train (the priors' encoder loop: CosFace head, checkpoints, resume).
-    trained: TrainedPrior = train_encoder_on_batches(config, accelerator, batches, len(identities.kept))
+    trained: TrainedPrior = train_encoder_on_batches(config, accelerator, batches, num_classes)
 
     # 5. Save: weights + config, provenance (public split, target, fingerprints), card, summary.
     summary = {
@@ -78,16 +88,20 @@ def main(config: EncoderPretrainConfig) -> dict:
         "data": identities.split.describe(),
         "target": identities.target.describe(),
         "num_identities": len(identities.kept),
-        "num_images": len(train),
+        "num_images": num_real,
+        "public_faces": config.public_faces,
+        "public_face_images": len(train) - num_real,
         "excluded_identities": len(identities.excluded),
         "steps_done": trained.steps,
     }
     if accelerator.is_main_process:
-        record = identities.split.record(datasets.DatasetDict(train=train))
+        record = identities.split.record(datasets.DatasetDict(train=real))
         record["identities"] = identities.kept
+        if faces is not None:
+            record["public_data"] = [public_faces_record(config, faces, "identities, one per face")]
         provenance = stage_record("encoder", record, model="encoder", target=target_record(identities))
         save_prior(trained, output, provenance)
-        card = encoder_card(config, trained.model, identities, len(train), trained.steps)
+        card = encoder_card(config, trained.model, identities, num_real, trained.steps, len(train) - num_real)
         atomic_write_text(output / "README.md", card)
         atomic_write_json(output / "summary.json", summary)
     accelerator.wait_for_everyone()

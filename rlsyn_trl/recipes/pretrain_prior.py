@@ -2,9 +2,11 @@
 
     accelerate launch recipes/pretrain_prior.py --config recipes/orl_faces/prior.yaml [--max_minutes 80 --resume true]
 
-Reads the PUBLIC identities only (a private/target config is refused when the config is parsed), trains the
-identity encoder and the generator, and writes ``encoder/`` and ``generator/`` under ``output_dir``, each with its
-provenance (the public split and the fingerprints of the images it saw), so a cold start on
+Reads the PUBLIC identities only (a private/target config is refused when the config is parsed), with
+``--public_faces N`` also N synthetic faces of people who do not exist (phi's extra identities, the generator's null
+class), trains the identity encoder and the generator, and writes ``encoder/`` and ``generator/`` under
+``output_dir``, each with its provenance (the public split, the synthetic faces in ``data.public_data``, and the
+fingerprints of the images it saw), so a cold start on
 ``--base_model <output_dir>/generator`` starts its provenance chain here. Then a sample grid and ``summary.json``
 (which says whether ``max_minutes`` cut the generator short).
 """
@@ -31,6 +33,7 @@ from rlsyn_trl.trainers.priors import (
     train_encoder,
     train_generator,
 )
+from rlsyn_trl.trainers.public_faces import load_public_faces, public_faces_record, with_face_identities
 from rlsyn_trl.trainers.training import check_data_parallel
 from rlsyn_trl.utils.io import atomic_write_json
 from rlsyn_trl.utils.refusals import run_reporting_refusals
@@ -63,18 +66,36 @@ def main(config: PriorConfig) -> dict:
     logger.info("Priors on %s: %d identities, %d images", split.describe(), len(label_names), len(images))
     summary: dict = {"config": asdict(config), "data": split.describe(), "mixed_precision": runtime.mixed_precision}
 
+    # 2b. Synthetic public faces (people who do not exist): phi's extra identities, the generator's null class.
+    faces = load_public_faces(config)
+    face_images = face_labels = None
+    if faces is not None:
+        face_images, face_labels = dataset_to_tensors(faces, config.resolution, config.channels)
+        summary.update(public_faces=config.public_faces, public_face_images=len(face_images))
+        logger.info("With %d synthetic public faces (%d images)", config.public_faces, len(face_images))
+
+    def record_with_faces(used_as: str) -> dict:
+        if faces is None:
+            return data_record
+        return {**data_record, "public_data": [public_faces_record(config, faces, used_as)]}
+
     # 3. Phase (b), the identity encoder: train, save with provenance.
     encoder = None
     if config.train_encoder:
-        encoder = train_encoder(config, accelerator, images, labels, len(label_names))
+        encoder_images, encoder_labels, num_classes = images, labels, len(label_names)
+        if faces is not None:
+            encoder_images, encoder_labels = with_face_identities(images, labels, num_classes, face_images, face_labels)
+            num_classes += config.public_faces
+        encoder = train_encoder(config, accelerator, encoder_images, encoder_labels, num_classes)
         summary["encoder_steps_done"] = encoder.steps
         if accelerator.is_main_process:
-            save_prior(encoder, output / ENCODER_DIR, stage_record("prior", data_record, model="encoder"))
+            record = record_with_faces("identities, one per face")
+            save_prior(encoder, output / ENCODER_DIR, stage_record("prior", record, model="encoder"))
 
     # 4. Phase (a), the generator: train (max_minutes may cut it short), save with provenance.
     generator = None
     if config.train_generator:
-        generator = train_generator(config, accelerator, images, labels, label_names)
+        generator = train_generator(config, accelerator, images, labels, label_names, face_images)
         summary.update(
             generator_steps_done=generator.steps,
             generator_steps=config.generator_steps,
@@ -82,7 +103,8 @@ def main(config: PriorConfig) -> dict:
         )
         if accelerator.is_main_process:
             lfw = "skimage lfw_subset (100 crops)" if config.use_lfw_faces else None
-            provenance = stage_record("prior", data_record, model="generator", steps=generator.steps, null_class=lfw)
+            record = record_with_faces("null-class (unconditional) images")
+            provenance = stage_record("prior", record, model="generator", steps=generator.steps, null_class=lfw)
             save_prior(generator, output / GENERATOR_DIR, provenance)
 
     # 5. Evaluate: sample grid, face detection, self-consistency under the new encoder.

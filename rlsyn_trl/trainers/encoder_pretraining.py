@@ -25,7 +25,7 @@ import datasets
 import torch
 from huggingface_hub import ModelCardData
 
-from ..cards import render_model_card
+from ..cards import DATASET_TERMS, render_model_card
 from ..data import IDENTITY_BUILDERS, identity_names
 from ..data.preprocessing import preprocess_images
 from ..encoders import IdentityEncoder
@@ -41,6 +41,7 @@ from ..settings import (
     require_positive,
 )
 from .priors import public_config
+from .public_faces import FACES_DATASET, FACES_LICENCE, PublicFacesSettings
 from .training import Batches, batch_indices
 
 logger = logging.getLogger(__name__)
@@ -94,11 +95,14 @@ class TargetSplitSettings(SettingsGroup):
 
 
 @dataclass
-class EncoderPretrainConfig(DataSplitSettings, TargetSplitSettings, RuntimeSettings, EncoderTrainingSettings):
+class EncoderPretrainConfig(
+    DataSplitSettings, TargetSplitSettings, PublicFacesSettings, RuntimeSettings, EncoderTrainingSettings
+):
     """The encoder pre-training recipe's settings; each field is a YAML key / CLI flag.
 
     ``dataset_*`` (:class:`DataSplitSettings`) is the data phi trains on, ``target_*`` the private split it must
-    never see; the encoder and its training come from :class:`EncoderTrainingSettings`.
+    never see, ``public_faces*`` synthetic faces trained on beside it; the encoder and its training come from
+    :class:`EncoderTrainingSettings`.
     """
 
     dataset_name: str | None = field(
@@ -257,13 +261,28 @@ def streamed_batches(
 
 
 def encoder_card(
-    config: EncoderPretrainConfig, encoder: IdentityEncoder, identities: PublicIdentities, num_images: int, steps: int
+    config: EncoderPretrainConfig,
+    encoder: IdentityEncoder,
+    identities: PublicIdentities,
+    num_images: int,
+    steps: int,
+    num_face_images: int = 0,
 ) -> str:
-    """The encoder's model card (``identity_encoder.md``): data, the target it never saw, training."""
+    """The encoder's model card (``identity_encoder.md``): data, the target it never saw, training; with
+    ``num_face_images`` synthetic public faces, how many and their licence."""
     exclusion = f", after dropping the target's {len(identities.excluded)} identities" if identities.excluded else ""
+    faces = ""
+    if num_face_images:
+        faces = (
+            f"\n- Synthetic public faces: {config.public_faces} people who do not exist ({num_face_images} images, "
+            f"`synthetic_faces` seed {config.public_faces_seed}), one identity each. Their {FACES_LICENCE}."
+        )
+    terms = DATASET_TERMS[FACES_DATASET].metadata() if num_face_images else {}  # the faces' terms bind phi
     return render_model_card(
         "identity_encoder.md",
-        ModelCardData(library_name="rlsyn-trl", tags=["rlsyn-trl", "identity-encoder", "face-recognition", "reid"]),
+        ModelCardData(
+            library_name="rlsyn-trl", tags=["rlsyn-trl", "identity-encoder", "face-recognition", "reid"], **terms
+        ),
         model_name=Path(config.output_dir).name,
         resolution=encoder.config.image_size,
         channel_text="RGB" if encoder.config.num_channels == 3 else "grayscale",
@@ -274,6 +293,7 @@ def encoder_card(
         num_identities=len(identities.kept),
         num_images=num_images,
         exclusion_text=exclusion,
+        public_faces_text=faces,
         target_text=(
             "another benchmark: other people"
             if identities.num_target_identities is None

@@ -37,6 +37,7 @@ from ..settings import (
 )
 from ..utils.tracking import scalar_config
 from ..utils.visualization import save_image_grid
+from .public_faces import PublicFacesSettings
 from .training import Batches, local_batch_size, run_training_phase, sample_batches, warmup_cosine
 
 logger = logging.getLogger(__name__)
@@ -67,12 +68,13 @@ def check_public_split(dataset_name: str, dataset_config: str | None) -> None:
 
 
 @dataclass
-class PriorConfig(DataSplitSettings, RuntimeSettings, EncoderTrainingSettings):
+class PriorConfig(DataSplitSettings, PublicFacesSettings, RuntimeSettings, EncoderTrainingSettings):
     """The priors recipe's settings; each field is a YAML key / CLI flag.
 
     The data split comes from :class:`DataSplitSettings` (here defaulting to the public ORL identities, which is
-    the only config of ``orl_faces`` the priors accept), seed / precision from :class:`RuntimeSettings` and the
-    encoder's architecture and training from :class:`EncoderTrainingSettings`.
+    the only config of ``orl_faces`` the priors accept), synthetic public faces beside it from
+    :class:`PublicFacesSettings`, seed / precision from :class:`RuntimeSettings` and the encoder's architecture and
+    training from :class:`EncoderTrainingSettings`.
     """
 
     dataset_name: str | None = field(
@@ -224,12 +226,19 @@ def lfw_face_crops(resolution: int) -> torch.Tensor:
 
 
 def train_generator(
-    config: PriorConfig, accelerator: Accelerator, images: torch.Tensor, labels: torch.Tensor, label_names: list[str]
+    config: PriorConfig,
+    accelerator: Accelerator,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    label_names: list[str],
+    null_images: torch.Tensor | None = None,
 ) -> TrainedPrior:
-    """Phase (a): the pixel DiT prior on public identities (+ LFW crops as null-class data), EMA weights."""
-    if config.use_lfw_faces:
-        faces = lfw_face_crops(config.resolution)
-        if config.channels == 3:
+    """Phase (a): the pixel DiT prior on public identities (+ LFW crops and ``null_images``, e.g. synthetic public
+    faces, as null-class data: they teach faces without adding identities to the label table), EMA weights."""
+    extra = [lfw_face_crops(config.resolution)] if config.use_lfw_faces else []
+    extra += [null_images] if null_images is not None else []
+    for faces in extra:
+        if config.channels == 3 and faces.shape[1] == 1:
             faces = faces.expand(-1, 3, -1, -1)
         images = torch.cat([images, faces])
         labels = torch.cat([labels, torch.full((len(faces),), len(label_names), dtype=torch.long)])
