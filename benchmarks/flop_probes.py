@@ -35,8 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rlsyn_trl.encoders.feature_extractor import IdentityFeatureExtractor
 from rlsyn_trl.generators import IdentityGenerator
+from rlsyn_trl.recognizer.selection import DynamicSampleSelectionCallback
 from rlsyn_trl.recognizer.trainer import RecognizerTrainer
-from rlsyn_trl.selection import DynamicSampleSelectionCallback
 from rlsyn_trl.trainers.cold_start import ColdStartTrainer
 from rlsyn_trl.trainers.ddpo import RLSynDDPOTrainer
 

@@ -12,9 +12,10 @@ identities and sample counts, see true_size.py). Everything else comes from the 
 resolve under ``--output-dir``: the data are fixture trees generated at the YAMLs' ``data_dir`` paths in the
 releases' exact layouts (CASIA-WebFace identity folders, Market-1501 split folders, insightface ``.bin`` pair
 files, random images); the models are random-initialised stand-ins served from a local Hugging Face cache under the
-YAMLs' repo ids (``facebook/DiT-XL-2-256`` in its diffusers layout, from the configs in ``rlsyn_trl.paper_configs``;
-``microsoft/resnet-50``), unless at paper scale the real weights are already in your cache; the reward encoder is a
-random one at the YAMLs' ``encoder`` path (at ``--full-size``, a recognizer in the recognizer YAML's architecture).
+YAMLs' repo ids (``facebook/DiT-XL-2-256`` in its diffusers layout, from the configs in
+``rlsyn_trl.generators.paper_configs``; ``microsoft/resnet-50``), unless at paper scale the real weights are already
+in your cache; the reward encoder is a random one at the YAMLs' ``encoder`` path (at ``--full-size``, a recognizer in
+the recognizer YAML's architecture).
 Per stage: wall time, optimizer steps, median seconds per step, samples per second and peak memory (CUDA
 allocator, or the RSS high-water mark, reset before each stage, on a CPU). Writes ``gpu_smoke.json`` (and
 ``true_size.json`` at ``--full-size``); exits 1 if a stage fails.
@@ -60,9 +61,9 @@ from transformers import ResNetConfig, ResNetForImageClassification  # noqa: E40
 
 from rlsyn_trl.data.face_verification import VERIFICATION_SETS  # noqa: E402
 from rlsyn_trl.encoders import IdentityEncoder, IdentityEncoderConfig  # noqa: E402
-from rlsyn_trl.paper_configs import PAPER_BASE_MODEL, dit_scheduler_config, dit_xl_2_config, sd_vae_config  # noqa: E402
+from rlsyn_trl.generators.paper_configs import PAPER_BASE_MODEL, dit_scheduler_config, dit_xl_2_config, sd_vae_config  # noqa: E402
 from rlsyn_trl.recognizer.backbones import IResNetConfig  # noqa: E402
-from rlsyn_trl.runtime import setup_runtime  # noqa: E402
+from rlsyn_trl.utils.runtime import setup_runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("casia_webface", "market1501", "cuhk03_labeled", "cuhk03_detected")

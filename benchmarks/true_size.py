@@ -4,7 +4,7 @@ schedules would cost on one H100.
 What runs. Every stage of ``recipes/casia_webface`` (faces at 128 px) and ``recipes/market1501`` (persons at 256 px,
 recognizer at 256x128) through ``gpu_smoke.run_stage``, i.e. the recipe scripts on their YAMLs, with the models at
 their published sizes and random weights: DiT-XL/2 + the Stable Diffusion VAE built from the configs the package
-ships (:mod:`rlsyn_trl.paper_configs`) with per-block identity embedders (the cold start's own
+ships (:mod:`rlsyn_trl.generators.paper_configs`) with per-block identity embedders (the cold start's own
 ``prepare_identity_generator``); phi and the recognizers in the architectures the recognizer YAMLs name (IResNet-50
 for faces, the BoT ResNet-50 with BNNeck and last stride 1 for ReID). Only the amount of work shrinks
 (:data:`FULL_OVERRIDES`): 2 identities in the fixtures (the cold start samples a grid of every identity, 1,000 of
@@ -50,8 +50,8 @@ from rlsyn_trl.generators.sampling import uses_guidance
 from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments
 from rlsyn_trl.recognizer import RecognizerConfig, build_recognizer
 from rlsyn_trl.recognizer.pretrained import RecognizerModel
-from rlsyn_trl.runtime import cpu_flags
 from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
+from rlsyn_trl.utils.runtime import cpu_flags
 
 PAPER_RECIPES = ("casia_webface", "market1501")
 PRECISIONS = ("no", "bf16")

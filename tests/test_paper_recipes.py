@@ -23,7 +23,7 @@ from rlsyn_trl.data import load_identity_dataset, preprocess_images
 from rlsyn_trl.generation import GenerationConfig
 from rlsyn_trl.generators import IdentityGenerator, class_embedders
 from rlsyn_trl.generators.adapter import read_adapter_config
-from rlsyn_trl.paper_configs import dit_xl_2_config, sd_vae_config
+from rlsyn_trl.generators.paper_configs import dit_xl_2_config, sd_vae_config
 from rlsyn_trl.recognizer import (
     MixedBatchSampler,
     MixedIdentityDataset,

@@ -14,7 +14,7 @@ import copy
 import json
 from functools import cache
 
-from .model_sources import ASSETS
+from ..utils.model_sources import ASSETS
 
 PAPER_BASE_MODEL = "facebook/DiT-XL-2-256"
 PAPER_CONFIG_FILE = ASSETS / "dit_xl_2_256.json"
