@@ -17,8 +17,9 @@ YAMLs' repo ids (``facebook/DiT-XL-2-256`` in its diffusers layout, from the con
 in your cache; the reward encoder is a random one at the YAMLs' ``encoder`` path (at ``--full-size``, a recognizer in
 the recognizer YAML's architecture).
 Per stage: wall time, optimizer steps, median seconds per step, samples per second and peak memory (CUDA
-allocator, or the RSS high-water mark, reset before each stage, on a CPU). Writes ``gpu_smoke.json`` (and
-``true_size.json`` at ``--full-size``); exits 1 if a stage fails.
+allocator, or the RSS high-water mark, reset before each stage, on a CPU; at ``--full-size`` each stage runs in a
+process of its own, so that its peak is its own). Writes ``gpu_smoke.json`` (and ``true_size.json`` at
+``--full-size``); exits 1 if a stage fails.
 """
 
 from __future__ import annotations
@@ -418,7 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="Steps (cold start, recognizer) or DDPO epochs.")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS)
     parser.add_argument("--output-dir", type=Path, help="An empty working folder (default: a temporary one, removed).")
+    parser.add_argument("--stage-process", type=Path, help=argparse.SUPPRESS)  # true_size.run_in_own_process
     args = parser.parse_args(argv)
+    if args.stage_process:  # one --full-size stage, in a process of its own
+        spec = json.loads(args.stage_process.read_text())
+        setup_runtime(threads=spec["threads"])
+        with smoke_environment(Path(spec["folder"])):
+            row = run_stage(spec["benchmark"], spec["stage"], FULL, spec["steps"], spec["extra"], probe=True)
+        true_size.stage_result(args.stage_process).write_text(json.dumps(row, default=str))
+        return 0
     if args.output_dir and args.output_dir.exists() and any(args.output_dir.iterdir()):
         parser.error(f"--output-dir {args.output_dir} is not empty: the stages would resume or mix earlier runs.")
     benchmarks = args.benchmarks or list(true_size.PAPER_RECIPES if args.full_size else BENCHMARKS)
@@ -433,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         prepare(workdir, scale, args.tiny or args.full_size, benchmarks)
         print(f"Fixtures and stand-ins ready in {time.perf_counter() - started:.1f} s under {workdir}")
+        true_size.reset_peak_memory()  # hand back what building the stand-ins took, for the stages' processes
         runs: list[tuple[Path, str | None]] = [(workdir, None)]
         if args.full_size:  # one run folder per precision, sharing the fixtures, the model cache and phi
             shared = ["hf_cache"]
@@ -448,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                     for stage in RECIPES:
                         extra = true_size.precision_overrides(stage, precision) if precision else {}
                         try:
-                            row = run_stage(benchmark, stage, scale, args.steps, extra, probe=args.full_size)
+                            if args.full_size:  # each stage's peak memory its own, as in its own launch
+                                spec = {"benchmark": benchmark, "stage": stage, "steps": args.steps, "extra": extra}
+                                spec.update(folder=str(folder), threads=args.threads)
+                                row = true_size.run_in_own_process(Path(__file__), spec)
+                            else:
+                                row = run_stage(benchmark, stage, scale, args.steps, extra)
                         except Exception as error:  # report, skip the stages that need this one, go on
                             traceback.print_exc()
                             row = {"benchmark": benchmark, "stage": stage, "error": f"{type(error).__name__}"}

@@ -14,10 +14,12 @@ selection round. Each recipe runs once per precision (``--mixed_precision no`` a
 DDPO, ``--bf16`` in the recognizer; generation has no precision setting and samples in float32 in both runs), each
 run in its own folder that shares the fixtures and the model cache.
 
-What is measured, per stage: peak RSS (the heap trimmed and the kernel's high-water mark reset before the stage),
-the median optimizer step after the first, the median sampler step, and FLOPs counted in-process around the real
-model calls (:mod:`flop_probes`): one optimizer step's forward + backward, one DiT forward per latent row, the VAE,
-phi, one selection round.
+What is measured, per stage, each stage in a process of its own as its launch is (:func:`run_in_own_process`: the
+runtime keeps freed memory for reuse, so in one shared process a stage would start from the peak of the stages
+before it): peak RSS (the kernel's high-water mark, reset before the stage; it counts the pages of the
+memory-mapped weight files too), the median optimizer step after the first, the median sampler step, and FLOPs
+counted in-process around the real model calls (:mod:`flop_probes`): one optimizer step's forward + backward, one
+DiT forward per latent row, the VAE, phi, one selection round.
 
 The projection. Each stage's FULL schedule (the YAMLs' step counts, batch sizes, sampler steps and the real data
 sizes: CASIA-WebFace's 1,000-identity subset at 20 shots, Market-1501's 751 identities and 12,936 boxes) is priced
@@ -39,6 +41,8 @@ import datetime
 import json
 import os
 import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -169,6 +173,22 @@ def calibrate_batch_norms(model: torch.nn.Module, image_shape: tuple[int, ...], 
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.eval()
+
+
+def stage_result(spec: Path) -> Path:
+    """Where a stage's process writes its row, beside its spec."""
+    return spec.with_suffix(".row.json")
+
+
+def run_in_own_process(script: Path, spec: dict) -> dict:
+    """Run one stage (``spec``: benchmark, stage, steps, extra overrides, run folder, threads) through ``script``'s
+    hidden ``--stage-process`` in a fresh Python process, and return its row."""
+    path = Path(spec["folder"]) / f"stage_{spec['benchmark']}_{spec['stage']}.json"
+    path.write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, str(script), "--stage-process", str(path)], check=False)
+    if done.returncode != 0 or not stage_result(path).exists():
+        raise RuntimeError(f"{spec['benchmark']}/{spec['stage']}: its process exited with status {done.returncode}")
+    return json.loads(stage_result(path).read_text())
 
 
 def precision_workdir(root: Path, precision: str, shared: list[str]) -> Path:
