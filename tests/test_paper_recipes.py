@@ -135,7 +135,7 @@ def test_the_cold_start_runs_at_true_size(tmp_path):
     """``gpu_smoke.py --full-size``'s cold start, one step: DiT-XL/2 + the SD VAE at their true sizes (random weights,
     built from the package's configs) with the recipe's per-block identity embedders, CASIA faces at 128 px. The step
     trains the embedders, the adapter loads back onto DiT-XL/2, and the FLOP probe counts the true model (about 60 s
-    and 6 GB on 2 CPU cores)."""
+    and a peak RSS of 8 GB on 2 CPU cores)."""
     gpu_smoke.prepare(tmp_path, gpu_smoke.FULL, True, ["casia_webface"])
     with gpu_smoke.smoke_environment(tmp_path):
         row = gpu_smoke.run_stage("casia_webface", "sft", gpu_smoke.FULL, 1, probe=True)
