@@ -14,14 +14,16 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKL, DiTTransformer2DModel
 from PIL import Image
 from transformers import ViTConfig, ViTModel
 from trl import TrlParser
 
 from rlsyn_trl.data import load_identity_dataset, preprocess_images
 from rlsyn_trl.generation import GenerationConfig
-from rlsyn_trl.generators import IdentityGenerator
+from rlsyn_trl.generators import IdentityGenerator, class_embedders
 from rlsyn_trl.generators.adapter import read_adapter_config
+from rlsyn_trl.generators.paper_configs import dit_xl_2_config, sd_vae_config
 from rlsyn_trl.recognizer import (
     MixedBatchSampler,
     MixedIdentityDataset,
@@ -38,6 +40,8 @@ import gpu_smoke  # noqa: E402
 
 from rlsyn_trl.recipes.train_recognizer import RecognizerScriptArguments as ScriptArguments  # noqa: E402
 from rlsyn_trl.recipes.train_recognizer import cli as train_recognizer_cli  # noqa: E402
+
+pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
 
 CONFIGS = {
     "sft": (ColdStartConfig,),
@@ -107,6 +111,53 @@ def test_every_stage_of_the_paper_recipes_runs_on_small_stand_ins(benchmark, tmp
         names = ["lfw", "agedb_30", "cfp_fp", "calfw", "cplfw"]
         assert {f"test_{name}_accuracy" for name in names} | {"test_verification_mean_accuracy"} <= set(results)
     assert all(0 <= value <= 1 for key, value in results.items() if "accuracy" in key or "rank" in key)
+
+
+def test_the_package_ships_dit_xl_2_and_the_sd_vae():
+    """The configs the true-size runs build from are the paper's models: DiT-XL/2 has DiT's own count of 675,129,632
+    parameters once laid out as DiT lays it out (diffusers keeps the fixed positional embedding as a buffer and gives
+    each of the 28 blocks its own copy of the timestep and label embedders), the VAE is Stable Diffusion's."""
+    with torch.device("meta"):  # shapes only: no memory, no time
+        transformer = DiTTransformer2DModel(**dit_xl_2_config())
+        vae = AutoencoderKL(**sd_vae_config())
+    config = transformer.config
+    assert (config.num_layers, transformer.inner_dim, config.patch_size) == (28, 1152, 2)
+    assert config.num_embeds_ada_norm == 1000 and config.out_channels == 2 * config.in_channels == 8  # learned variance
+    per_block_copy = sum(p.numel() for p in transformer.transformer_blocks[0].norm1.emb.parameters())
+    positional = (config.sample_size // config.patch_size) ** 2 * transformer.inner_dim
+    assert sum(p.numel() for p in transformer.parameters()) - 27 * per_block_copy + positional == 675_129_632
+    assert sum(p.numel() for p in vae.parameters()) == 83_653_863 and vae.config.latent_channels == 4
+    assert dit_xl_2_config() == gpu_smoke.DIT_XL_2 == gpu_smoke.FULL.dit
+
+
+@pytest.mark.slow
+def test_the_cold_start_runs_at_true_size(tmp_path):
+    """``gpu_smoke.py --full-size``'s cold start, one step: DiT-XL/2 + the SD VAE at their true sizes (random weights,
+    built from the package's configs) with the recipe's per-block identity embedders, CASIA faces at 128 px. The step
+    trains the embedders, the adapter loads back onto DiT-XL/2, and the FLOP probe counts the true model (about 60 s
+    and a peak RSS of 8 GB on 2 CPU cores)."""
+    gpu_smoke.prepare(tmp_path, gpu_smoke.FULL, True, ["casia_webface"])
+    with gpu_smoke.smoke_environment(tmp_path):
+        row = gpu_smoke.run_stage("casia_webface", "sft", gpu_smoke.FULL, 1, probe=True)
+        adapter = tmp_path / "outputs" / "casia_webface" / "sft"
+        generator = IdentityGenerator.from_pretrained(adapter)
+    assert row["optimizer_steps"] == 1 and read_adapter_config(adapter)["base_model"] == gpu_smoke.DIT_ID
+    assert generator.resolution == 128 and generator.label_names == ["0000100", "0000101"]
+    config = generator.transformer.config
+    assert (config.num_layers, generator.transformer.inner_dim, config.patch_size) == (28, 1152, 2)
+    embedders = class_embedders(generator.transformer)  # zero-initialised, one row per identity + the null class
+    assert len(embedders) == 28 and all(e.embedding_table.num_embeddings == 3 for e in embedders)
+    assert all(e.embedding_table.weight.abs().sum() > 0 for e in embedders)  # the step moved every block's
+    with torch.device("meta"):
+        base = DiTTransformer2DModel(**dit_xl_2_config())
+    expected = sum(p.numel() for p in base.parameters()) - 28 * (1001 - 3) * 1152  # 3 rows instead of ImageNet's 1,001
+    assert sum(p.numel() for p in generator.transformer.parameters()) == expected
+
+    step, units = row["probe"]["train_step"], row["probe"]["units"]
+    assert step["rows"] == 2 and step["unit_rows"] == {"vae_encode": 2, "dit_forward_grad": 2}
+    tokens, weights = (128 // 8 // 2) ** 2, 28 * 12 * 1152**2  # 8x8 patches; attention 4 d^2 + MLP 8 d^2 per block
+    assert units["dit_forward"]["flops_per_row"] == pytest.approx(2 * tokens * weights, rel=0.03)  # 2 per weight
+    assert step["flops"] > 2 * (units["vae_encode"]["flops_per_row"] + 2 * units["dit_forward"]["flops_per_row"])
 
 
 REID_RECOGNIZERS = ["cuhk03_labeled/recognizer", "cuhk03_detected/recognizer", "market1501/recognizer_vit"]
