@@ -14,6 +14,19 @@ import numbers
 import datasets
 
 
+def identity_features(names: list[str]) -> datasets.Features:
+    """The columns every identity builder yields: the image, its identity as a class label over ``names`` and as
+    text, and the file (or record) it came from; the stages read any identity dataset through them."""
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=names),
+            "identity": datasets.Value("string"),
+            "source": datasets.Value("string"),
+        }
+    )
+
+
 def _as_int(value):
     """``value`` as a plain ``int`` when it is an integer (numpy's too, not ``bool``), else unchanged."""
     return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value

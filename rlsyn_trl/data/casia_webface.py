@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 
 from ._folders import check_image, image_value, list_images, read_image, require_data_dir
-from ._options import CheckedBuilder, require_count
+from ._options import CheckedBuilder, identity_features, require_count
 from .recordio import RecordFile
 
 logger = logging.getLogger(__name__)
@@ -151,14 +151,7 @@ class CasiaWebFace(CheckedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description="CASIA-WebFace face images labelled by identity, optionally a seeded subset.",
-            features=datasets.Features(
-                {
-                    "image": datasets.Image(),
-                    "label": datasets.ClassLabel(names=list(self._subset)),
-                    "identity": datasets.Value("string"),
-                    "source": datasets.Value("string"),
-                }
-            ),
+            features=identity_features(list(self._subset)),
             homepage="http://www.cbsr.ia.ac.cn/english/CASIA-WebFace-Database.html",
             citation="Yi et al., Learning Face Representation from Scratch, arXiv:1411.7923, 2014.",
         )

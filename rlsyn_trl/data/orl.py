@@ -15,7 +15,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from ._options import CheckedBuilder, require_choice, require_count
+from ._options import CheckedBuilder, identity_features, require_choice, require_count
 
 NUM_IDENTITIES = 40
 IMAGES_PER_IDENTITY = 10
@@ -110,14 +110,7 @@ class OrlFaces(CheckedBuilder):
         names = [f"s{i}" for i in self._identities()]
         return datasets.DatasetInfo(
             description="ORL/AT&T Database of Faces, split into public and private identity halves.",
-            features=datasets.Features(
-                {
-                    "image": datasets.Image(),
-                    "label": datasets.ClassLabel(names=names),
-                    "identity": datasets.Value("string"),
-                    "source": datasets.Value("string"),
-                }
-            ),
+            features=identity_features(names),
             homepage="https://cam-orl.co.uk/facedatabase.html",
             citation="Samaria and Harter, Parameterisation of a stochastic model for human face identification, 1994.",
         )

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..utils.io import atomic_write
-from ._options import CheckedBuilder, require_count
+from ._options import CheckedBuilder, identity_features, require_count
 
 logger = logging.getLogger(__name__)
 
@@ -256,14 +256,7 @@ class SyntheticFaces(CheckedBuilder):
         names = [identity_name(index) for index in range(self.config.num_faces)]
         return datasets.DatasetInfo(
             description="Synthetic faces of people who do not exist (MobileStyleGAN), framed like ORL.",
-            features=datasets.Features(
-                {
-                    "image": datasets.Image(),
-                    "label": datasets.ClassLabel(names=names),
-                    "identity": datasets.Value("string"),
-                    "source": datasets.Value("string"),
-                }
-            ),
+            features=identity_features(names),
             homepage="https://github.com/bes-dev/random_face",
             citation="Belousov, MobileStyleGAN: A Lightweight Convolutional Neural Network for High-Fidelity Image "
             "Synthesis, arXiv:2104.04767, 2021.",

@@ -24,7 +24,7 @@ import datasets
 
 from ..utils.model_sources import looks_like_repo_id
 from ._folders import check_image, folder_fingerprint, image_value, read_image
-from ._options import CheckedBuilder, require_count
+from ._options import CheckedBuilder, identity_features, require_count
 from .casia_webface import select_subset
 
 logger = logging.getLogger(__name__)
@@ -236,14 +236,7 @@ class UserIdentities(CheckedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=f"Identities of {self.config.source} with `shots` training images each, the rest held out.",
-            features=datasets.Features(
-                {
-                    "image": datasets.Image(),
-                    "label": datasets.ClassLabel(names=list(self._rows)),
-                    "identity": datasets.Value("string"),
-                    "source": datasets.Value("string"),
-                }
-            ),
+            features=identity_features(list(self._rows)),
         )
 
     def _split_generators(self, dl_manager):
