@@ -161,6 +161,20 @@ DATA_SPLIT_FIELDS = tuple(f.name for f in dataclasses.fields(DataSplitSettings))
 
 
 @dataclass
+class InputRecordSettings(SettingsGroup):
+    """For stages that start from an adapter: whether one without a provenance record is accepted
+    (:func:`rlsyn_trl.provenance.input_provenance` refuses it by default)."""
+
+    allow_unrecorded_input: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept an adapter without provenance.json (hand-made or older): its split and reward settings "
+            "then come from this run's flags and defaults, unchecked."
+        },
+    )
+
+
+@dataclass
 class RewardSettings(SettingsGroup):
     """The composite reward: tanh(w_sem z_sem + w_cov z_cov + w_exp z_exp) in the identity feature space.
 

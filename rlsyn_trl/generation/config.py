@@ -9,6 +9,7 @@ from ..settings import (
     DatasetHubSettings,
     DataSplitSettings,
     EvaluatorSettings,
+    InputRecordSettings,
     RewardSettings,
     SamplerSettings,
     check_settings,
@@ -19,7 +20,9 @@ from .audit import AUDIT_CRITERIA, THRESHOLD_SOURCES
 
 
 @dataclass
-class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, EvaluatorSettings, DatasetHubSettings):
+class GenerationConfig(
+    DataSplitSettings, InputRecordSettings, RewardSettings, SamplerSettings, EvaluatorSettings, DatasetHubSettings
+):
     """The generation recipe's settings; each field is a YAML key / CLI flag.
 
     The split and, for a DDPO policy, the reward (and its encoder) are read from the adapter's provenance when left
@@ -30,13 +33,6 @@ class GenerationConfig(DataSplitSettings, RewardSettings, SamplerSettings, Evalu
         default="outputs/orl_faces/sft", metadata={"help": "Identity adapter: a local folder or a Hub id (owner/name)."}
     )
     adapter_revision: str | None = None
-    allow_unrecorded_input: bool = field(
-        default=False,
-        metadata={
-            "help": "Accept an adapter without provenance.json (hand-made or older): its split and reward settings "
-            "then come from this run's flags and defaults, unchecked."
-        },
-    )
     encoder: str = field(
         default="embedded:orl_faces/encoder",
         metadata={"help": "phi: any kind load_feature_extractor takes (a DDPO policy's own by default)."},

@@ -16,6 +16,7 @@ from ...generators.sampling import start_step
 from ...settings import (
     DataSplitSettings,
     EvaluatorSettings,
+    InputRecordSettings,
     LoraSettings,
     ModelHubSettings,
     ReferenceSettings,
@@ -33,6 +34,7 @@ MIN_GROUP_SIZE = 4
 class RLSynDDPOConfig(
     DDPOConfig,
     DataSplitSettings,
+    InputRecordSettings,
     RewardSettings,
     LoraSettings,
     ModelHubSettings,
@@ -51,13 +53,6 @@ class RLSynDDPOConfig(
         metadata={"help": "Cold-start adapter (folder or Hub id) the policy starts from; also the KL reference."},
     )
     adapter_revision: str | None = None
-    allow_unrecorded_input: bool = field(
-        default=False,
-        metadata={
-            "help": "Accept an adapter without provenance.json (hand-made or older): its split and reward settings "
-            "then come from this run's flags and defaults, unchecked."
-        },
-    )
     encoder: str = field(
         default="embedded:orl_faces/encoder",
         metadata={
