@@ -130,3 +130,19 @@ def inspected_run(tmp_path_factory, datasets_cache, orl_private):
 
     torch.set_num_threads(1)
     return build_run_with_copy(tmp_path_factory.mktemp("inspect"), datasets_cache, orl_private["train"])
+
+
+FACES_INSTALL = r"pip install 'rlsyn-trl\[faces\]'"  # what a refusal without the faces extra names (a pattern)
+
+
+def has_faces_extra() -> bool:
+    from rlsyn_trl.data import synthetic_faces
+
+    try:
+        synthetic_faces.require_faces_extra()
+    except ImportError:
+        return False
+    return True
+
+
+needs_faces_extra = pytest.mark.skipif(not has_faces_extra(), reason=f"the faces extra: {FACES_INSTALL}")

@@ -5,30 +5,18 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FACES_INSTALL, needs_faces_extra
 from PIL import Image
 
 from rlsyn_trl.data import check_identity_options, identity_names, load_identity_dataset
 from rlsyn_trl.data import synthetic_faces as faces
-
-INSTALL = r"pip install 'rlsyn-trl\[faces\]'"
-
-
-def has_faces_extra() -> bool:
-    try:
-        faces.require_faces_extra()
-    except ImportError:
-        return False
-    return True
-
-
-needs_extra = pytest.mark.skipif(not has_faces_extra(), reason=f"the faces extra: {INSTALL}")
 
 
 def images(data) -> list[bytes]:
     return [np.asarray(image).tobytes() for image in data["train"]["image"]]
 
 
-@needs_extra
+@needs_faces_extra
 def test_faces_are_a_pure_function_of_the_seed(tmp_path):
     first = load_identity_dataset("synthetic_faces", num_faces=2, views=2, cache_dir=str(tmp_path / "a"))
     again = load_identity_dataset("synthetic_faces", num_faces=2, views=2, cache_dir=str(tmp_path / "b"))
@@ -42,7 +30,7 @@ def test_faces_are_a_pure_function_of_the_seed(tmp_path):
     assert images(other)[0] != images(first)[0]
 
 
-@needs_extra
+@needs_faces_extra
 def test_a_killed_render_resumes_and_a_larger_build_reuses_the_faces(tmp_path, monkeypatch):
     folder = faces.render_faces(tmp_path / "render", 2, seed=0, truncation=0.7)
     stored = [faces.face_path(folder, index).read_bytes() for index in range(2)]
@@ -57,7 +45,7 @@ def test_a_killed_render_resumes_and_a_larger_build_reuses_the_faces(tmp_path, m
 
 def test_without_the_extra_the_build_is_refused_naming_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
-    with pytest.raises(ImportError, match=INSTALL):
+    with pytest.raises(ImportError, match=FACES_INSTALL):
         load_identity_dataset("synthetic_faces", num_faces=2, cache_dir=str(tmp_path))
     assert not list(tmp_path.rglob("*.png"))
 
@@ -71,7 +59,7 @@ def test_without_the_weights_the_build_is_refused_naming_the_install_command(tmp
         return importlib.metadata.Distribution.from_name(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    with pytest.raises(ImportError, match=INSTALL):
+    with pytest.raises(ImportError, match=FACES_INSTALL):
         load_identity_dataset("synthetic_faces", num_faces=2, cache_dir=str(tmp_path))
 
 

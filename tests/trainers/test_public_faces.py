@@ -6,9 +6,9 @@ import sys
 import datasets
 import pytest
 import torch
+from conftest import FACES_INSTALL, needs_faces_extra
 from PIL import Image
 
-from rlsyn_trl.data import synthetic_faces
 from rlsyn_trl.encoders import IdentityEncoder, load_encoder
 from rlsyn_trl.generators import IdentityGenerator
 from rlsyn_trl.provenance import read_provenance
@@ -19,20 +19,8 @@ from rlsyn_trl.trainers.encoder_pretraining import EncoderPretrainConfig
 from rlsyn_trl.trainers.priors import PriorConfig
 from rlsyn_trl.trainers.public_faces import with_public_faces
 
-INSTALL = r"pip install 'rlsyn-trl\[faces\]'"
 TINY_ENCODER = dict(resolution=16, encoder_widths=[8, 16], embedding_size=16, encoder_steps=4, encoder_batch_size=8,
                     checkpoint_every=2)  # fmt: skip
-
-
-def has_faces_extra() -> bool:
-    try:
-        synthetic_faces.require_faces_extra()
-    except ImportError:
-        return False
-    return True
-
-
-needs_extra = pytest.mark.skipif(not has_faces_extra(), reason=f"the faces extra: {INSTALL}")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +40,7 @@ def check_public_data(record: dict, used_as: str, images: int) -> None:
     assert "non-commercial" in faces["licence"]
 
 
-@needs_extra
+@needs_faces_extra
 def test_encoder_recipe_trains_on_orl_and_the_faces_and_lists_them(tmp_path, faces_cache):
     config = EncoderPretrainConfig(output_dir=str(tmp_path / "encoder"), public_faces=2, public_faces_views=2,
                                    **TINY_ENCODER)  # fmt: skip
@@ -68,7 +56,7 @@ def test_encoder_recipe_trains_on_orl_and_the_faces_and_lists_them(tmp_path, fac
     assert "license_name: stylegan2-ffhq-non-commercial" in card.split("---")[1]
 
 
-@needs_extra
+@needs_faces_extra
 def test_prior_recipe_takes_the_faces_as_identities_and_null_class(tmp_path, faces_cache):
     config = PriorConfig(output_dir=str(tmp_path), width=32, depth=2, heads=2, patch_size=4, generator_steps=2,
                          generator_batch_size=8, warmup_steps=1, grid_inference_steps=2, grid_per_identity=1,
@@ -85,7 +73,7 @@ def test_prior_recipe_takes_the_faces_as_identities_and_null_class(tmp_path, fac
 @pytest.mark.parametrize("config_class", [PriorConfig, EncoderPretrainConfig])
 def test_faces_without_their_extra_are_refused_when_parsed(config_class, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
-    with pytest.raises(SettingsError, match=f"--public_faces 2: .*{INSTALL}"):
+    with pytest.raises(SettingsError, match=f"--public_faces 2: .*{FACES_INSTALL}"):
         config_class(public_faces=2)
     assert config_class(public_faces=0).public_faces == 0  # none asked for: nothing to install
 
@@ -114,7 +102,7 @@ def test_faces_follow_the_kept_identities_as_new_ones():
     assert joined_relabel[torch.tensor(joined["label"])].tolist() == [0, -1, 1, 2, 2, 3, 3]
 
 
-@needs_extra
+@needs_faces_extra
 def test_the_faces_encoder_yaml_is_the_orl_one_plus_the_faces():
     from trl import TrlParser
 
