@@ -359,9 +359,6 @@ def read_provenance(folder: str | os.PathLike) -> dict | None:
     return record
 
 
-UNRECORDED_INPUT_FLAG = "allow_unrecorded_input"
-
-
 def input_provenance(folder: str | os.PathLike, allow_unrecorded: bool = False, source: str | None = None) -> dict:
     """An input artefact's record: its ``provenance.json``.
 
