@@ -53,8 +53,8 @@ _LAZY = {
     "PriorConfig": "trainers.priors",
     "load_encoder": "encoders",
     "load_feature_extractor": "encoders",
-    "MainJobConfig": "job",
-    "run_main_job": "job",
+    "MainJobConfig": "job.config",
+    "run_main_job": "job.pipeline",
     "setup_runtime": "utils.runtime",
 }
 

@@ -15,14 +15,19 @@ import sys
 from dataclasses import dataclass, replace
 
 from . import __version__
-from .utils.launch import MAX_EMBEDDED_PROCESSES
 from .utils.refusals import run_reporting_refusals
 
 PROG = "rlsyn-trl"
-PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
-# ``rlsyn_trl.data.orl.ALLOWED_SHOTS``, repeated here so a bad --shots is refused before datasets is imported
-# (tests/test_cli.py checks that the two agree).
-ORL_PRIVATE_SHOTS = (1, 2, 3, 5)
+RUN_ALL = ("run-all", "main")
+RUN_ALL_HELP = (
+    "The whole chain on the embedded ORL default, offline: priors (shipped) -> cold start -> DDPO -> generation -> "
+    "recognizer rows, and a results table."
+)
+RUN_ALL_DESCRIPTION = (
+    "Run every stage on the embedded ORL default (private identities s21-s40), offline, with the "
+    "recipes/orl_faces/*.yaml settings, and write results.json / results.md to --output_dir. Every field of "
+    "MainJobConfig is a flag (--field_name or --field-name)."
+)
 
 
 @dataclass(frozen=True)
@@ -53,46 +58,6 @@ STAGE_EPILOG = (
 )
 
 
-def _strength(text: str) -> float:
-    """A --reference-strengths value: one strength in (0, 1], refused by argparse before any stage starts."""
-    from .settings import SettingsError, parse_reference_strength
-
-    try:
-        low, high = parse_reference_strength(text, "reference-strengths")
-    except SettingsError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if low != high:
-        raise argparse.ArgumentTypeError(f"{text!r}: give single strengths here (e.g. 0.4 0.6 0.8), not a range.")
-    return low
-
-
-def _orl_shots(text: str) -> int:
-    """--shots as ORL's private split allows it; the message is the one ``check_identity_options`` gives."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value not in ORL_PRIVATE_SHOTS:
-        allowed = ", ".join(map(str, ORL_PRIVATE_SHOTS))
-        raise argparse.ArgumentTypeError(
-            f"orl_faces/private: shots={text} is not allowed; shots (real training images per private identity) "
-            f"must be one of {allowed}."
-        )
-    return value
-
-
-def _split_seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"orl_faces/private: seed={text} is not allowed; seed (the split seed) must be an integer >= 0."
-        )
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -100,18 +65,6 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _processes(text: str) -> str | int:
-    if text == "auto":
-        return text
-    value = _positive_int(text)
-    if value > MAX_EMBEDDED_PROCESSES:
-        raise argparse.ArgumentTypeError(
-            f"the embedded DDPO layout divides among at most {MAX_EMBEDDED_PROCESSES} processes, got {text}: "
-            "use auto, 1 or 2 (run the stages with accelerate launch for other layouts)"
-        )
     return value
 
 
@@ -126,75 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, stage in STAGES.items():
         # Listed for the overview only: main() hands a stage's arguments to the recipe before argparse sees them.
         commands.add_parser(name, aliases=list(stage.aliases), help=stage.help, add_help=False)
-    job = commands.add_parser(
-        "run-all",
-        aliases=["main"],
-        help="The whole chain on the embedded ORL default, offline: priors (shipped) -> cold start -> DDPO -> "
-        "generation -> recognizer rows, and a results table.",
-        description="Run every stage on the embedded ORL default (private identities s21-s40), offline, with the "
-        "recipes/orl_faces/*.yaml settings, and write results.json / results.md to --output-dir.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    job.add_argument("--output-dir", default="outputs/main", help="Folder of the stages' outputs and the results.")
-    job.add_argument(
-        "--shots",
-        type=_orl_shots,
-        default=1,
-        metavar="{" + ",".join(map(str, ORL_PRIVATE_SHOTS)) + "}",
-        help="Real training images per target identity.",
-    )
-    job.add_argument(
-        "--split-seed", type=_split_seed, default=0, help="Seed of the ORL private train/test split (>= 0)."
-    )
-    job.add_argument("--seed", type=int, default=0, help="Seed of every stage (batches, noise, sampling).")
-    job.add_argument("--quick", action="store_true", help="Few steps everywhere (about 5 minutes on 2 cores).")
-    job.add_argument("--no-reuse", action="store_true", help="Redo stages already finished in --output-dir.")
-    job.add_argument("--ablation", action="store_true", help="Add the paper's ablation rows (more DDPO runs).")
-    job.add_argument(
-        "--reference-strengths",
-        type=_strength,
-        nargs="*",
-        default=[],
-        help="Add reference-guided rows (chains started from the real photos noised to each strength in (0, 1]).",
-    )
-    job.add_argument(
-        "--recognizer-start",
-        choices=["encoder", "scratch"],
-        default="encoder",
-        help="Fine-tune the public feature extractor, or train the tiny ResNet from scratch.",
-    )
-    job.add_argument(
-        "--stages",
-        choices=["all", "generation", "recognizers"],
-        default="all",
-        help="generation: the cold start, DDPO and synthetic datasets only; recognizers: the comparison rows on "
-        "the generative stages a former run left in --output-dir.",
-    )
-    job.add_argument(
-        "--processes",
-        type=_processes,
-        default="auto",
-        help="Data-parallel processes of the cold start, DDPO and generation (accelerate launch). auto: one per CPU "
-        "core up to 2 on a machine without GPU, 1 with a GPU.",
-    )
-    job.add_argument(
-        "--recognizer-workers",
-        type=_positive_int,
-        default=1,
-        help="Recognizer rows trained side by side, each in a spawned process with its share of the cores.",
-    )
-    job.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=None,
-        help="torch CPU threads per process (None: the cores shared among the processes; torch's choice for one).",
-    )
-    job.add_argument(
-        "--mixed-precision",
-        choices=PRECISION_CHOICES,
-        default="auto",
-        help="Precision of every stage; auto: bf16 where the device computes it natively, else fp32 (no).",
-    )
+    # Listed for the overview: run_all parses the job's settings with the stages' parser.
+    commands.add_parser(RUN_ALL[0], aliases=list(RUN_ALL[1:]), help=RUN_ALL_HELP, add_help=False)
     view = commands.add_parser(
         "inspect",
         help="Look at a synthetic dataset in a local app: real photos beside samples, scores, flagged pairs.",
@@ -245,35 +131,39 @@ def run_stage(name: str, argv: list[str]) -> int:
     return 0
 
 
-def run_all(args: argparse.Namespace, argv: list[str]) -> int:
-    from .utils.launch import is_main_process, launched, relaunch, resolve_processes
+def run_all(argv: list[str]) -> int:
+    """``rlsyn-trl run-all argv...``: :class:`~rlsyn_trl.job.config.MainJobConfig` from the command line, then the
+    job, as a data-parallel group where asked for.
+
+    The settings are parsed by ``HfArgumentParser``, the parser under the stages' ``TrlParser`` (same flags from the
+    same dataclass fields), without TrlParser's ``--config``, whose import also loads ``datasets``: a refused
+    setting is a usage error (status 2, with the usage line) within a second, before torch or a stage is loaded.
+    """
+    from .utils.launch import is_main_process, launched, prefer_offline, relaunch, resolve_processes
+
+    prefer_offline()  # the embedded job runs offline: set before huggingface_hub is imported, which reads it once
+    from transformers import HfArgumentParser
+
+    from .job.config import MainJobConfig
+
+    parser = HfArgumentParser(MainJobConfig, prog=f"{PROG} {RUN_ALL[0]}", description=RUN_ALL_DESCRIPTION)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:  # MainJobConfig's checks
+        parser.error(str(error))
     from .utils.runtime import setup_runtime
 
-    processes, threads = resolve_processes(args.processes, args.threads)
+    processes, threads = resolve_processes(config.processes, config.threads)
     group = processes > 1 and not launched()
-    # First: the offline defaults must be in the environment before huggingface_hub and datasets are imported.
-    setup_runtime(args.seed, mixed_precision=args.mixed_precision, threads=args.threads, offline=True)
+    setup_runtime(config.seed, mixed_precision=config.mixed_precision, threads=config.threads, offline=True)
     from .job.comparison import job_summary, results_table
-    from .job.pipeline import MainJobConfig, run_main_job
+    from .job.pipeline import run_main_job
 
-    config = MainJobConfig(  # checks every setting before any stage starts
-        output_dir=args.output_dir,
-        shots=args.shots,
-        split_seed=args.split_seed,
-        seed=args.seed,
-        quick=args.quick,
-        reuse=not args.no_reuse,
-        ablation=args.ablation,
-        reference_strengths=args.reference_strengths,
-        recognizer_start=args.recognizer_start,
-        mixed_precision=args.mixed_precision,
-        stages=args.stages,
-        recognizer_workers=args.recognizer_workers,
-    )
     if group and config.stages != "recognizers":
         # The generative stages run as a data-parallel group; the recognizer rows then train here, with every thread
         # (a data-parallel recognizer step is slower on a CPU: its gradient all-reduce costs more than it saves).
-        status = relaunch([*argv, "--processes", str(processes), "--stages", "generation"], processes, threads)
+        command = [RUN_ALL[0], *argv, "--processes", str(processes), "--stages", "generation"]
+        status = relaunch(command, processes, threads)
         if status or config.stages == "generation":
             return status
         config = replace(config, stages="recognizers")
@@ -297,13 +187,13 @@ def dispatch(argv: list[str]) -> int:
     """The command ``argv`` names: a stage, ``run-all``, ``inspect``, or the help."""
     if argv and argv[0] in STAGE_NAMES:
         return run_stage(argv[0], argv[1:])
+    if argv and argv[0] in RUN_ALL:
+        return run_all(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    if args.command in ("run-all", "main"):
-        return run_all(args, argv)
     if args.command == "inspect":
         return run_inspect(args)
     parser.print_help()

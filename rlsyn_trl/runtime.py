@@ -1,8 +1,8 @@
 """Moved to :mod:`rlsyn_trl.utils.runtime`; this alias stays for one release (``rlsyn_trl.setup_runtime`` too)."""
 
+from .utils.launch import PRECISIONS  # noqa: F401
 from .utils.runtime import (  # noqa: F401
     NATIVE_BF16_ENV,
-    PRECISIONS,
     Runtime,
     claim_process_precision,
     keep_freed_memory,

@@ -116,12 +116,29 @@ def test_only_the_package_own_refusals_lose_their_traceback(capsys):
     assert cli.run_reporting_refusals(lambda argv: {"summary": 1}, []) == 0  # a recipe's summary is success
 
 
-def test_cli_shots_are_the_orl_builders():
-    from rlsyn_trl.data.orl import ALLOWED_SHOTS
-    from rlsyn_trl.utils.runtime import PRECISIONS
+def test_run_all_takes_every_job_setting_in_both_spellings(monkeypatch, tmp_path, capsys):
+    """``run-all`` is built from MainJobConfig: each field is a snake_case flag with a kebab-case alias."""
+    from dataclasses import fields
 
-    assert cli.ORL_PRIVATE_SHOTS == ALLOWED_SHOTS
-    assert set(cli.PRECISION_CHOICES) == set(PRECISIONS)
+    from rlsyn_trl.job import pipeline
+    from rlsyn_trl.job.config import MainJobConfig
+    from rlsyn_trl.utils import runtime
+
+    jobs = []
+    monkeypatch.setattr(runtime, "setup_runtime", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "run_main_job", lambda config: jobs.append(config) or {"synthetic": {}})
+    with pytest.raises(SystemExit):
+        cli.main(["run-all", "--help"])
+    flags = {word.rstrip(",") for word in capsys.readouterr().out.split() if word.startswith("--")}
+    assert {f"--{field.name}" for field in fields(MainJobConfig)} <= flags
+    assert {f"--{field.name.replace('_', '-')}" for field in fields(MainJobConfig)} <= flags
+    base = ["run-all", "--processes", "1", "--stages", "generation"]
+    assert cli.main([*base, "--output_dir", str(tmp_path / "a"), "--samples_per_identity", "3", "--no_reuse"]) == 0
+    assert cli.main([*base, "--output-dir", str(tmp_path / "b"), "--samples-per-identity", "3", "--no-reuse"]) == 0
+    snake, kebab = jobs
+    assert (snake.samples_per_identity, snake.reuse) == (kebab.samples_per_identity, kebab.reuse) == (3, False)
+    assert snake == MainJobConfig(output_dir=str(tmp_path / "a"), samples_per_identity=3, reuse=False, processes="1",
+                                  stages="generation")  # fmt: skip
 
 
 def test_import_and_overview_stay_light():
@@ -218,7 +235,7 @@ def test_run_all_passes_threads_and_precision(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["table", "summary"]
     with pytest.raises(SystemExit):
         cli.main(["run-all", "--output-dir", str(tmp_path / "bad"), "--reference-strengths", "1.5"])
-    assert "--reference-strengths '1.5': must be a strength in (0, 1]" in capsys.readouterr().err
+    assert "--reference_strengths 1.5: must be a strength in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

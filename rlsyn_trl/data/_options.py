@@ -9,9 +9,10 @@ builder is constructed and, through :func:`rlsyn_trl.data.check_identity_options
 from __future__ import annotations
 
 import copy
-import numbers
 
 import datasets
+
+from .option_checks import listed
 
 
 def identity_features(names: list[str]) -> datasets.Features:
@@ -25,32 +26,6 @@ def identity_features(names: list[str]) -> datasets.Features:
             "source": datasets.Value("string"),
         }
     )
-
-
-def _as_int(value):
-    """``value`` as a plain ``int`` when it is an integer (numpy's too, not ``bool``), else unchanged."""
-    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
-
-
-def _listed(values) -> str:
-    return ", ".join(repr(value) if isinstance(value, str) else str(value) for value in values)
-
-
-def require_choice(dataset: str, option: str, value, allowed, what: str) -> None:
-    """Raise naming the option, the value, the allowed values and the dataset unless ``value`` is allowed."""
-    if not any(type(_as_int(value)) is type(choice) and value == choice for choice in allowed):  # 2.0, True: not 2
-        raise ValueError(
-            f"{dataset}: {option}={value!r} is not allowed; {option} ({what}) must be one of {_listed(allowed)}."
-        )
-
-
-def require_count(dataset: str, option: str, value, what: str, minimum: int = 1, optional: bool = False) -> None:
-    """Raise unless ``value`` is an integer >= ``minimum`` (or ``None`` when ``optional``)."""
-    if value is None and optional:
-        return
-    if type(_as_int(value)) is not int or value < minimum:  # bool is an int subclass: refused
-        allowed = f"an integer >= {minimum}" + (" or None (all)" if optional else "")
-        raise ValueError(f"{dataset}: {option}={value!r} is not allowed; {option} ({what}) must be {allowed}.")
 
 
 class CheckedBuilder(datasets.GeneratorBasedBuilder):
@@ -78,7 +53,7 @@ class CheckedBuilder(datasets.GeneratorBasedBuilder):
         example = f'load_identity_dataset("{cls.REGISTERED_NAME}", "{names[0]}", data_dir=...)'
         got = "no config name" if config_name is None else f"unknown config {config_name!r}"
         raise ValueError(
-            f"{cls.REGISTERED_NAME} got {got}: choose one of {_listed(names)} and pass it after the dataset name, "
+            f"{cls.REGISTERED_NAME} got {got}: choose one of {listed(names)} and pass it after the dataset name, "
             f"e.g. {example} ({cls.CONFIG_SETTING})."
         )
 

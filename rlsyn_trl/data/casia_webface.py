@@ -16,7 +16,8 @@ import datasets
 import numpy as np
 
 from ._folders import check_image, image_value, list_images, read_image, require_data_dir
-from ._options import CheckedBuilder, identity_features, require_count
+from ._options import CheckedBuilder, identity_features
+from .option_checks import require_count
 from .recordio import RecordFile
 
 logger = logging.getLogger(__name__)

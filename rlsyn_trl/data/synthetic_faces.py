@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image
 
 from ..utils.io import atomic_write
-from ._options import CheckedBuilder, identity_features, require_count
+from ._options import CheckedBuilder, identity_features
+from .option_checks import require_count
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ import datasets
 
 from ..utils.model_sources import looks_like_repo_id
 from ._folders import check_image, folder_fingerprint, image_value, read_image
-from ._options import CheckedBuilder, identity_features, require_count
+from ._options import CheckedBuilder, identity_features
 from .casia_webface import select_subset
+from .option_checks import require_count
 
 logger = logging.getLogger(__name__)
 

@@ -10,22 +10,20 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..data import check_identity_options, dataset_to_tensors
+from ..data import dataset_to_tensors
 from ..generation import GenerationConfig
 from ..metrics.identity import nearest_neighbour_accuracy
 from ..provenance import resolve_data_split
 from ..recognizer import TINY_MODEL
-from ..settings import parse_reference_strength
 from ..trainers import ColdStartConfig, RLSynDDPOConfig
 from ..utils.io import atomic_write_json, atomic_write_text
 from ..utils.launch import is_main_process
-from ..utils.runtime import PRECISIONS, process_precision
+from ..utils.runtime import process_precision
 from .comparison import (
     RowJob,
     recognizer_precision,
@@ -33,12 +31,10 @@ from .comparison import (
     results_table,
     train_rows,
 )
+from .config import MainJobConfig, embedded_recipe
 
 logger = logging.getLogger(__name__)
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-RECOGNIZER_STARTS = ("encoder", "scratch")
-JOB_STAGES = ("all", "generation", "recognizers")
 STAGE_RECORD = "stages.json"
 # The settings the generative stages depend on: stages=recognizers refuses a record written for others.
 STAGE_SETTINGS = (
@@ -55,114 +51,6 @@ STAGE_SETTINGS = (
     "reference_ddpo",
     "paper_rows",
 )
-
-
-def embedded_recipe(stage: str) -> dict:
-    """The settings of ``recipes/orl_faces/<stage>.yaml``: the main job runs exactly the recipes' defaults."""
-    return yaml.safe_load((RECIPES / "orl_faces" / f"{stage}.yaml").read_text())
-
-
-@dataclass
-class MainJobConfig:
-    """Settings of the end-to-end job; the stage settings are the recipes' defaults scaled by ``quick``."""
-
-    output_dir: str = "outputs/main"
-    shots: int = 1
-    split_seed: int = 0
-    seed: int = 0
-    quick: bool = field(default=False, metadata={"help": "Few steps everywhere (CI's end-to-end test, ~5 min)."})
-    prior: str = "embedded:orl_faces"
-    encoder: str = "embedded:orl_faces/encoder"
-    samples_per_identity: int = 20
-    inference_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "DDIM steps of the synthetic datasets; None: DDPO's training sampler (ddpo.yaml's sample_num_steps "
-            "and sample_eta), the chain the RL policy was optimised on, used for both adapters."
-        },
-    )
-    recognizer_steps: int = field(
-        default_factory=lambda: embedded_recipe("recognizer")["max_steps"],
-        metadata={"help": "Training steps of every recognizer row (default: recipes/orl_faces/recognizer.yaml's)."},
-    )
-    recognizer_start: str = field(
-        default="encoder",
-        metadata={
-            "help": "'encoder': fine-tune the public feature extractor (`encoder`); 'scratch': the tiny ResNet from "
-            "random weights. Every row uses the same start; the encoder gives the better real-only result."
-        },
-    )
-    reuse: bool = field(default=True, metadata={"help": "Reuse finished stages found in output_dir."})
-    mixed_precision: str = field(
-        default="auto",
-        metadata={
-            "help": "Precision of every stage: 'auto' keeps the recipes' own setting (auto: bf16 where native); "
-            "no, bf16 or fp16 replaces it in the cold start, DDPO and the recognizer rows."
-        },
-    )
-    ablation: bool = field(
-        default=False,
-        metadata={
-            "help": "Add the paper's ablation rows: cold-start samples without and with selection, then DDPO runs "
-            "with only R_sem, R_sem + R_cov, and all three terms switched on (benchmarks/ablation.py)."
-        },
-    )
-
-    reference_strengths: list[float] = field(
-        default_factory=list,
-        metadata={
-            "help": "Add reference-guided rows (SDEdit) at each strength: samples of the cold start, and of a DDPO "
-            "run trained on the truncated chain, started from the real training images (benchmarks/ablation.py)."
-        },
-    )
-    reference_ddpo: bool = field(
-        default=True, metadata={"help": "With reference_strengths: also the reference-guided DDPO runs and rows."}
-    )
-    paper_rows: bool = field(
-        default=True,
-        metadata={
-            "help": "The full-method row (and the ablation's rows, with the DDPO runs behind them); false keeps the "
-            "real rows and the reference-guided ones only."
-        },
-    )
-    stages: str = field(
-        default="all",
-        metadata={
-            "help": "all; generation: the cold start, DDPO runs and synthetic datasets only; recognizers: the "
-            "comparison rows on the generative stages a former run left in output_dir (its stages.json)."
-        },
-    )
-    recognizer_workers: int = field(
-        default=1,
-        metadata={"help": "Recognizer rows trained side by side, each in its own process with its share of cores."},
-    )
-
-    def __post_init__(self) -> None:
-        if self.stages not in JOB_STAGES:
-            raise ValueError(f"stages must be one of {JOB_STAGES}, got {self.stages!r}")
-        if self.recognizer_workers < 1:
-            raise ValueError(f"recognizer_workers must be >= 1, got {self.recognizer_workers}")
-        for strength in self.reference_strengths:
-            parse_reference_strength(strength, "reference_strengths")
-        if not self.paper_rows and not self.reference_strengths:
-            raise ValueError(
-                "paper_rows false leaves only the real rows: give reference_strengths, or keep paper_rows."
-            )
-        if self.recognizer_start not in RECOGNIZER_STARTS:
-            raise ValueError(f"recognizer_start must be one of {RECOGNIZER_STARTS}, got {self.recognizer_start!r}")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        # The job trains on the ORL private split: refuse e.g. --shots 7 now, not after the first stages.
-        check_identity_options("orl_faces", "private", shots=self.shots, seed=self.split_seed)
-
-    @property
-    def recognizer_model(self) -> str:
-        return self.encoder if self.recognizer_start == "encoder" else TINY_MODEL
-
-    def scaled(self) -> MainJobConfig:
-        if not self.quick:
-            return self
-        return replace(self, samples_per_identity=4, inference_steps=4, recognizer_steps=40)
 
 
 def reward_variants(ablation: bool) -> dict[str, list[float] | None]:

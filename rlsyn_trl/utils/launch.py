@@ -21,6 +21,28 @@ import sys
 # The embedded DDPO layout (identities_per_epoch x samples_per_identity over sample_batch_size) divides among at
 # most two processes; recipes/orl_faces/ddpo.yaml says so next to the setting.
 MAX_EMBEDDED_PROCESSES = 2
+# The precisions a stage runs in: accelerate's mixed_precision values, and auto (bf16 where the device computes it
+# natively, resolved once per process by rlsyn_trl.utils.runtime.setup_runtime).
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+def check_precision(requested: str) -> None:
+    """Refuse a precision no stage runs in, before anything is loaded."""
+    if requested not in PRECISIONS:
+        raise ValueError(
+            f"mixed_precision must be one of {PRECISIONS}, got {requested!r}. Use 'auto' to let the device decide "
+            "(quote it in YAML: a bare `no` is the boolean false)."
+        )
+
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def prefer_offline() -> None:
+    """Work offline unless the user said otherwise (the embedded job). huggingface_hub and datasets read these
+    variables when first imported, so call this before anything imports them."""
+    for variable in OFFLINE_VARIABLES:
+        os.environ.setdefault(variable, "1")
 
 
 def available_cores() -> int:

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 
-from .launch import is_main_process
+from .launch import check_precision, is_main_process, prefer_offline
 from .log_filters import silence_torchvision_fallback_notice
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "no", "fp16", "bf16")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 NATIVE_BF16_ENV = "RLSYN_TRL_NATIVE_BF16"  # "1" / "0": override the capability probe (tests, CI)
 
@@ -79,11 +78,7 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
 def resolve_precision(requested: str | None, device: str | torch.device | None = None) -> str:
     """accelerate's ``mixed_precision`` for ``requested``: ``auto`` (or None) -> ``bf16`` where native, else ``no``."""
     requested = "auto" if requested is None else str(requested)
-    if requested not in PRECISIONS:
-        raise ValueError(
-            f"mixed_precision must be one of {PRECISIONS}, got {requested!r}. Use 'auto' to let the device decide "
-            "(quote it in YAML: a bare `no` is the boolean false)."
-        )
+    check_precision(requested)
     if requested != "auto":
         return requested
     return "bf16" if native_bf16(device) else "no"
@@ -188,8 +183,7 @@ def setup_runtime(
     if threads:
         torch.set_num_threads(threads)
     if offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        prefer_offline()
     if not logging.getLogger().handlers:
         # One voice per job: the other processes of a data-parallel group log warnings and errors only.
         level = log_level if is_main_process() else logging.WARNING

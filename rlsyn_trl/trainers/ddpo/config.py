@@ -25,7 +25,7 @@ from ...settings import (
     require,
     require_positive,
 )
-from ...utils.runtime import PRECISIONS
+from ...utils.launch import PRECISIONS
 
 MIN_GROUP_SIZE = 4
 
