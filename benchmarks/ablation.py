@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/ablation.py [--shots 1 2] [--seeds 0 1 2] [--quick]
         [--reference-strengths 0.4 0.6 0.8] [--no-reference-ddpo] [--reference-only]
+        [--main-only] [--prior FOLDER] [--encoder FOLDER]
 
 Each (shots, split seed) is one main job with ``ablation=True`` (its own cold start and DDPO runs; the DDPO rows
 switch reward terms on in turn: R_sem, R_sem + R_cov, all three), in
@@ -14,8 +15,10 @@ Rows: raw-pixel 1-NN | real only | real + standard augmentation | + cold-start s
 images): cold-start samples started at s, and a DDPO run trained on the truncated chain whose samples start at s (with
 selection); ``--reference-only`` keeps only those next to real only and real + standard augmentation (in
 ``<shots>shot_seed<seed>_reference``, its own cold start). Every row uses the same recognizer start and thread count.
-A second table gives each synthetic row's identity consistency (reward's phi and the independent evaluator) and
-face-detection rate, mean over the seeds.
+``--main-only`` keeps the main comparison (real only, real + augmentation, full method), ``--prior`` / ``--encoder``
+put another prior and phi under every stage (e.g. a prior trained with synthetic public faces) to compare priors on
+the same splits. A second table gives each synthetic row's identity consistency (reward's phi and the independent
+evaluator) and face-detection rate, mean over the seeds.
 """
 
 from __future__ import annotations
@@ -119,6 +122,9 @@ def main() -> None:
     parser.add_argument("--reference-strengths", type=float, nargs="*", default=[], help="Reference-guided rows.")
     parser.add_argument("--no-reference-ddpo", action="store_true", help="Reference-guided cold-start rows only.")
     parser.add_argument("--reference-only", action="store_true", help="Only real rows + the reference-guided rows.")
+    parser.add_argument("--main-only", action="store_true", help="The main comparison's rows, without the ablation's.")
+    parser.add_argument("--prior", default=MainJobConfig.prior, help="The DiT prior of every run (folder or Hub id).")
+    parser.add_argument("--encoder", default=MainJobConfig.encoder, help="phi, and the recognizers' start.")
     args = parser.parse_args()
     if args.reference_only and not args.reference_strengths:
         parser.error("--reference-only needs --reference-strengths")
@@ -138,7 +144,9 @@ def main() -> None:
                 split_seed=seed,
                 seed=seed,
                 quick=args.quick,
-                ablation=not args.reference_only,
+                ablation=not (args.reference_only or args.main_only),
+                prior=args.prior,
+                encoder=args.encoder,
                 paper_rows=not args.reference_only,
                 reference_strengths=args.reference_strengths,
                 reference_ddpo=not args.no_reference_ddpo,
