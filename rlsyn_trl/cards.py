@@ -19,6 +19,8 @@ from typing import Any
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 from peft import LoraConfig
 
+from .provenance import lineage, read_provenance
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # The Hub has no class-conditional image generation task; identity-conditioned sampling takes no input image/text.
 PIPELINE_TAG = "unconditional-image-generation"
@@ -80,9 +82,24 @@ def size_category(count: int) -> str:
     return "n>1T"
 
 
+def base_model_terms(base_model: str | None) -> list[Terms]:
+    """The terms a base model carries: a known id's, else, for a local folder (a prior trained here), those of the
+    data its provenance records, the public identities and any synthetic public faces (whose terms a model trained
+    on them inherits)."""
+    if base_model in BASE_MODEL_TERMS:
+        return [BASE_MODEL_TERMS[base_model]]
+    if not base_model or not Path(base_model).expanduser().is_dir():
+        return []
+    names = []
+    for record in lineage(read_provenance(Path(base_model).expanduser())):
+        data = record.get("data") or {}
+        names += [data.get("dataset_name"), *(item.get("dataset_name") for item in data.get("public_data") or ())]
+    return [DATASET_TERMS[name] for name in names if name in DATASET_TERMS]
+
+
 def inherited_terms(base_model: str | None, dataset_name: str | None) -> Terms | None:
     """The terms an artefact made from ``base_model`` and the real ``dataset_name`` carries (None: unknown)."""
-    sources = [terms for terms in (BASE_MODEL_TERMS.get(base_model or ""), DATASET_TERMS.get(dataset_name or ""))]
+    sources = [*base_model_terms(base_model), DATASET_TERMS.get(dataset_name or "")]
     unique = list(dict.fromkeys(terms for terms in sources if terms is not None))
     if not unique:
         return None

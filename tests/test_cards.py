@@ -31,6 +31,23 @@ def test_terms_are_inherited_from_base_model_and_data():
     assert inherited_terms("someone/unknown-dit", "my_photos") is None
 
 
+def test_a_prior_trained_here_passes_on_the_terms_of_its_data(tmp_path):
+    """A prior trained with synthetic public faces carries their non-commercial terms into what is made from it."""
+    from rlsyn_trl.provenance import stage_record, write_provenance
+
+    public = {"dataset_name": "orl_faces", "dataset_config": "public"}
+    faces = {**public, "public_data": [{"dataset_name": "synthetic_faces", "dataset_config": "public"}]}
+    for name, data in (("plain", public), ("faces", faces)):
+        (tmp_path / name).mkdir()
+        write_provenance(tmp_path / name, stage_record("prior", data, model="generator"))
+    assert inherited_terms(str(tmp_path / "plain"), "orl_faces") == DATASET_TERMS["orl_faces"]
+    terms = inherited_terms(str(tmp_path / "faces"), "orl_faces")
+    assert terms.name == "orl-faces-att-cambridge-and-stylegan2-ffhq-non-commercial"
+    assert inherited_terms(str(tmp_path / "faces"), "market1501").name.startswith("orl-faces-att-cambridge-and-styl")
+    card = render(str(tmp_path / "faces"), "orl_faces")
+    assert card.data.to_dict()["license_name"] == terms.name and "stylegan2-ffhq-non-commercial" in card.text
+
+
 def render(base_model: str, dataset_name: str, evaluation=None) -> ModelCard:
     config = SimpleNamespace(
         hub_model_id="owner/identities",
