@@ -1,6 +1,6 @@
 """Identity benchmarks as ``datasets`` builders, registered by name, the user's own identity data (a Hub dataset
 id or a local folder laid out like one, :mod:`.user_data`) through the same entry points, and the shared
-preprocessing."""
+preprocessing; :func:`stream_identity_dataset` reads the large ones as streams."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .face_verification import FaceVerification, Rfw
 from .market1501 import Market1501
 from .orl import OrlFaces, find_orl_root, private_split
 from .preprocessing import dataset_to_tensors, preprocess_images, tensor_to_pil, to_model_range, to_unit_range
+from .streaming import StreamedSplit, streamed_splits
 from .synthetic_faces import SyntheticFaces
 from .user_data import UserIdentities, is_user_dataset, locate_user_dataset
 
@@ -81,6 +82,14 @@ def load_identity_dataset(
             raise cause from error
         raise
     return builder.as_dataset()
+
+
+def stream_identity_dataset(
+    name: str, config_name: str | None = None, *, data_dir: str | None = None, cache_dir: str | None = None, **options
+) -> dict[str, StreamedSplit]:
+    """The splits :func:`load_identity_dataset` would build, as streams (:mod:`.streaming`): the same images and
+    labels, decided from the labels alone, read and decoded as training asks for them; nothing is built or cached."""
+    return streamed_splits(_builder(name, config_name, data_dir, cache_dir, options))
 
 
 def identity_names(
@@ -187,6 +196,7 @@ __all__ = [
     "Market1501",
     "OrlFaces",
     "Rfw",
+    "StreamedSplit",
     "SyntheticFaces",
     "UserIdentities",
     "identity_builder",
@@ -200,6 +210,7 @@ __all__ = [
     "preprocess_images",
     "private_split",
     "register_identity_builder",
+    "stream_identity_dataset",
     "tensor_to_pil",
     "to_model_range",
     "to_unit_range",
