@@ -33,7 +33,7 @@ from ._folders import IMAGE_SUFFIXES
 from ._options import identity_features
 from .casia_webface import CasiaWebFace
 from .recordio import RecordFile
-from .user_data import UserIdentities, identity_columns, split_rows
+from .user_data import UserIdentitiesConfig, identity_columns, split_rows
 
 SHARD_SIZE = 1024  # records or rows per shard (a Parquet row group is one shard): the unit of shuffling and splitting
 STREAM_FEATURES = datasets.Features(
@@ -223,11 +223,10 @@ def preprocessed(resolution, channels: int, relabel: torch.Tensor | None = None)
 
 # -- deciding the split from the labels alone ------------------------------------------------------------------------
 def streamed_splits(builder: datasets.DatasetBuilder) -> dict[str, StreamedSplit]:
-    """The splits ``builder`` would build, as streams: CASIA-WebFace (RecordIO or folders) or a user's dataset."""
+    """The splits ``builder`` would build, as streams: CASIA-WebFace (RecordIO or folders); a user's dataset is
+    :func:`streamed_user_splits`."""
     if isinstance(builder, CasiaWebFace):
         return {"train": _casia_split(builder)}
-    if isinstance(builder, UserIdentities):
-        return _user_splits(builder)
     raise ValueError(
         f"--streaming true reads CASIA-WebFace and a Hub dataset or folder of your own; {builder.name} is built "
         "instead (it is small enough): set --streaming false."
@@ -251,8 +250,9 @@ def _casia_split(builder: CasiaWebFace) -> StreamedSplit:
     return StreamedSplit(list(subset), shards)
 
 
-def _user_splits(builder: UserIdentities) -> dict[str, StreamedSplit]:
-    config = builder.config
+def streamed_user_splits(config: UserIdentitiesConfig) -> dict[str, StreamedSplit]:
+    """The ``train`` and ``test`` splits :class:`.user_data.UserIdentities` would build from ``config``, as streams:
+    the identity column alone is read to split (:func:`.user_data.split_rows`)."""
     try:
         source = datasets.load_dataset_builder(str(config.data_dir), config.source_config)
     except ValueError as error:
