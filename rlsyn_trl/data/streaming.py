@@ -8,7 +8,8 @@ very functions the builders use (:func:`.casia_webface.select_subset`, :func:`.u
 the split seed and ``num_identities`` choose the same images with the same label numbers. The images are then read
 shard by shard (RecordIO: runs of records; Parquet: row groups) and decoded batch by batch as training asks for
 them, through a ``datasets.IterableDataset``: shuffled by shard order and a buffer with the run's seed, split between
-processes with ``datasets.distributed.split_dataset_by_node``.
+processes with ``datasets.distributed.split_dataset_by_node``. A Hub dataset's files are fetched into the Hugging
+Face cache at the pinned commit first, as for a build (:func:`.user_data.locate_user_dataset`), and read from there.
 
 What differs from a built set: the order images come in (storage order, shuffled by shards and a buffer, instead of
 a permutation of all of them), and a changed source is noticed when a record is written, not before training.
@@ -32,6 +33,7 @@ from PIL import Image
 from ._folders import IMAGE_SUFFIXES
 from ._options import identity_features
 from .casia_webface import CasiaWebFace
+from .preprocessing import preprocess_images
 from .recordio import RecordFile
 from .user_data import UserIdentitiesConfig, identity_columns, split_rows
 
@@ -212,7 +214,6 @@ def stream_batches(
 
 def preprocessed(resolution, channels: int, relabel: torch.Tensor | None = None):
     """The transform of :func:`stream_batches` that gives what ``dataset_to_tensors`` gives a built split."""
-    from .preprocessing import preprocess_images
 
     def transform(data: list[bytes], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = preprocess_images(decode_images(data), resolution=resolution, channels=channels)
