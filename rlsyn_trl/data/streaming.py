@@ -18,10 +18,12 @@ a permutation of all of them), and a changed source is noticed when a record is 
 from __future__ import annotations
 
 import bisect
+import copy
 import functools
 import hashlib
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +58,30 @@ class Shard:
     items: tuple[tuple[int | str, int, int], ...]
 
 
+# datasets fills a shuffle buffer from several shards at once, on threads: the caches are filled under a lock, and
+# each shard reads RecordIO through its own file handle (a shared one would interleave seeks and reads).
+_CACHE_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4)
+def _record_index(path: str) -> RecordFile:
+    return RecordFile(Path(path))
+
+
 def _record_file(path: str) -> RecordFile:
-    return RecordFile(Path(path))  # the index is read once per process, not once per shard
+    """``path``'s records with their own file handle; the index is read once per process, not once per shard."""
+    with _CACHE_LOCK:
+        return copy.copy(_record_index(path))  # shares the index; no handle is copied (RecordFile.__getstate__)
 
 
 @functools.lru_cache(maxsize=8)
+def _memory_mapped(path: str):
+    return datasets.Dataset.from_file(path).data  # nothing is copied
+
+
 def _arrow_table(path: str):
-    return datasets.Dataset.from_file(path).data  # memory-mapped: nothing is copied
+    with _CACHE_LOCK:
+        return _memory_mapped(path)
 
 
 def _stored(value: dict) -> bytes:
@@ -73,9 +91,9 @@ def _stored(value: dict) -> bytes:
 def read_shard(shard: Shard) -> Iterator[tuple[bytes, int, int]]:
     """(encoded image, label, position in the built split) of each image of ``shard``, in storage order."""
     if shard.kind == "recordio":
-        records = _record_file(shard.path)
-        for key, label, order in shard.items:
-            yield records.image(int(key))[1], label, order
+        with _record_file(shard.path) as records:
+            for key, label, order in shard.items:
+                yield records.image(int(key))[1], label, order
     elif shard.kind == "parquet":
         import pyarrow.parquet as pq
 

@@ -3,6 +3,7 @@ whichever source holds them, and every image once per epoch however the stream i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 from pathlib import Path
@@ -88,7 +89,12 @@ def test_an_epoch_holds_every_image_once_shuffled_or_split(tmp_path):
         for i in range(0, len(s.items), 3)
     ]
     everything = list(range(len(train)))
-    first = [item["order"] for item in train.dataset(seed=1, shuffle_buffer=4)]
+    fingerprints = train.fingerprints()
+    shuffled = list(train.dataset(seed=1, shuffle_buffer=4))  # read from several shards at once, on threads
+    assert [fingerprints[i["order"]] for i in shuffled] == [
+        hashlib.sha256(i["image"]).hexdigest()[:20] for i in shuffled
+    ]
+    first = [item["order"] for item in shuffled]
     assert sorted(first) == everything and first != everything
     assert first == [item["order"] for item in train.dataset(seed=1, shuffle_buffer=4)]  # the seed decides
     for processes in (2, 3):  # shards dividing evenly, and not

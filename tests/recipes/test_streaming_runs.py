@@ -88,7 +88,7 @@ def test_encoder_streamed_from_parquet_records_the_built_split(cache, tmp_path):
     config = EncoderPretrainConfig(
         output_dir=str(tmp_path / "encoder"), dataset_name=str(parquet), dataset_config=None, streaming=True,
         target_dataset_name="casia_webface", target_data_dir=str(records), resolution=8, encoder_widths=[4],
-        embedding_size=8, encoder_steps=3, encoder_batch_size=4, checkpoint_every=3,
+        embedding_size=8, encoder_steps=3, encoder_batch_size=4, checkpoint_every=3, mixed_precision="no",
     )  # fmt: skip
     summary = pretrain_encoder(config)
     assert summary["steps_done"] == 3 and summary["num_images"] == sum(COUNTS)
