@@ -51,7 +51,10 @@ class ProvenanceError(ValueError):
 
 # -- fingerprints -------------------------------------------------------------------------------------------------
 def image_fingerprints(split: datasets.Dataset, column: str = "image") -> list[str]:
-    """A short hash of each image's stored bytes (undecoded): the same photo gives the same fingerprint."""
+    """A short hash of each image's stored bytes (undecoded): the same photo gives the same fingerprint. A streamed
+    split (:class:`rlsyn_trl.data.StreamedSplit`) hashes the same bytes as it reads them, in the same order."""
+    if not isinstance(split, datasets.Dataset):
+        return split.fingerprints()
     raw = split.cast_column(column, datasets.Image(decode=False))
     fingerprints = []
     for start in range(0, len(raw), 1000):  # in chunks: a large training set never sits in memory whole
@@ -137,10 +140,13 @@ class DataSplit:
         check_disjoint_identities(public, private, split.describe(), self.describe())
         return public
 
-    def load(self, cache_dir: str | None = None) -> datasets.DatasetDict:
-        from .data import load_identity_dataset
+    def load(self, cache_dir: str | None = None, streaming: bool = False) -> datasets.DatasetDict:
+        """The split's ``DatasetDict``; ``streaming``: its splits as streams
+        (:func:`rlsyn_trl.data.stream_identity_dataset`), which :meth:`record` records alike."""
+        from .data import load_identity_dataset, stream_identity_dataset
 
-        return load_identity_dataset(
+        load = stream_identity_dataset if streaming else load_identity_dataset
+        return load(
             self.dataset_name, self.dataset_config, data_dir=self.data_dir, cache_dir=cache_dir, **self.options()
         )
 

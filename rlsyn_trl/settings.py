@@ -7,6 +7,7 @@ validation, in every stage:
 - :class:`DataSplitSettings`: which real identities and which of their images train (dataset, config, shots,
   split seed). Unset fields are read from the input artefact's provenance (an adapter records the split it was
   trained on), and a set field that contradicts it is refused (:mod:`rlsyn_trl.provenance`).
+- :class:`StreamingSettings`: the real training images streamed from where they are kept instead of built first.
 - :class:`RewardSettings`: the composite reward's weights and constants, the flags of one
   :class:`~rlsyn_trl.rewards.RewardOptions` (its defaults and checks).
 - :class:`LoraSettings`: LoRA on the DiT backbone.
@@ -134,6 +135,25 @@ class DataSplitSettings(SettingsGroup):
 
 
 DATA_SPLIT_FIELDS = tuple(f.name for f in dataclasses.fields(DataSplitSettings))
+
+
+@dataclass
+class StreamingSettings(SettingsGroup):
+    """Whether the real training images are streamed from where they are kept (a Hub dataset or folder's Parquet
+    shards, CASIA-WebFace's RecordIO) instead of built into a ``datasets`` cache first: the run starts at once and
+    its memory does not grow with the set (:mod:`rlsyn_trl.data.streaming`). The split is the same either way."""
+
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the training images (large sets: no build before the first step). False: build."},
+    )
+    shuffle_buffer: int = field(
+        default=1000,
+        metadata={"help": "Streamed images held to shuffle, beside the shard order (0: storage order)."},
+    )
+
+    def check(self) -> None:
+        require(self.shuffle_buffer >= 0, "shuffle_buffer", self.shuffle_buffer, "must be >= 0 (0: no shuffling).")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Identity benchmarks as ``datasets`` builders, registered by name, the user's own identity data (a Hub dataset
 id or a local folder laid out like one, :mod:`.user_data`) through the same entry points, and the shared
-preprocessing.
+preprocessing; :func:`stream_identity_dataset` reads the large ones as streams (:mod:`.streaming`).
 
 Names are imported on first use: the split options' checks (:mod:`.orl_split`, :mod:`.option_checks`) import
 neither ``datasets`` nor an image library, so a command can refuse a bad ``--shots`` before loading them.
@@ -18,6 +18,8 @@ _LAZY = {
     "identity_names": "registry",
     "load_identity_dataset": "registry",
     "register_identity_builder": "registry",
+    "stream_identity_dataset": "registry",
+    "StreamedSplit": "streaming",
     "CasiaWebFace": "casia_webface",
     "Cuhk03Np": "cuhk03",
     "FaceVerification": "face_verification",

@@ -17,8 +17,9 @@ from .cuhk03 import Cuhk03Np
 from .face_verification import FaceVerification, Rfw
 from .market1501 import Market1501
 from .orl import OrlFaces
+from .streaming import StreamedSplit, streamed_splits, streamed_user_splits
 from .synthetic_faces import SyntheticFaces
-from .user_data import UserIdentities, is_user_dataset, locate_user_dataset
+from .user_data import UserIdentities, UserIdentitiesConfig, is_user_dataset, locate_user_dataset
 
 IDENTITY_BUILDERS: dict[str, type[datasets.DatasetBuilder]] = {
     "orl_faces": OrlFaces,
@@ -82,6 +83,17 @@ def load_identity_dataset(
     return builder.as_dataset()
 
 
+def stream_identity_dataset(
+    name: str, config_name: str | None = None, *, data_dir: str | None = None, cache_dir: str | None = None, **options
+) -> dict[str, StreamedSplit]:
+    """The splits :func:`load_identity_dataset` would build, as streams (:mod:`.streaming`): the same images and
+    labels, decided from the labels alone, read and decoded as training asks for them; nothing is built or cached."""
+    builder_class, checked = _checked_options(name, config_name, options)
+    if builder_class is UserIdentities:  # its builder reads the whole source to name its identities: not built
+        return streamed_user_splits(UserIdentitiesConfig(**_user_config(name, config_name, data_dir, checked)[0]))
+    return streamed_splits(_builder(name, config_name, data_dir, cache_dir, options))
+
+
 def identity_names(
     name: str, config_name: str | None = None, *, data_dir: str | None = None, cache_dir: str | None = None, **options
 ) -> list[str]:
@@ -126,25 +138,26 @@ def _builder(
     a user's dataset's by the commit its revision resolves to, or its folder's fingerprint."""
     builder_class, options = _checked_options(name, config_name, options)
     if builder_class is UserIdentities:
-        if data_dir is not None:
-            raise ValueError(
-                f"--data_dir {data_dir!r}: {name} is read from its own folder or Hub repo; leave data_dir unset."
-            )
-        config_name = config_name or None  # `--dataset_config ""` on the command line: the default config
-        folder, revision = locate_user_dataset(name, options.pop("revision", None), config_name)
-        hub_commit = None if revision.startswith("fingerprint:") else revision
-        return UserIdentities(
-            data_dir=str(folder),
-            cache_dir=cache_dir,
-            hash=revision.removeprefix("fingerprint:"),
-            source=name,
-            source_config=config_name,
-            revision=hub_commit,
-            **options,
-        )
+        config, fingerprint = _user_config(name, config_name, data_dir, options)
+        return UserIdentities(cache_dir=cache_dir, hash=fingerprint, **config)
     folder = data_dir is not None and Path(data_dir).expanduser().is_dir()
     fingerprint = {"hash": folder_fingerprint(data_dir)} if folder else {}
     return builder_class(config_name=config_name, data_dir=data_dir, cache_dir=cache_dir, **fingerprint, **options)
+
+
+def _user_config(name: str, config_name: str | None, data_dir: str | None, options: dict) -> tuple[dict, str]:
+    """A user's dataset's config fields (its folder: the snapshot of a Hub id) and the commit or folder
+    fingerprint that keys its cache."""
+    if data_dir is not None:
+        raise ValueError(
+            f"--data_dir {data_dir!r}: {name} is read from its own folder or Hub repo; leave data_dir unset."
+        )
+    config_name = config_name or None  # `--dataset_config ""` on the command line: the default config
+    options = dict(options)
+    folder, revision = locate_user_dataset(name, options.pop("revision", None), config_name)
+    hub_commit = None if revision.startswith("fingerprint:") else revision
+    config = dict(data_dir=str(folder), source=name, source_config=config_name, revision=hub_commit, **options)
+    return config, revision.removeprefix("fingerprint:")
 
 
 def _checked_options(name: str, config_name: str | None, options: dict) -> tuple[type[datasets.DatasetBuilder], dict]:

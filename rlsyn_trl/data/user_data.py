@@ -186,53 +186,17 @@ class UserIdentities(CheckedBuilder):
 
     @functools.cached_property
     def columns(self) -> tuple[str, str]:
-        """The image and identity columns: the ones asked for, else the only ``Image`` feature and the only
-        ``ClassLabel`` (else string) column, or one of those named like an identity."""
-        features = self._source[0].features
-        name = self.config.source
-        images = [column for column, feature in features.items() if isinstance(feature, datasets.Image)]
-        image = self.config.image_column or _only(images, name, "image", "an Image feature")
-        if not isinstance(features.get(image), datasets.Image):
-            raise ValueError(
-                f"--image_column {image!r}: {name} has no Image column of that name; its Image columns: {images}."
-            )
-        labels = [column for column, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
-        if not labels:
-            strings = ("string", "large_string")
-            labels = [c for c, f in features.items() if isinstance(f, datasets.Value) and f.dtype in strings]
-        label = self.config.label_column or _only(labels, name, "label", "a ClassLabel or string identity column")
-        feature = features.get(label)
-        if not isinstance(feature, (datasets.ClassLabel, datasets.Value)) or label == image:
-            raise ValueError(
-                f"--label_column {label!r}: {name} has no identity column of that name (a ClassLabel, string or "
-                f"integer column); its columns: {list(features)}."
-            )
-        return image, label
+        """The image and identity columns of the source (:func:`identity_columns`)."""
+        config = self.config
+        return identity_columns(self._source[0].features, config.source, config.image_column, config.label_column)
 
     @functools.cached_property
     def _rows(self) -> dict[str, tuple[list[int], list[int]]]:
-        """Chosen identity -> (training rows, held-out rows) of the source split."""
+        """Chosen identity -> (training rows, held-out rows) of the source split (:func:`split_rows`)."""
         source, _ = self._source
         _, label = self.columns
-        feature = source.features[label]
-        identities: dict[str, list[str]] = {}
-        width = len(str(len(source)))
-        skipped = 0
-        for row, value in enumerate(source[label]):
-            if value is None or (isinstance(feature, datasets.ClassLabel) and value < 0):
-                skipped += 1
-                continue
-            identity = feature.int2str(value) if isinstance(feature, datasets.ClassLabel) else str(value)
-            identities.setdefault(identity, []).append(f"{row:0{width}d}")  # padded: name order is row order
-        if skipped:
-            logger.warning("%d rows of %s have no identity in %r and are left out.", skipped, self.config.source, label)
-        if not identities:
-            raise ValueError(f"No labelled images in {self.config.source}: column {label!r} holds no identity.")
-        chosen = select_subset(identities, self.config.num_identities, self.config.shots, self.config.seed)
-        return {
-            identity: ([int(row) for row in rows], sorted(int(row) for row in set(identities[identity]) - set(rows)))
-            for identity, rows in chosen.items()
-        }
+        config = self.config
+        return split_rows(source[label], source.features[label], config.source, config, label)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -257,6 +221,59 @@ class UserIdentities(CheckedBuilder):
                 name = f"{split}[{row}]"
                 data = read_image(Path(image["path"])) if image["bytes"] is None else check_image(image["bytes"], name)
                 yield name, {"image": image_value(data), "label": label, "identity": identity, "source": name}
+
+
+def identity_columns(
+    features: datasets.Features, name: str | None, image_column: str | None, label_column: str | None
+) -> tuple[str, str]:
+    """The image and identity columns: the ones asked for, else the only ``Image`` feature and the only
+    ``ClassLabel`` (else string) column, or one of those named like an identity. Shared by the built and the
+    streamed reading (:mod:`.streaming`), so both read the same columns."""
+    images = [column for column, feature in features.items() if isinstance(feature, datasets.Image)]
+    image = image_column or _only(images, name, "image", "an Image feature")
+    if not isinstance(features.get(image), datasets.Image):
+        raise ValueError(
+            f"--image_column {image!r}: {name} has no Image column of that name; its Image columns: {images}."
+        )
+    labels = [column for column, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
+    if not labels:
+        strings = ("string", "large_string")
+        labels = [c for c, f in features.items() if isinstance(f, datasets.Value) and f.dtype in strings]
+    label = label_column or _only(labels, name, "label", "a ClassLabel or string identity column")
+    feature = features.get(label)
+    if not isinstance(feature, (datasets.ClassLabel, datasets.Value)) or label == image:
+        raise ValueError(
+            f"--label_column {label!r}: {name} has no identity column of that name (a ClassLabel, string or "
+            f"integer column); its columns: {list(features)}."
+        )
+    return image, label
+
+
+def split_rows(values, feature, name: str | None, options, label: str) -> dict[str, tuple[list[int], list[int]]]:
+    """Chosen identity -> (training rows, held-out rows), from the identity column's ``values`` in row order.
+
+    ``options`` holds ``shots``, ``seed`` and ``num_identities`` (:func:`.casia_webface.select_subset` draws). The
+    built dataset and the streamed one (:mod:`.streaming`, which reads this column alone) both split here, so a
+    split means the same rows either way."""
+    identities: dict[str, list[str]] = {}
+    values = list(values)
+    width = len(str(len(values)))
+    skipped = 0
+    for row, value in enumerate(values):
+        if value is None or (isinstance(feature, datasets.ClassLabel) and value < 0):
+            skipped += 1
+            continue
+        identity = feature.int2str(value) if isinstance(feature, datasets.ClassLabel) else str(value)
+        identities.setdefault(identity, []).append(f"{row:0{width}d}")  # padded: name order is row order
+    if skipped:
+        logger.warning("%d rows of %s have no identity in %r and are left out.", skipped, name, label)
+    if not identities:
+        raise ValueError(f"No labelled images in {name}: column {label!r} holds no identity.")
+    chosen = select_subset(identities, options.num_identities, options.shots, options.seed)
+    return {
+        identity: ([int(row) for row in rows], sorted(int(row) for row in set(identities[identity]) - set(rows)))
+        for identity, rows in chosen.items()
+    }
 
 
 def _only(candidates: list[str], dataset: str, option: str, what: str) -> str:

@@ -7,7 +7,8 @@
 identities are compared from the builders' folder listings before any image is read, and a shared identity is
 refused (CASIA-WebFace drops the subset's identities with ``exclude_target_identities``; a ReID target trains on
 another benchmark's training split). ``--public_faces N`` adds N synthetic faces of people who do not exist
-(``synthetic_faces``), each its own identity. Images are decoded per step through a ``datasets`` transform. Writes
+(``synthetic_faces``), each its own identity. Images are decoded per step through a ``datasets`` transform
+(``--streaming true``: read as a stream from where they are kept, nothing built first). Writes
 the encoder folder (``output_dir``: weights and config, ``README.md`` card, ``provenance.json`` with the split, the
 target, the synthetic faces (``data.public_data``) and the training images' fingerprints) that ``--encoder`` of the
 DDPO and generation recipes loads, and ``summary.json``; ``--resume true`` continues from the newest checkpoint
@@ -21,7 +22,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import datasets
 from accelerate import Accelerator
 
 from rlsyn_trl.provenance import stage_record
@@ -59,7 +59,7 @@ def main(config: EncoderPretrainConfig) -> dict:
 
     # 3. Inputs: the public training split, then any synthetic public faces, each face one more identity (images
     # stay on disk; each step decodes its own batch).
-    data = identities.split.load()
+    data = identities.split.load(streaming=config.streaming)
     train, relabel = public_train_split(data, identities)
     faces = load_public_faces(config)
     real, num_classes, num_real = train, len(identities.kept), len(train)
@@ -95,7 +95,7 @@ def main(config: EncoderPretrainConfig) -> dict:
         "steps_done": trained.steps,
     }
     if accelerator.is_main_process:
-        record = identities.split.record(datasets.DatasetDict(train=real))
+        record = identities.split.record({"train": real})
         record["identities"] = identities.kept
         if faces is not None:
             record["public_data"] = [public_faces_record(config, faces, "identities, one per face")]

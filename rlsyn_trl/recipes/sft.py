@@ -2,9 +2,10 @@
 
     accelerate launch recipes/sft.py --config recipes/orl_faces/sft.yaml [--max_steps 10 ...]
 
-Reads the real split, swaps fresh identity embedders into the base DiT (+ LoRA), fits them with the denoising
-loss, and writes an identity adapter (``IdentityGenerator.from_pretrained(output_dir)``) with its card, its
-provenance (the split and the fingerprints of the images it saw) and a sample grid.
+Reads the real split (``--streaming true``: as a stream, nothing built first), swaps fresh identity embedders into
+the base DiT (+ LoRA), fits them with the denoising loss, and writes an identity adapter
+(``IdentityGenerator.from_pretrained(output_dir)``) with its card, its provenance (the split and the fingerprints of
+the images it saw) and a sample grid.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main(config: ColdStartConfig) -> dict:
 
     # 2. Inputs: the real split (no input artefact to inherit it from) and the base model with fresh embedders.
     split = resolve_data_split(config)
-    data = split.load()
+    data = split.load(streaming=config.streaming)
     logger.info("Cold start on %s: %d real training images", split.describe(), len(data["train"]))
     generator = prepare_identity_generator(
         config.base_model, data["train"].features["label"].names, config.lora_config(), config.base_revision

@@ -42,7 +42,7 @@ from rlsyn_trl.provenance import (
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.recognizer import TINY_MODEL, RecognizerConfig, train_recognizer
 from rlsyn_trl.recognizer.evaluation import RFW_PREFIX
-from rlsyn_trl.settings import DataSplitSettings, check_settings, require
+from rlsyn_trl.settings import DataSplitSettings, StreamingSettings, check_settings, require
 from rlsyn_trl.utils.io import atomic_write_json, atomic_write_text
 from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import setup_runtime
@@ -52,8 +52,9 @@ RFW_CONFIGS = tuple(race.lower() for race in RFW_RACES)
 
 
 @dataclass
-class RecognizerScriptArguments(DataSplitSettings):
-    """Which real split to train and evaluate on (unset fields: the dataset's defaults), and extra test sets."""
+class RecognizerScriptArguments(DataSplitSettings, StreamingSettings):
+    """Which real split to train and evaluate on (unset fields: the dataset's defaults), whether it is streamed,
+    and extra test sets."""
 
     verification_sets: list[str] = field(
         default_factory=list, metadata={"help": "Face verification pair sets to test on (lfw, agedb_30, ...)."}
@@ -118,7 +119,7 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
 
     # 2. Inputs: the real split, the synthetic set (checked against the split's evaluation images), test pair sets.
     split = resolve_data_split(script_args)
-    real = split.load()
+    real = split.load(streaming=script_args.streaming)
     synthetic = synthetic_provenance = None
     if config.synthetic_dataset:
         synthetic_provenance = read_dataset_provenance(config.synthetic_dataset)
@@ -133,7 +134,7 @@ def main(script_args: RecognizerScriptArguments, config: RecognizerConfig) -> di
     )
 
     # 3.-4. Build the recognizer (and the selection callback) and train; evaluate on the held-out real images.
-    metrics = train_recognizer(config, real, synthetic, verification=verification)
+    metrics = train_recognizer(config, real, synthetic, verification, script_args.shuffle_buffer)
 
     # 5. Save the results, the card and the provenance beside the saved model; 6. push (private by default).
     if config.process_index == 0:

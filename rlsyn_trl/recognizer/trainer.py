@@ -12,7 +12,9 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 
-from ..data import dataset_to_tensors
+from ..data import StreamedSplit, dataset_to_tensors
+from ..data.preprocessing import preprocess_images
+from ..data.streaming import decode_images
 from ..encoders.identity_encoder import IdentityEncoder
 from ..metrics import load_metric
 from .config import TINY_MODEL, RecognizerConfig
@@ -109,11 +111,47 @@ def check_synthetic_dataset(real: datasets.DatasetDict, synthetic: datasets.Data
         )
 
 
+def streamed_examples(
+    split: StreamedSplit, config: RecognizerConfig, shuffle_buffer: int = 0
+) -> datasets.IterableDataset:
+    """``pixel_values`` and ``labels`` of a streamed split, decoded and resized as they are read (as
+    ``dataset_to_tensors`` does a built split's). The ``Trainer``'s accelerate loader reads it on the main process
+    and hands each process its share of every batch, so no image is trained on twice per batch."""
+
+    def decode(item: dict) -> dict:
+        pixels = preprocess_images(decode_images([item["image"]]), config.resolution, config.channels)[0]
+        return {"pixel_values": pixels.numpy(), "labels": item["label"]}
+
+    stream = split.dataset(config.seed, shuffle_buffer).map(decode, remove_columns=["image", "label", "order"])
+    return stream.with_format("torch")
+
+
+def check_streamable(config: RecognizerConfig, synthetic: datasets.Dataset | None) -> None:
+    """Refuse, before any work, what a streamed real split cannot serve: each needs every real image at hand."""
+    pretrained = config.model != TINY_MODEL and not config.from_scratch
+    refused = {
+        "synthetic_dataset": synthetic is not None or bool(config.synthetic_dataset),
+        "selection": config.selection,
+        "identities_per_batch": config.identities_per_batch is not None,
+        "imprint_centres": config.imprint_centres and pretrained and config.loss == "cosface",
+    }
+    named = [name for name, on in refused.items() if on]
+    if named:
+        raise ValueError(
+            f"--streaming true trains on the real stream alone, in its shuffled order; --{named[0]} needs every real "
+            "image at hand (mixing, selection, P x K batches, class centres from the images). Set --streaming false, "
+            f"or leave {', '.join(named)} off."
+        )
+    if config.max_steps <= 0:
+        raise ValueError("--streaming true needs --max_steps: a stream has no epochs to count steps by.")
+
+
 def train_recognizer(
     config: RecognizerConfig,
     real: datasets.DatasetDict,
     synthetic: datasets.Dataset | None = None,
     verification: Mapping[str, datasets.Dataset] | None = None,
+    shuffle_buffer: int = 0,
 ) -> dict[str, float]:
     """Train on ``real['train']`` (+ ``synthetic``, or ``config.synthetic_dataset``) and return the test metrics the
     data supports: identification on ``real['test']`` (``test_accuracy``, ``test_loss``, ...), mAP/CMC on
@@ -124,7 +162,13 @@ def train_recognizer(
     is saved to ``config.scored_dataset_path`` when that is set. The trained model is saved to ``config.output_dir``
     (a :class:`RecognizerModel`: ``AutoModel.from_pretrained`` reloads it); ``config.resume_from_checkpoint``
     continues from a checkpoint that ``save_strategy="steps"`` wrote there.
+
+    A streamed ``real`` (:class:`~rlsyn_trl.data.StreamedSplit` splits) trains on its images as they are read,
+    shuffled by shards and ``shuffle_buffer`` (:func:`streamed_examples`), and tests on its streamed ``test``.
     """
+    streamed = isinstance(real["train"], StreamedSplit)
+    if streamed:
+        check_streamable(config, synthetic)
     if config.resume_from_checkpoint and config.selection:
         raise ValueError(
             "resume_from_checkpoint with selection=True would restart the synthetic weights from 1 (checkpoints hold "
@@ -141,9 +185,14 @@ def train_recognizer(
     def tensors(split: datasets.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         return dataset_to_tensors(split, resolution=config.resolution, channels=config.channels)
 
-    real_train = tensors(real["train"])
-    synthetic_train = tensors(synthetic) if synthetic is not None else (None, None)
-    train_dataset = MixedIdentityDataset(*real_train, *synthetic_train)
+    if streamed:
+        train_dataset = streamed_examples(real["train"], config, shuffle_buffer)
+        test_dataset = streamed_examples(real["test"], config) if "test" in real else None
+    else:
+        real_train = tensors(real["train"])
+        synthetic_train = tensors(synthetic) if synthetic is not None else (None, None)
+        train_dataset = MixedIdentityDataset(*real_train, *synthetic_train)
+        test_dataset = MixedIdentityDataset(*tensors(real["test"])) if "test" in real else None
     label_names = real["train"].features["label"].names
     recognizer = build_recognizer(config, label_names)
     pretrained = config.model != TINY_MODEL and not config.from_scratch
@@ -159,7 +208,7 @@ def train_recognizer(
         model=model,
         args=config,
         train_dataset=train_dataset,
-        eval_dataset=MixedIdentityDataset(*tensors(real["test"])) if "test" in real else None,
+        eval_dataset=test_dataset,
         compute_metrics=compute_metrics,
         augmentation=build_augmentation(config),
         synthetic_ratio=config.synthetic_ratio,

@@ -7,6 +7,7 @@ with the standard denoising loss and labels dropped once per sample for classifi
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ from accelerate import Accelerator
 from peft import LoraConfig
 
 from ..cards import adapter_card
-from ..data import dataset_to_tensors
+from ..data import StreamedSplit, dataset_to_tensors
 from ..data.augmentation import IdentityAugmentation
+from ..data.streaming import preprocessed, stream_batches
 from ..generators import IdentityGenerator, class_embedders
 from ..generators.adapter import add_lora, freeze_backbone, replace_class_embedders, save_adapter
 from ..provenance import image_fingerprints, write_provenance
@@ -28,6 +30,7 @@ from ..settings import (
     ModelHubSettings,
     RuntimeSettings,
     SamplerSettings,
+    StreamingSettings,
     check_settings,
     require_positive,
 )
@@ -49,7 +52,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ColdStartConfig(DataSplitSettings, LoraSettings, SamplerSettings, ModelHubSettings, RuntimeSettings):
+class ColdStartConfig(
+    DataSplitSettings, StreamingSettings, LoraSettings, SamplerSettings, ModelHubSettings, RuntimeSettings
+):
     """The SFT (cold-start) recipe's settings; each field is a YAML key / CLI flag.
 
     The sampler settings (``num_inference_steps``, ``guidance_scale``, ``eta``) are those of the sample grid.
@@ -123,11 +128,14 @@ RESUMABLE_SETTINGS = {
 class ColdStartTrainer:
     """Fits a prepared generator's identity embedders (+ LoRA) on real images with the denoising loss.
 
-    It receives its model and data; :meth:`train` runs the resumable optimisation loop, :meth:`save` writes the
-    adapter folder (weights, card, provenance) and :meth:`sample_grid` one row of samples per identity.
+    It receives its model and data, a built split (decoded into tensors at once, batches drawn by
+    :func:`.training.sample_batches`) or a streamed one (:class:`~rlsyn_trl.data.StreamedSplit`: batches read and
+    decoded step by step, shuffled by shards and ``shuffle_buffer``); :meth:`train` runs the resumable optimisation
+    loop, :meth:`save` writes the adapter folder (weights, card, provenance) and :meth:`sample_grid` one row of
+    samples per identity.
     """
 
-    def __init__(self, generator: IdentityGenerator, train: datasets.Dataset, config: ColdStartConfig):
+    def __init__(self, generator: IdentityGenerator, train: datasets.Dataset | StreamedSplit, config: ColdStartConfig):
         if len(train) == 0:
             raise ValueError("The cold start's train split is empty: check --dataset_name, --shots and --data_dir.")
         self.config = config
@@ -141,9 +149,20 @@ class ColdStartTrainer:
         self.accelerator.init_trackers("rlsyn_sft", config=asdict(config))
         generator.resolution = config.resolution or generator.resolution
         channels = 3 if generator.vae is not None else generator.transformer.config.in_channels
-        self.images, self.labels = dataset_to_tensors(train, generator.resolution, channels)
-        # The images themselves (not the folder's name or the split's options) decide what a checkpoint continues.
-        self.record = run_record(config, RESUMABLE_SETTINGS, train_images=image_fingerprints(train))
+        self.num_images = len(train)
+        if isinstance(train, StreamedSplit):
+            transform = preprocessed(generator.resolution, channels)
+            first = list(itertools.islice(train.dataset(), 2))  # the memory probe's images
+            self.images, self.labels = transform(
+                [item["image"] for item in first], torch.tensor([i["label"] for i in first])
+            )
+            # The chosen images and their files' sizes and times: hashing every image would read the set first.
+            train_images = train.selection_fingerprint()
+        else:
+            self.images, self.labels = dataset_to_tensors(train, generator.resolution, channels)
+            # The images themselves (not the folder's name or the split's options) decide what a checkpoint continues.
+            train_images = image_fingerprints(train)
+        self.record = run_record(config, RESUMABLE_SETTINGS, train_images=train_images)
         embedder_params = [p for e in class_embedders(generator.transformer) for p in e.parameters()]
         lora_params = [p for n, p in generator.transformer.named_parameters() if "lora_" in n]
         groups = [{"params": embedder_params, "lr": config.learning_rate}]
@@ -161,14 +180,12 @@ class ColdStartTrainer:
         self.augment = IdentityAugmentation(translate=0.0625, brightness=0.1) if config.augment else None
         accelerator = self.accelerator
         # batch_size is the global batch: each process trains on its own slice (per-process noise: train()).
-        self.batches = sample_batches(
-            self.images,
-            self.labels,
-            config.batch_size,
-            config.seed,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
+        process, processes = accelerator.process_index, accelerator.num_processes
+        if isinstance(train, StreamedSplit):
+            stream = train.dataset(config.seed, config.shuffle_buffer, process, processes)
+            self.batches = stream_batches(stream, local_batch_size(config.batch_size, processes), transform)
+        else:
+            self.batches = sample_batches(self.images, self.labels, config.batch_size, config.seed, process, processes)
         self.steps_done = 0
 
     def loss(self, step: int) -> torch.Tensor:
@@ -263,7 +280,7 @@ class ColdStartTrainer:
             "max_steps": self.config.max_steps,
             "stopped_by_time_budget": self.steps_done < self.config.max_steps,
             "num_identities": self.generator.num_classes,
-            "train_images": len(self.images),
+            "train_images": self.num_images,
         }
 
     def sample_grid(self, path: str | Path | None = None) -> Path | None:

@@ -26,8 +26,9 @@ import torch
 from huggingface_hub import ModelCardData
 
 from ..cards import DATASET_TERMS, render_model_card
-from ..data import IDENTITY_BUILDERS, identity_names
+from ..data import IDENTITY_BUILDERS, StreamedSplit, identity_names
 from ..data.preprocessing import preprocess_images
+from ..data.streaming import preprocessed, stream_batches
 from ..encoders import IdentityEncoder
 from ..provenance import DataSplit, resolve_data_split
 from ..settings import (
@@ -36,10 +37,12 @@ from ..settings import (
     RuntimeSettings,
     SettingsError,
     SettingsGroup,
+    StreamingSettings,
     check_settings,
     require,
     require_positive,
 )
+from ..utils.launch import local_batch_size
 from .priors import public_config
 from .public_faces import FACES_DATASET, FACES_LICENCE, PublicFacesSettings
 from .training import Batches, batch_indices
@@ -96,7 +99,12 @@ class TargetSplitSettings(SettingsGroup):
 
 @dataclass
 class EncoderPretrainConfig(
-    DataSplitSettings, TargetSplitSettings, PublicFacesSettings, RuntimeSettings, EncoderTrainingSettings
+    DataSplitSettings,
+    StreamingSettings,
+    TargetSplitSettings,
+    PublicFacesSettings,
+    RuntimeSettings,
+    EncoderTrainingSettings,
 ):
     """The encoder pre-training recipe's settings; each field is a YAML key / CLI flag.
 
@@ -126,6 +134,12 @@ class EncoderPretrainConfig(
         require(self.channels in (1, 3), "channels", self.channels, "must be 1 (grayscale) or 3 (RGB).")
         require(
             self.dataloader_num_workers >= 0, "dataloader_num_workers", self.dataloader_num_workers, "must be >= 0."
+        )
+        require(
+            not (self.streaming and self.public_faces),
+            "public_faces",
+            self.public_faces,
+            "synthetic faces are built, not streamed: set --public_faces 0 with --streaming true, or stream nothing.",
         )
         same = (self.dataset_name, self.dataset_config) == (self.target_dataset_name, self.target_dataset_config)
         require(
@@ -189,16 +203,18 @@ def resolve_public_identities(config: EncoderPretrainConfig) -> PublicIdentities
 
 def public_train_split(
     data: datasets.DatasetDict, identities: PublicIdentities
-) -> tuple[datasets.Dataset, torch.Tensor]:
+) -> tuple[datasets.Dataset | StreamedSplit, torch.Tensor]:
     """The ``train`` split without the excluded identities' images, and each stored label's new number over the
     kept identities (-1: excluded). The filter reads the label column only and stores an index mapping, not a copy
-    of the images; the labels are renumbered as batches are drawn."""
+    of the images (a streamed split drops their shards' entries); the labels are renumbered as batches are drawn."""
     train = data["train"]
     names = train.features["label"].names
     relabel = torch.full((len(names),), -1, dtype=torch.long)
     for new, name in enumerate(identities.kept):
         relabel[names.index(name)] = new
-    if identities.excluded:
+    if identities.excluded and isinstance(train, StreamedSplit):
+        train = train.keep(lambda label: bool(relabel[label] >= 0))
+    elif identities.excluded:
         train = train.filter(lambda labels: (relabel[labels] >= 0).tolist(), input_columns="label", batched=True)
     return train, relabel
 
@@ -218,7 +234,7 @@ class StepSampler(torch.utils.data.Sampler[list[int]]):
 
 
 def streamed_batches(
-    train: datasets.Dataset,
+    train: datasets.Dataset | StreamedSplit,
     relabel: torch.Tensor,
     config: EncoderPretrainConfig,
     seed: int,
@@ -231,7 +247,14 @@ def streamed_batches(
     The images go through ``with_transform`` (decode, resize to ``resolution``, ``[-1, 1]``; labels renumbered by
     ``relabel``) inside DataLoader workers that prefetch the coming steps; a step asked out of order restarts the
     loader there. ``encoder_batch_size`` is global: each of ``num_processes`` processes decodes its own share.
+    A streamed split (``--streaming true``) is read in its shuffled storage order instead
+    (:func:`rlsyn_trl.data.streaming.stream_batches`), nothing built first.
     """
+    if isinstance(train, StreamedSplit):
+        stream = train.dataset(seed, config.shuffle_buffer, process_index, num_processes)
+        local = local_batch_size(config.encoder_batch_size, num_processes, "encoder_batch_size")
+        transform = preprocessed(config.resolution, config.channels, relabel)
+        return stream_batches(stream, local, transform, config.dataloader_num_workers)
 
     def transform(batch: dict) -> dict:
         pixels = preprocess_images(batch["image"], config.resolution, config.channels)
