@@ -150,3 +150,23 @@ def test_prior_yamls_parse_into_the_config(recipe):
         TrlParser((PriorConfig,)).parse_args_and_config(
             ["--config", str(RECIPES / f"{recipe}.yaml"), "--dataset_config", "private"]
         )
+
+
+def test_null_class_share_repeats_the_identities_not_the_faces():
+    """1,000 synthetic faces beside 200 labelled photos: the cap keeps the identities in the generator's batches."""
+    from rlsyn_trl.trainers.priors import cap_null_share
+
+    images = torch.arange(16).float().view(16, 1, 1, 1)
+    labels = torch.tensor([0, 1, 0, 1] + [2] * 12)
+    capped_images, capped_labels = cap_null_share(images, labels, 2, 0.5)
+    assert (capped_labels == 2).sum() == 12 and len(capped_labels) == 24  # null images half of the data, none lost
+    named = capped_images[capped_labels != 2].flatten().tolist()
+    assert sorted(named) == sorted([0.0, 1.0, 2.0, 3.0] * 3)  # every identity image three times
+    assert capped_images[capped_labels == 2].flatten().tolist() == list(range(4, 16))
+    uneven_images, uneven_labels = cap_null_share(images, labels, 2, 0.6)  # 8 identity images: 2 copies
+    assert (uneven_labels != 2).sum() == 8 and (uneven_labels == 2).float().mean() <= 0.6
+    for share in (None, 0.8):  # no cap, or the data already under it
+        same_images, same_labels = cap_null_share(images, labels, 2, share)
+        assert same_images is images and same_labels is labels
+    with pytest.raises(ValueError, match="null_class_share"):
+        tiny_prior_config(Path("unused"), null_class_share=1.0)
