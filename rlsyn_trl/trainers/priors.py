@@ -113,7 +113,7 @@ class PriorConfig(DataSplitSettings, PublicFacesSettings, RuntimeSettings, Encod
         metadata={
             "help": "Largest share of null-class images (LFW crops, synthetic public faces) in the generator's "
             "batches: the identity images are repeated to keep it. None: the data's own share (1,000 faces leave "
-            "the 20 identities 6% of the batches)."
+            "the 20 identities 200 of 3,300 images)."
         },
     )
     max_minutes: float | None = field(
