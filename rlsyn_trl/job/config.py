@@ -1,28 +1,28 @@
-"""The end-to-end job's settings: one dataclass, parsed by the stages' own parser for ``rlsyn-trl run-all``.
+"""The end-to-end job's settings: one dataclass, which ``rlsyn-trl run-all`` parses with ``HfArgumentParser`` (the
+parser under the stages' ``TrlParser``, without its ``--config``).
 
-``run-all`` takes every field as ``--field_name value`` (``--field-name`` too), or from a YAML via ``--config``, like
-a stage. The module imports neither torch nor ``datasets``: a bad value is refused before either is loaded.
+``run-all`` takes every field as ``--field_name value`` (``--field-name`` too). The module imports neither torch nor
+``datasets``: a bad value is refused before either is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import yaml
 
 from ..data.orl_split import ALLOWED_SHOTS, check_private_options
+from ..recipes import RECIPES_DIR
 from ..utils.checks import SettingsError, parse_reference_strength, require
 from ..utils.launch import MAX_EMBEDDED_PROCESSES, PRECISIONS, check_precision
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RECOGNIZER_STARTS = ("encoder", "scratch")
 JOB_STAGES = ("all", "generation", "recognizers")
 
 
 def embedded_recipe(stage: str) -> dict:
     """The settings of ``recipes/orl_faces/<stage>.yaml``: the main job runs exactly the recipes' defaults."""
-    return yaml.safe_load((RECIPES / "orl_faces" / f"{stage}.yaml").read_text())
+    return yaml.safe_load((RECIPES_DIR / "orl_faces" / f"{stage}.yaml").read_text())
 
 
 @dataclass
@@ -136,14 +136,15 @@ class MainJobConfig:
         for name in ("recognizer_workers", "threads"):
             value = getattr(self, name)
             require(value is None or (type(value) is int and value >= 1), name, value, "must be an integer >= 1.")
+        processes = str(self.processes)  # "auto", or a count: from the command line always text
         require(
-            str(self.processes) == "auto" or str(self.processes).isdigit() and int(self.processes) >= 1,
+            processes == "auto" or processes.isdigit() and int(processes) >= 1,
             "processes",
             self.processes,
             "must be auto or an integer >= 1.",
         )
         require(
-            str(self.processes) == "auto" or int(self.processes) <= MAX_EMBEDDED_PROCESSES,
+            processes == "auto" or int(processes) <= MAX_EMBEDDED_PROCESSES,
             "processes",
             self.processes,
             f"the embedded DDPO layout divides among at most {MAX_EMBEDDED_PROCESSES} processes: use auto, 1 or "
