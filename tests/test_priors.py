@@ -108,6 +108,33 @@ def test_cold_start_on_the_prior_starts_its_chain_there(tmp_path):
     assert not set(chain[0]["data"]["identities"]) & set(chain[1]["data"]["identities"])
 
 
+def test_a_prior_continued_from_a_saved_one_starts_from_its_weights_and_chain(tmp_path):
+    first = tmp_path / "first"
+    train_priors(tiny_prior_config(first, train_encoder=False, generator_steps=1, seed=1))
+    saved = IdentityGenerator.from_pretrained(first / "generator").transformer.state_dict()
+    continued = tmp_path / "continued"
+    config = tiny_prior_config(
+        continued, train_encoder=False, generator_steps=1, init_generator=str(first / "generator")
+    )
+    summary = train_priors(config)
+    assert summary["generator_steps_done"] == 1
+    after = IdentityGenerator.from_pretrained(continued / "generator").transformer.state_dict()
+    fresh = tmp_path / "fresh"
+    train_priors(tiny_prior_config(fresh, train_encoder=False, generator_steps=1))
+    scratch = IdentityGenerator.from_pretrained(fresh / "generator").transformer.state_dict()
+    # one small step from the saved weights stays near them; a new DiT (another seed) lands elsewhere
+    distance = sum((after[k].float() - saved[k].float()).norm() for k in saved)
+    assert distance < sum((scratch[k].float() - saved[k].float()).norm() for k in saved) / 4
+    chain = lineage(read_provenance(continued / "generator"))
+    assert [record["stage"] for record in chain] == ["prior", "prior"]
+    assert read_provenance(continued / "generator")["parent"]["id"] == str(first / "generator")
+
+    with pytest.raises(SettingsError, match="--init_generator .* has width 32: set --width 32"):
+        train_priors(
+            tiny_prior_config(tmp_path / "wider", train_encoder=False, width=64, init_generator=config.init_generator)
+        )
+
+
 def test_private_identities_are_refused_before_any_work(tmp_path):
     with pytest.raises(SettingsError, match="--dataset_config 'private'.*--dataset_config public"):
         tiny_prior_config(tmp_path, dataset_config="private")

@@ -21,7 +21,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from rlsyn_trl.data import dataset_to_tensors
-from rlsyn_trl.provenance import stage_record
+from rlsyn_trl.provenance import parent_reference, stage_record
 from rlsyn_trl.recipes import parse_stage
 from rlsyn_trl.trainers.priors import (
     ENCODER_DIR,
@@ -36,6 +36,7 @@ from rlsyn_trl.trainers.priors import (
 from rlsyn_trl.trainers.public_faces import load_public_faces, public_faces_record, with_face_identities
 from rlsyn_trl.trainers.training import check_data_parallel
 from rlsyn_trl.utils.io import atomic_write_json
+from rlsyn_trl.utils.model_sources import resolve_pretrained_folder
 from rlsyn_trl.utils.refusals import run_reporting_refusals
 from rlsyn_trl.utils.runtime import claim_process_precision, setup_runtime
 from rlsyn_trl.utils.tracking import build_trackers, end_trackers
@@ -104,7 +105,9 @@ def main(config: PriorConfig) -> dict:
         if accelerator.is_main_process:
             lfw = "skimage lfw_subset (100 crops)" if config.use_lfw_faces else None
             record = record_with_faces("null-class (unconditional) images")
-            provenance = stage_record("prior", record, model="generator", steps=generator.steps, null_class=lfw)
+            start = config.init_generator  # a continued prior's chain starts at the prior it continued
+            parent = parent_reference(start, resolve_pretrained_folder(start)) if start else None
+            provenance = stage_record("prior", record, parent, model="generator", steps=generator.steps, null_class=lfw)
             save_prior(generator, output / GENERATOR_DIR, provenance)
 
     # 5. Evaluate: sample grid, face detection, self-consistency under the new encoder.

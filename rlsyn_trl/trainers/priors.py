@@ -26,7 +26,7 @@ from ..data import identity_builder
 from ..data.augmentation import IdentityAugmentation
 from ..encoders import IdentityEncoder, IdentityEncoderConfig
 from ..generation.realism import face_detection_rate
-from ..generators import IdentityGenerator, build_pixel_dit, default_scheduler
+from ..generators import IdentityGenerator, build_pixel_dit, default_scheduler, disable_label_dropout
 from ..provenance import DEFAULT_DATASET, DataSplit, resolve_data_split, write_provenance
 from ..settings import (
     DataSplitSettings,
@@ -93,6 +93,14 @@ class PriorConfig(DataSplitSettings, PublicFacesSettings, RuntimeSettings, Encod
     channels: int = field(default=1, metadata={"help": "1 (grayscale) or 3 (RGB)."})
     # generator
     train_generator: bool = True
+    init_generator: str | None = field(
+        default=None,
+        metadata={
+            "help": "A saved prior generator (folder, Hub id, embedded:orl_faces) to continue training instead of "
+            "random weights, e.g. the shipped prior with synthetic public faces added: its label names, size and "
+            "prediction type must be this run's. None: a new DiT."
+        },
+    )
     width: int = 128
     depth: int = 6
     heads: int = 4
@@ -254,6 +262,39 @@ def cap_null_share(
     return images[index], labels[index]
 
 
+def start_generator(config: PriorConfig, label_names: list[str]) -> IdentityGenerator:
+    """The saved generator ``--init_generator`` names, refused unless it is the DiT this run would build: same
+    labels in the same order (the label table's rows are the identities), size and prediction type."""
+    generator = IdentityGenerator.from_pretrained(config.init_generator)
+    require(
+        list(generator.label_names) == list(label_names),
+        "init_generator",
+        config.init_generator,
+        f"its labels {list(generator.label_names)[:4]}... are not this split's {list(label_names)[:4]}...: continue "
+        "a prior trained on the same public identities.",
+    )
+    dit = generator.transformer.config
+    built = {
+        "resolution": dit.sample_size,
+        "channels": dit.in_channels,
+        "width": dit.num_attention_heads * dit.attention_head_dim,
+        "depth": dit.num_layers,
+        "heads": dit.num_attention_heads,
+        "patch_size": dit.patch_size,
+        "prediction_type": generator.scheduler.config.prediction_type,
+    }
+    for name, value in built.items():
+        require(
+            getattr(config, name) == value,
+            name,
+            getattr(config, name),
+            f"--init_generator {config.init_generator} has {name} {value}: set --{name} {value}.",
+        )
+    transformer = generator.transformer.float().train().requires_grad_(True)
+    disable_label_dropout(transformer)
+    return generator
+
+
 def train_generator(
     config: PriorConfig,
     accelerator: Accelerator,
@@ -272,15 +313,18 @@ def train_generator(
         images = torch.cat([images, faces])
         labels = torch.cat([labels, torch.full((len(faces),), len(label_names), dtype=torch.long)])
     images, labels = cap_null_share(images, labels, len(label_names), config.null_class_share)
-    transformer = build_pixel_dit(
-        len(label_names),
-        config.resolution,
-        config.channels,
-        config.width,
-        config.depth,
-        config.heads,
-        config.patch_size,
-    )
+    if config.init_generator:
+        transformer = start_generator(config, label_names).transformer
+    else:
+        transformer = build_pixel_dit(
+            len(label_names),
+            config.resolution,
+            config.channels,
+            config.width,
+            config.depth,
+            config.heads,
+            config.patch_size,
+        )
     generator = IdentityGenerator(transformer, default_scheduler(config.prediction_type), label_names)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=config.generator_lr, weight_decay=0.0)
     lr_scheduler = warmup_cosine(optimizer, config.warmup_steps, config.generator_steps)
