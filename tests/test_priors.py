@@ -129,6 +129,8 @@ def test_a_prior_continued_from_a_saved_one_starts_from_its_weights_and_chain(tm
     assert [record["stage"] for record in chain] == ["prior", "prior"]
     assert read_provenance(continued / "generator")["parent"]["id"] == str(first / "generator")
 
+    with pytest.raises(SettingsError, match="--train_generator false skips"):
+        tiny_prior_config(tmp_path / "none", train_generator=False, init_generator=config.init_generator)
     with pytest.raises(SettingsError, match="--init_generator .* has width 32: set --width 32"):
         train_priors(
             tiny_prior_config(tmp_path / "wider", train_encoder=False, width=64, init_generator=config.init_generator)

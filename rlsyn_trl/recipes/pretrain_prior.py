@@ -30,6 +30,7 @@ from rlsyn_trl.trainers.priors import (
     evaluate_prior,
     resolve_prior_split,
     save_prior,
+    start_generator,
     train_encoder,
     train_generator,
 )
@@ -65,6 +66,8 @@ def main(config: PriorConfig) -> dict:
     images, labels = dataset_to_tensors(data["train"], config.resolution, config.channels)
     data_record = split.record(data)
     logger.info("Priors on %s: %d identities, %d images", split.describe(), len(label_names), len(images))
+    # A continued prior is checked against this split before any training.
+    start = start_generator(config, label_names) if config.init_generator and config.train_generator else None
     summary: dict = {"config": asdict(config), "data": split.describe(), "mixed_precision": runtime.mixed_precision}
 
     # 2b. Synthetic public faces (people who do not exist): phi's extra identities, the generator's null class.
@@ -96,7 +99,7 @@ def main(config: PriorConfig) -> dict:
     # 4. Phase (a), the generator: train (max_minutes may cut it short), save with provenance.
     generator = None
     if config.train_generator:
-        generator = train_generator(config, accelerator, images, labels, label_names, face_images)
+        generator = train_generator(config, accelerator, images, labels, label_names, face_images, start)
         summary.update(
             generator_steps_done=generator.steps,
             generator_steps=config.generator_steps,
@@ -105,8 +108,8 @@ def main(config: PriorConfig) -> dict:
         if accelerator.is_main_process:
             lfw = "skimage lfw_subset (100 crops)" if config.use_lfw_faces else None
             record = record_with_faces("null-class (unconditional) images")
-            start = config.init_generator  # a continued prior's chain starts at the prior it continued
-            parent = parent_reference(start, resolve_pretrained_folder(start)) if start else None
+            base = config.init_generator  # a continued prior's chain starts at the prior it continued
+            parent = parent_reference(base, resolve_pretrained_folder(base)) if base else None
             provenance = stage_record("prior", record, parent, model="generator", steps=generator.steps, null_class=lfw)
             save_prior(generator, output / GENERATOR_DIR, provenance)
 

@@ -196,6 +196,12 @@ class PriorConfig(DataSplitSettings, PublicFacesSettings, RuntimeSettings, Encod
         )
         require(self.grid_guidance_scale >= 0, "grid_guidance_scale", self.grid_guidance_scale, "must be >= 0.")
         require(
+            self.train_generator or not self.init_generator,
+            "init_generator",
+            self.init_generator,
+            "continues the generator phase, which --train_generator false skips: drop one of them.",
+        )
+        require(
             self.train_generator or self.train_encoder,
             "train_generator",
             self.train_generator,
@@ -302,9 +308,11 @@ def train_generator(
     labels: torch.Tensor,
     label_names: list[str],
     null_images: torch.Tensor | None = None,
+    start: IdentityGenerator | None = None,
 ) -> TrainedPrior:
     """Phase (a): the pixel DiT prior on public identities (+ LFW crops and ``null_images``, e.g. synthetic public
-    faces, as null-class data: they teach faces without adding identities to the label table), EMA weights."""
+    faces, as null-class data: they teach faces without adding identities to the label table), EMA weights; from
+    ``start`` (:func:`start_generator`) when given, else from a new DiT."""
     extra = [lfw_face_crops(config.resolution)] if config.use_lfw_faces else []
     extra += [null_images] if null_images is not None else []
     for faces in extra:
@@ -313,8 +321,8 @@ def train_generator(
         images = torch.cat([images, faces])
         labels = torch.cat([labels, torch.full((len(faces),), len(label_names), dtype=torch.long)])
     images, labels = cap_null_share(images, labels, len(label_names), config.null_class_share)
-    if config.init_generator:
-        transformer = start_generator(config, label_names).transformer
+    if start is not None:
+        transformer = start.transformer
     else:
         transformer = build_pixel_dit(
             len(label_names),
