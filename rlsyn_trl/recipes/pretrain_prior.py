@@ -66,8 +66,11 @@ def main(config: PriorConfig) -> dict:
     images, labels = dataset_to_tensors(data["train"], config.resolution, config.channels)
     data_record = split.record(data)
     logger.info("Priors on %s: %d identities, %d images", split.describe(), len(label_names), len(images))
-    # A continued prior is checked against this split before any training.
-    start = start_generator(config, label_names) if config.init_generator and config.train_generator else None
+    # A continued prior is checked against this split, and read as the generator's parent, before any training.
+    start = parent = None
+    if config.init_generator and config.train_generator:
+        start = start_generator(config, label_names)
+        parent = parent_reference(config.init_generator, resolve_pretrained_folder(config.init_generator))
     summary: dict = {"config": asdict(config), "data": split.describe(), "mixed_precision": runtime.mixed_precision}
 
     # 2b. Synthetic public faces (people who do not exist): phi's extra identities, the generator's null class.
@@ -108,8 +111,6 @@ def main(config: PriorConfig) -> dict:
         if accelerator.is_main_process:
             lfw = "skimage lfw_subset (100 crops)" if config.use_lfw_faces else None
             record = record_with_faces("null-class (unconditional) images")
-            base = config.init_generator  # a continued prior's chain starts at the prior it continued
-            parent = parent_reference(base, resolve_pretrained_folder(base)) if base else None
             provenance = stage_record("prior", record, parent, model="generator", steps=generator.steps, null_class=lfw)
             save_prior(generator, output / GENERATOR_DIR, provenance)
 
