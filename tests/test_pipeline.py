@@ -18,6 +18,7 @@ from rlsyn_trl.job.pipeline import (
     reference_rows,
 )
 from rlsyn_trl.trainers import ColdStartConfig, RLSynDDPOConfig
+from rlsyn_trl.utils.checks import SettingsError
 
 
 @pytest.mark.slow
@@ -87,12 +88,25 @@ def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
         assert sft.max_steps < sft_yaml["max_steps"] and ddpo.num_epochs == 1
     else:
         assert (sft.max_steps, ddpo.num_epochs) == (sft_yaml["max_steps"], ddpo_yaml["num_epochs"])
-        # The synthetic datasets are drawn with the chain the RL policy was trained on.
+        # The synthetic datasets are drawn with the chain the RL policy was trained on, at generate.yaml's guidance.
+        generate_yaml = yaml.safe_load((recipes / "generate.yaml").read_text())
         assert (generation.num_inference_steps, generation.eta, generation.guidance_scale) == (
             ddpo_yaml["sample_num_steps"],
             ddpo_yaml["sample_eta"],
-            ddpo_yaml["sample_guidance_scale"],
+            generate_yaml["guidance_scale"],
         )
+
+
+def test_the_synthetic_datasets_take_the_jobs_own_sampler_when_given(tmp_path):
+    """--guidance_scale and --inference_steps replace DDPO's chain in the generation stages only."""
+    config = MainJobConfig(output_dir=str(tmp_path), guidance_scale=1.0, inference_steps=30)
+    generation = GenerationConfig(**generation_settings(config, tmp_path / "sft", tmp_path / "synthetic"))
+    ddpo = RLSynDDPOConfig(**ddpo_settings(config, tmp_path / "sft", tmp_path / "ddpo"))
+    ddpo_yaml = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/orl_faces/ddpo.yaml").read_text())
+    assert (generation.guidance_scale, generation.num_inference_steps, generation.eta) == (1.0, 30, 0.0)
+    assert ddpo.sample_guidance_scale == ddpo_yaml["sample_guidance_scale"]
+    with pytest.raises(SettingsError, match="guidance_scale"):
+        MainJobConfig(guidance_scale=-1.0)
 
 
 def test_recognizer_start_is_checked_and_matches_the_recipe():

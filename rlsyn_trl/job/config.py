@@ -52,6 +52,13 @@ class MainJobConfig:
             "and sample_eta), the chain the RL policy was optimised on, used for both adapters."
         },
     )
+    guidance_scale: float = field(
+        default_factory=lambda: embedded_recipe("generate")["guidance_scale"],
+        metadata={
+            "help": "Classifier-free guidance of the synthetic datasets (default: recipes/orl_faces/generate.yaml's; "
+            "1 is the conditional model alone). DDPO trains with its own (ddpo.yaml's sample_guidance_scale)."
+        },
+    )
     recognizer_steps: int = field(
         default_factory=lambda: embedded_recipe("recognizer")["max_steps"],
         metadata={"help": "Training steps of every recognizer row (default: recipes/orl_faces/recognizer.yaml's)."},
@@ -133,6 +140,12 @@ class MainJobConfig:
             f"must be one of {', '.join(RECOGNIZER_STARTS)}.",
         )
         check_precision(self.mixed_precision)
+        require(
+            self.guidance_scale >= 0,
+            "guidance_scale",
+            self.guidance_scale,
+            "must be >= 0.",
+        )
         for name in ("recognizer_workers", "threads"):
             value = getattr(self, name)
             require(value is None or (type(value) is int and value >= 1), name, value, "must be an integer >= 1.")
