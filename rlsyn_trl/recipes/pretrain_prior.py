@@ -68,7 +68,7 @@ def main(config: PriorConfig) -> dict:
     logger.info("Priors on %s: %d identities, %d images", split.describe(), len(label_names), len(images))
     # A continued prior is checked against this split, and read as the generator's parent, before any training.
     start = parent = None
-    if config.init_generator and config.train_generator:
+    if config.init_generator:  # PriorConfig refuses it with --train_generator false
         start = start_generator(config, label_names)
         parent = parent_reference(config.init_generator, resolve_pretrained_folder(config.init_generator))
     summary: dict = {"config": asdict(config), "data": split.describe(), "mixed_precision": runtime.mixed_precision}
