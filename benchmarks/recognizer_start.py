@@ -18,12 +18,8 @@ import numpy as np
 from transformers.utils import logging as hf_logging
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.job.pipeline import (
-    NO_AUGMENTATION,
-    RECOGNIZER_STARTS,
-    MainJobConfig,
-    recognizer_config,
-)
+from rlsyn_trl.job.comparison import NO_AUGMENTATION, recognizer_config
+from rlsyn_trl.job.config import RECOGNIZER_STARTS, MainJobConfig
 from rlsyn_trl.recognizer import train_recognizer
 from rlsyn_trl.utils.runtime import setup_runtime
 
