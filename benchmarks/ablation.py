@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=2 python benchmarks/ablation.py [--shots 1 2] [--seeds 0 1 2] [--quick]
         [--reference-strengths 0.4 0.6 0.8] [--no-reference-ddpo] [--reference-only]
-        [--main-only] [--prior FOLDER] [--encoder FOLDER] [--guidance-scale G] [--inference-steps N]
+        [--main-only] [--prior FOLDER] [--encoder FOLDER] [--guidance-scale G] [--guidance-interval LO,HI]
+        [--inference-steps N]
 
 Each (shots, split seed) is one main job with ``ablation=True`` (its own cold start and DDPO runs; the DDPO rows
 switch reward terms on in turn: R_sem, R_sem + R_cov, all three), in
@@ -125,11 +126,17 @@ def main() -> None:
     parser.add_argument("--main-only", action="store_true", help="The main comparison's rows, without the ablation's.")
     parser.add_argument("--prior", default=MainJobConfig.prior, help="The DiT prior of every run (folder or Hub id).")
     parser.add_argument("--encoder", default=MainJobConfig.encoder, help="phi, and the recognizers' start.")
+    job_defaults = MainJobConfig()
     parser.add_argument(
         "--guidance-scale",
         type=float,
-        default=MainJobConfig().guidance_scale,
+        default=job_defaults.guidance_scale,
         help="Guidance of the synthetic datasets (default: generate.yaml's).",
+    )
+    parser.add_argument(
+        "--guidance-interval",
+        default=job_defaults.guidance_interval,
+        help="Noise levels t/T \"lo,hi\" where the datasets' guidance applies (default: generate.yaml's).",
     )
     parser.add_argument(
         "--inference-steps", type=int, default=None, help="Deterministic DDIM steps of the synthetic datasets."
@@ -157,6 +164,7 @@ def main() -> None:
                 prior=args.prior,
                 encoder=args.encoder,
                 guidance_scale=args.guidance_scale,
+                guidance_interval=args.guidance_interval,
                 inference_steps=args.inference_steps,
                 paper_rows=not args.reference_only,
                 reference_strengths=args.reference_strengths,

@@ -33,7 +33,13 @@ from typing import Any
 from peft import LoraConfig
 
 from .rewards.composite import DEFAULT_REWARD, RewardOptionError, RewardOptions
-from .utils.checks import SettingsError, parse_reference_strength, require, require_positive
+from .utils.checks import (
+    SettingsError,
+    parse_guidance_interval,
+    parse_reference_strength,
+    require,
+    require_positive,
+)
 from .utils.launch import PRECISIONS
 
 DEFAULT_LORA_TARGETS = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2"]
@@ -263,12 +269,26 @@ class SamplerSettings(ReferenceSettings):
 
     num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps per sample."})
     guidance_scale: float = field(default=2.0, metadata={"help": "Classifier-free guidance scale (1: none)."})
+    guidance_interval: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Guide only at the noise levels t/T in "lo,hi" (0: clean, 1: noise), the conditional model alone '
+            'elsewhere; e.g. "0.5,1": guidance in the noisier half only. Unset: at every step.'
+        },
+    )
     eta: float = field(default=0.0, metadata={"help": "DDIM eta: 0 deterministic, 1 DDPM-like noise."})
 
     def check(self) -> None:
         require_positive(self, "num_inference_steps")
         require(self.guidance_scale >= 0, "guidance_scale", self.guidance_scale, "must be >= 0.")
         require(0 <= self.eta <= 1, "eta", self.eta, "must be in [0, 1].")
+        interval = parse_guidance_interval(self.guidance_interval)
+        self.guidance_interval = None if interval is None else list(interval)  # one form for records
+
+    def guidance_options(self) -> dict[str, Any]:
+        """The sampler's guidance arguments (``DiTIdentityGenerator.sample``'s)."""
+        interval = parse_guidance_interval(self.guidance_interval)
+        return {"guidance_scale": self.guidance_scale, "guidance_interval": interval}
 
     def sampler_options(self) -> dict[str, Any]:
         """What decides the samples (and what provenance records); the reference strength only when set."""
@@ -277,6 +297,8 @@ class SamplerSettings(ReferenceSettings):
             "guidance_scale": self.guidance_scale,
             "eta": self.eta,
         }
+        if self.guidance_interval is not None:
+            options["guidance_interval"] = self.guidance_interval
         if self.reference_strength is not None:
             options["reference_strength"] = self.reference_strength
         return options

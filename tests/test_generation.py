@@ -193,6 +193,20 @@ def test_reference_strength_one_reproduces_the_noise_run_and_is_recorded(make_co
         generate_synthetic_dataset(make_config(reference_strength=0.5))
 
 
+def test_a_guidance_interval_changes_the_samples_and_is_recorded_in_the_runs_fingerprint(make_config, reference):
+    """Guidance 2 at the noisier of the 2 steps (t = 999, 499) only: other images than guidance at both, recorded,
+    and a change of the interval is a different run."""
+    dataset, summary = generate_synthetic_dataset(make_config(guidance_interval="0.6,1"))
+    raw = dataset.cast_column("image", datasets.Image(decode=False))["image"]
+    expected = reference[1].cast_column("image", datasets.Image(decode=False))["image"]
+    assert all(a["bytes"] != b["bytes"] for a, b in zip(raw, expected, strict=True))
+    record = read_provenance(Path(make_config().output_dir) / "dataset")
+    assert record["sampler"]["guidance_interval"] == [0.6, 1.0] and record["sampler"]["guidance_scale"] == 2.0
+    assert "guidance_interval" not in read_provenance(Path(reference[0].output_dir))["sampler"]
+    with pytest.raises(FileExistsError, match="guidance_interval"):
+        generate_synthetic_dataset(make_config(guidance_interval="0.4,1"))
+
+
 def test_a_low_reference_strength_returns_the_real_photos_and_the_audit_flags_them(make_config, orl_private):
     """With 2 DDIM steps, s = 0.3 leaves no step to run: every sample IS one of its identity's training photos."""
     dataset, summary = generate_synthetic_dataset(make_config(reference_strength=0.3))
@@ -349,6 +363,7 @@ def test_config_validation():
         ({"split_seed": -1}, "split_seed"),
         ({"reference_strength": "0"}, "reference_strength"),
         ({"reference_strength": [0.9, 0.4]}, "reference_strength"),
+        ({"guidance_interval": "0.5"}, "guidance_interval"),
     ):
         with pytest.raises(SettingsError, match=f"--{flag} "):
             GenerationConfig(**overrides)

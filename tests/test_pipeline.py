@@ -98,16 +98,20 @@ def test_main_job_runs_the_embedded_recipes(tmp_path, quick):
 
 
 def test_the_synthetic_datasets_take_the_jobs_own_sampler_when_given(tmp_path):
-    """--guidance_scale and --inference_steps replace DDPO's chain in the generation stages only."""
-    config = MainJobConfig(output_dir=str(tmp_path), guidance_scale=1.5, inference_steps=30)
+    """--guidance_scale, --guidance_interval and --inference_steps replace DDPO's chain in the generation stages
+    only."""
+    config = MainJobConfig(output_dir=str(tmp_path), guidance_scale=1.5, guidance_interval="0.5,1", inference_steps=30)
     generation = GenerationConfig(**generation_settings(config, tmp_path / "sft", tmp_path / "synthetic"))
     ddpo = RLSynDDPOConfig(**ddpo_settings(config, tmp_path / "sft", tmp_path / "ddpo"))
     ddpo_yaml = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/orl_faces/ddpo.yaml").read_text())
     assert MainJobConfig().guidance_scale != 1.5  # the value given, not the default
     assert (generation.guidance_scale, generation.num_inference_steps, generation.eta) == (1.5, 30, 0.0)
+    assert generation.guidance_options() == {"guidance_scale": 1.5, "guidance_interval": (0.5, 1.0)}
     assert ddpo.sample_guidance_scale == ddpo_yaml["sample_guidance_scale"]
     with pytest.raises(SettingsError, match="guidance_scale"):
         MainJobConfig(guidance_scale=-1.0)
+    with pytest.raises(SettingsError, match="guidance_interval"):
+        MainJobConfig(guidance_interval="1,0")
 
 
 def test_recognizer_start_is_checked_and_matches_the_recipe():

@@ -91,6 +91,8 @@ def write_synthetic_dataset(
         "guidance_scale": config.guidance_scale,
         "eta": config.eta,
     }
+    if config.guidance_interval is not None:  # absent when unset, as the reference strength: old runs keep theirs
+        run["guidance_interval"] = config.guidance_interval
     if config.reference_strength is not None:  # absent when unset: runs from noise keep their fingerprints
         run["reference_strength"] = config.reference_strength
     # Every process samples its share of the shards (a shard's samples depend on its index alone, so the dataset is

@@ -183,8 +183,8 @@ def _sample_shards(
                 identities,
                 seed=seed,
                 num_inference_steps=config.num_inference_steps,
-                guidance_scale=config.guidance_scale,
                 eta=config.eta,
+                **config.guidance_options(),
                 batch_size=config.batch_size,
                 reference=reference,
             )

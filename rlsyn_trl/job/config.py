@@ -13,7 +13,7 @@ import yaml
 
 from ..data.orl_split import ALLOWED_SHOTS, check_private_options
 from ..recipes import RECIPES_DIR
-from ..utils.checks import SettingsError, parse_reference_strength, require
+from ..utils.checks import SettingsError, parse_guidance_interval, parse_reference_strength, require
 from ..utils.launch import MAX_EMBEDDED_PROCESSES, PRECISIONS, check_precision
 
 RECOGNIZER_STARTS = ("encoder", "scratch")
@@ -57,6 +57,13 @@ class MainJobConfig:
         metadata={
             "help": "Classifier-free guidance of the synthetic datasets (default: recipes/orl_faces/generate.yaml's; "
             "1 is the conditional model alone). DDPO trains with its own (ddpo.yaml's sample_guidance_scale)."
+        },
+    )
+    guidance_interval: str | None = field(
+        default_factory=lambda: embedded_recipe("generate").get("guidance_interval"),
+        metadata={
+            "help": "Noise levels t/T \"lo,hi\" where the datasets' guidance applies (default: generate.yaml's; unset: "
+            "every step)."
         },
     )
     recognizer_steps: int = field(
@@ -146,6 +153,7 @@ class MainJobConfig:
             self.guidance_scale,
             "must be >= 0.",
         )
+        parse_guidance_interval(self.guidance_interval)
         for name in ("recognizer_workers", "threads"):
             value = getattr(self, name)
             require(value is None or (type(value) is int and value >= 1), name, value, "must be an integer >= 1.")

@@ -47,6 +47,7 @@ STAGE_SETTINGS = (
     "samples_per_identity",
     "inference_steps",
     "guidance_scale",
+    "guidance_interval",
     "ablation",
     "reference_strengths",
     "reference_ddpo",
@@ -165,6 +166,7 @@ def generation_settings(config: MainJobConfig, adapter: Path, output_dir: Path) 
         encoder=config.encoder,
         samples_per_identity=config.samples_per_identity,
         guidance_scale=config.guidance_scale,
+        guidance_interval=config.guidance_interval,
         **sampler,
     )
 

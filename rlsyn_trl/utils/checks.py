@@ -34,25 +34,49 @@ def require_positive(config: Any, *names: str, allow_none: bool = False) -> None
         )
 
 
+def _numbers(value: Any, flag: str, fix: str) -> list[float]:
+    """A number, a string "a,b" or a list -> its numbers, refused with ``fix`` when they do not parse."""
+    try:
+        if isinstance(value, str):
+            return [float(part) for part in value.replace(" ", "").split(",")]
+        if isinstance(value, (list, tuple)):
+            return [float(part) for part in value]
+        return [float(value)]
+    except (TypeError, ValueError):
+        raise SettingsError(f"--{flag} {value!r}: {fix}") from None
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
+
+
 def parse_reference_strength(value: Any, flag: str = "reference_strength") -> tuple[float, float] | None:
     """``None``, a strength ``s`` or a range ``lo,hi`` (a string "0.5,0.8", or a list) -> ``(lo, hi)``.
 
     A single ``s`` is the range ``(s, s)``. Every bound must lie in (0, 1]: 0 would skip the whole chain and
     return the real photo itself, above 1 there is no earlier step to start from.
     """
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+    if _unset(value):
         return None
     fix = 'must be a strength in (0, 1] (e.g. 0.6) or a range "lo,hi" / [lo, hi] with 0 < lo <= hi <= 1.'
-    try:
-        if isinstance(value, str):
-            parts = [float(part) for part in value.replace(" ", "").split(",")]
-        elif isinstance(value, (list, tuple)):
-            parts = [float(part) for part in value]
-        else:
-            parts = [float(value)]
-    except (TypeError, ValueError):
-        raise SettingsError(f"--{flag} {value!r}: {fix}") from None
+    parts = _numbers(value, flag, fix)
     require(len(parts) in (1, 2), flag, value, fix)
     low, high = parts[0], parts[-1]
     require(all(math.isfinite(p) and 0 < p <= 1 for p in parts) and low <= high, flag, value, fix)
+    return low, high
+
+
+def parse_guidance_interval(value: Any, flag: str = "guidance_interval") -> tuple[float, float] | None:
+    """``None`` or the noise levels ``lo,hi`` (a string "0.5,1", or a list) where guidance applies -> ``(lo, hi)``.
+
+    Levels are ``t / T`` (0: the clean image, 1: pure noise); guidance applies where ``lo < t / T <= hi``, so the
+    interval must hold some of (0, 1].
+    """
+    if _unset(value):
+        return None
+    fix = 'must be noise levels "lo,hi" / [lo, hi] with 0 <= lo < hi <= 1 (e.g. "0.5,1": the noisier half).'
+    parts = _numbers(value, flag, fix)
+    require(len(parts) == 2, flag, value, fix)
+    low, high = parts
+    require(all(math.isfinite(p) for p in parts) and 0 <= low < high <= 1, flag, value, fix)
     return low, high

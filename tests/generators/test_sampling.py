@@ -11,7 +11,7 @@ from trl.core import randn_tensor
 
 import rlsyn_trl
 from rlsyn_trl.generators import IdentityGenerator, ReferenceStart, ddim_sample, reference_rng, start_step
-from rlsyn_trl.settings import SettingsError, parse_reference_strength
+from rlsyn_trl.settings import SettingsError, parse_guidance_interval, parse_reference_strength
 from rlsyn_trl.trainers.ddpo.pipeline import IdentityDDPOPipeline, guided_prediction, label_embeds
 
 pytestmark = pytest.mark.precision  # run again with the other precision forced (.ci/run)
@@ -278,3 +278,39 @@ def test_reference_strength_forms(value, expected):
 def test_bad_reference_strength_names_the_flag(value):
     with pytest.raises(SettingsError, match="--reference_strength"):
         parse_reference_strength(value)
+
+
+def test_a_guidance_interval_guides_only_the_steps_whose_noise_level_lies_in_it():
+    """(0, 1] is guidance at every step, an interval holding no step is the conditional model alone, and (0.5, 1]
+    guides the noisier steps only: its chain equals full guidance up to the first clean-half step, then differs."""
+    generator = build_tiny_generator(resolution=16)
+    labels = ["s1", "s2"]
+
+    def sample(interval, scale=3.0):
+        return generator.sample(labels, seed=2, num_inference_steps=4, guidance_scale=scale, eta=1.0,
+                                guidance_interval=interval)  # fmt: skip
+
+    everywhere, conditional, noisy_half = sample(None), sample(None, scale=1.0), sample((0.5, 1.0))
+    assert torch.equal(sample((0.0, 1.0)), everywhere)
+    assert torch.equal(sample((0.0, 0.2)), conditional)  # timesteps 999, 749, 499, 249: none at or under 0.2 T
+    assert not torch.equal(noisy_half, everywhere) and not torch.equal(noisy_half, conditional)
+    denoise, calls = _counting(generator.model_output)
+    label_ids = torch.tensor([0, 1])
+    ddim_sample(denoise, generator.scheduler, label_ids, torch.full_like(label_ids, generator.null_label),
+                generator.latent_shape, num_inference_steps=4, guidance_scale=3.0, guidance_interval=(0.5, 1.0),
+                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    # [null; cond] in one pass (4 rows) where t / T lies in (0.5, 1], the conditional rows alone (2) elsewhere
+    assert calls == [(999, 4), (749, 4), (499, 2), (249, 2)]
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(None, None), ("0.5,1", (0.5, 1.0)), ([0, 0.6], (0.0, 0.6)), ("null", None)]
+)
+def test_guidance_interval_forms(value, expected):
+    assert parse_guidance_interval(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0.5", "1,0.5", "0.5,0.5", "-0.1,0.5", "0.5,1.2", "a,b", [0.1, 0.2, 0.3]])
+def test_bad_guidance_interval_names_the_flag_and_the_fix(value):
+    with pytest.raises(SettingsError, match='--guidance_interval .*"lo,hi"'):
+        parse_guidance_interval(value)
