@@ -6,10 +6,11 @@
 Reuses the real split and the synthetic datasets of each main job (``rlsyn-trl main --output-dir <run>`` or an
 ablation run) and retrains the recognizer for: real only, real + augmentation, cold-start synthetic (+ selection),
 RL synthetic + selection (the full method), and the full method with a smaller synthetic share of each batch,
-with synthetic images in the first half of training only, or with their loss kept off the backbone (class centres
-only). Training seeds: ``--seeds``, or each run's own seed (the
-ablation's convention, seed = split seed). Means and stds are over all (run, seed) pairs. The thread count changes
-single runs by a few points, so it is fixed (``--threads``, default 1).
+with synthetic images in the first half of training only, with their loss kept off the backbone (class centres
+only), or kept off the class centres (backbone only: the centres are placed by the real images). ``--only`` runs
+the rows whose name holds one of its words (a ``--main-only`` run has no cold-start set). Training seeds:
+``--seeds``, or each run's own seed (the ablation's convention, seed = split seed). Means and stds are over all
+(run, seed) pairs. The thread count changes single runs by a few points, so it is fixed (``--threads``, default 1).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import datasets
 import numpy as np
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.job.pipeline import NO_AUGMENTATION, recognizer_config
+from rlsyn_trl.job.comparison import NO_AUGMENTATION, recognizer_config
 from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
 from rlsyn_trl.utils.runtime import setup_runtime
 
@@ -37,6 +38,7 @@ VARIANTS = [
     ("full method, 1/10 of each batch synthetic", "rl", {**FULL, "synthetic_ratio": 0.1}),
     ("full method, synthetic in the first half of training only", "rl", {**FULL, "synthetic_until": 0.5}),
     ("full method, synthetic loss kept off the backbone", "rl", {**FULL, "synthetic_trains_backbone": False}),
+    ("full method, class centres placed by real images only", "rl", {**FULL, "synthetic_moves_centres": False}),
 ]
 
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default=None, help="recognizer start (default: each main job's recognizer_model)")
     parser.add_argument("--tag", default="", help="suffix of the mixing output folders")
+    parser.add_argument("--only", nargs="+", default=None, help="run only the rows whose name contains one of these")
     args = parser.parse_args()
     setup_runtime(threads=args.threads, offline=True)  # every run seeds itself
     jobs = []
@@ -56,15 +59,18 @@ def main() -> None:
         job = results["config"]
         model = args.model or results.get("recognizer_model", TINY_MODEL)
         real = load_identity_dataset("orl_faces", "private", shots=job["shots"], seed=job["split_seed"])
-        synthetic = {
-            name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset")) for name in ("cold_start", "rl")
+        synthetic = {  # a --main-only run has no cold-start set
+            name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset"))
+            for name in ("cold_start", "rl")
+            if (run / f"synthetic_{name}").is_dir()
         }
         seeds = args.seeds if args.seeds is not None else [job["seed"]]
         jobs.append((run, real, synthetic, model, seeds))
         print(f"{run}: {job['shots']} shot(s), split seed {job['split_seed']}, training seeds {seeds}, {model}")
     print(f"{args.steps} steps, {args.threads} thread(s)")
     print("\n| recognizer data | test accuracy % (mean +- std) | per run and seed |\n|---|---|---|")
-    for name, source, overrides in VARIANTS:
+    variants = [v for v in VARIANTS if args.only is None or any(part in v[0] for part in args.only)]
+    for name, source, overrides in variants:
         accuracies = []
         for run, real, synthetic, model, seeds in jobs:
             for seed in seeds:

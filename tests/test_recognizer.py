@@ -116,6 +116,24 @@ def test_synthetic_images_can_be_kept_off_the_backbone(tmp_path, trains_backbone
         tiny_config(tmp_path, synthetic_trains_backbone=False, loss="cross_entropy")
 
 
+@pytest.mark.parametrize("moves_centres", [True, False])
+def test_synthetic_images_can_be_kept_off_the_class_centres(tmp_path, moves_centres):
+    config = tiny_config(tmp_path, synthetic_moves_centres=moves_centres)
+    model = build_recognizer(config, [f"s{i}" for i in range(4)]).train()
+    images, labels = torch.randn(6, 1, 32, 32), torch.arange(6) % 4
+    synthetic = torch.tensor([False, False, True, True, True, True])
+    model(images[synthetic], labels[synthetic], synthetic[synthetic]).loss.backward()
+    assert (model.cosface.W.grad is not None and model.cosface.W.grad.abs().sum() > 0) == moves_centres
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    model.zero_grad()
+    model(images, labels, synthetic).loss.backward()  # real images in the batch still place the centres
+    assert model.cosface.W.grad.abs().sum() > 0
+    model.eval()  # identification scores every image against the centres alike
+    torch.testing.assert_close(model(images, synthetic=synthetic).logits, model(images).logits)
+    with pytest.raises(ValueError, match="synthetic_moves_centres=False needs"):
+        tiny_config(tmp_path, synthetic_moves_centres=False, loss="cross_entropy")
+
+
 def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path, capsys, caplog):
     with caplog.at_level(logging.INFO, logger="rlsyn_trl.recognizer.trainer"):
         metrics = train_recognizer(tiny_config(tmp_path, logging_steps=20), orl_one_shot)

@@ -106,6 +106,13 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
             "detached), so the backbone's features are learned from real images alone. Needs a CosFace or triplet loss."
         },
     )
+    synthetic_moves_centres: bool = field(
+        default=True,
+        metadata={
+            "help": "False: synthetic images are scored against detached CosFace class centres, so the centres are "
+            "placed by the real images alone and the samples train the backbone only. Needs loss='cosface'."
+        },
+    )
     selection: bool = field(default=False, metadata={"help": "Reweight the synthetic images by dynamic selection."})
     output_dir: str = field(default="outputs/recognizer", metadata={"help": "Where logs and checkpoints go."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
@@ -158,6 +165,11 @@ class RecognizerConfig(TrainingArguments, SelectionConfig):
             raise ValueError(
                 "synthetic_trains_backbone=False needs loss='cosface' or a triplet term: plain classifier logits "
                 "come straight from the backbone."
+            )
+        if not self.synthetic_moves_centres and self.loss != "cosface":
+            raise ValueError(
+                "synthetic_moves_centres=False needs loss='cosface': the other losses have no class centres apart "
+                "from the backbone's classifier."
             )
         if not 0 < self.synthetic_until <= 1:
             raise ValueError(f"synthetic_until must be in (0, 1], got {self.synthetic_until}")

@@ -41,7 +41,10 @@ class IdentityRecognizer(nn.Module):
     selection scores samples by, stays the classification loss alone.
 
     With ``synthetic_trains_backbone=False`` the embeddings of training images flagged ``synthetic`` are detached:
-    their loss moves the class centres (and the triplet term's other side) but never the backbone.
+    their loss moves the class centres (and the triplet term's other side) but never the backbone. With
+    ``synthetic_moves_centres=False`` it is the other way round for the CosFace head: synthetic images are scored
+    against detached centres, so the centres are placed by the real images alone and the samples teach the backbone
+    to map their variation onto them (samples whose mean sits off the real photo would otherwise pull the centre).
     """
 
     def __init__(
@@ -53,11 +56,13 @@ class IdentityRecognizer(nn.Module):
         triplet_margin: float = 0.3,
         synthetic_trains_backbone: bool = True,
         label_smoothing: float = 0.0,
+        synthetic_moves_centres: bool = True,
     ) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
         self.backbone, self.cosface, self.flip_test = backbone, cosface, flip_test
         self.synthetic_trains_backbone = synthetic_trains_backbone
+        self.synthetic_moves_centres = synthetic_moves_centres
         self.triplet_weight = triplet_weight
         self.triplet = TripletMarginLoss(margin=triplet_margin) if triplet_weight else None
         self.miner = BatchHardMiner() if triplet_weight else None
@@ -77,17 +82,22 @@ class IdentityRecognizer(nn.Module):
         return pooled.flatten(1)
 
     def scores(
-        self, pixel_values: torch.Tensor, detach: torch.Tensor | None = None
+        self, pixel_values: torch.Tensor, detach: torch.Tensor | None = None, frozen: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class scores (the classifier's logits, or the cosines to the CosFace class centres) and, when a loss
-        needs it, the pooled embedding they come from; rows flagged in ``detach`` pass no gradient to the backbone."""
+        needs it, the pooled embedding they come from; rows flagged in ``detach`` pass no gradient to the backbone,
+        rows flagged in ``frozen`` none to the CosFace centres."""
         if self.cosface is None and self.triplet is None:
             return self.backbone(pixel_values=pixel_values).logits, None
         embeddings = self.embed(pixel_values)
         if detach is not None:
             embeddings = torch.where(detach[:, None], embeddings.detach(), embeddings)
         if self.cosface is not None:
-            return self.cosface.get_cosine(embeddings), embeddings
+            cosine = self.cosface.get_cosine(embeddings)
+            if frozen is not None:
+                fixed = self.cosface.distance(embeddings, self.cosface.W.detach().t())  # get_cosine, centres detached
+                cosine = torch.where(frozen[:, None], fixed, cosine)
+            return cosine, embeddings
         classify = getattr(self.backbone, "classify", self.backbone.classifier)  # a BNNeck normalises first
         return classify(embeddings), embeddings
 
@@ -95,7 +105,8 @@ class IdentityRecognizer(nn.Module):
         self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, synthetic: torch.Tensor | None = None
     ) -> ImageClassifierOutput:
         detach = None if self.synthetic_trains_backbone or not self.training else synthetic
-        logits, embeddings = self.scores(pixel_values, detach)
+        frozen = None if self.synthetic_moves_centres or not self.training else synthetic
+        logits, embeddings = self.scores(pixel_values, detach, frozen)
         if self.flip_test and not self.training:
             logits = (logits + self.scores(pixel_values.flip(-1))[0]) / 2
         loss = None if labels is None else self.per_sample_loss(ImageClassifierOutput(logits=logits), labels).mean()
@@ -178,6 +189,7 @@ def build_recognizer(config: RecognizerConfig, label_names: list[str]) -> Identi
         triplet_margin=config.triplet_margin,
         synthetic_trains_backbone=config.synthetic_trains_backbone,
         label_smoothing=config.label_smoothing,
+        synthetic_moves_centres=config.synthetic_moves_centres,
     )
 
 

@@ -28,6 +28,7 @@ class RecognizerModelConfig(PretrainedConfig):
         triplet_weight: float = 0.0,
         triplet_margin: float = 0.3,
         synthetic_trains_backbone: bool = True,
+        synthetic_moves_centres: bool = True,
         image_size: list[int] | tuple[int, int] = (32, 32),
         num_channels: int = 1,
         **kwargs,
@@ -39,6 +40,7 @@ class RecognizerModelConfig(PretrainedConfig):
         self.flip_test = flip_test
         self.triplet_weight, self.triplet_margin = triplet_weight, triplet_margin
         self.synthetic_trains_backbone = synthetic_trains_backbone
+        self.synthetic_moves_centres = synthetic_moves_centres
         self.image_size = list(image_size)
         self.num_channels = num_channels
         super().__init__(**kwargs)

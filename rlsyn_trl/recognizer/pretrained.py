@@ -52,6 +52,7 @@ class RecognizerModel(PreTrainedModel):
                 triplet_weight=config.triplet_weight,
                 triplet_margin=config.triplet_margin,
                 synthetic_trains_backbone=config.synthetic_trains_backbone,
+                synthetic_moves_centres=config.synthetic_moves_centres,
             )
         self.recognizer = recognizer
         self.post_init()
@@ -74,6 +75,7 @@ class RecognizerModel(PreTrainedModel):
             triplet_weight=settings.triplet_weight,
             triplet_margin=settings.triplet_margin,
             synthetic_trains_backbone=settings.synthetic_trains_backbone,
+            synthetic_moves_centres=settings.synthetic_moves_centres,
             image_size=list(settings.resolution),
             num_channels=settings.channels,
             id2label=dict(enumerate(label_names)),
