@@ -99,39 +99,35 @@ def test_synthetic_first_real_last_schedule(tmp_path):
         tiny_config(tmp_path, synthetic_until=0.0)
 
 
-@pytest.mark.parametrize("trains_backbone", [True, False])
-def test_synthetic_images_can_be_kept_off_the_backbone(tmp_path, trains_backbone):
-    config = tiny_config(tmp_path, synthetic_trains_backbone=trains_backbone)
-    model = build_recognizer(config, [f"s{i}" for i in range(4)]).train()
-    images, labels = torch.randn(6, 1, 32, 32), torch.arange(6) % 4
-    synthetic = torch.tensor([False, False, True, True, True, True])
-    model(images[synthetic], labels[synthetic], synthetic[synthetic]).loss.backward()
-    backbone_moved = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
-    assert backbone_moved == trains_backbone
-    assert model.cosface.W.grad.abs().sum() > 0  # the class centres learn from synthetic images either way
-    model.zero_grad()
-    model(images, labels, synthetic).loss.backward()  # real images in the batch still train the backbone
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
-    with pytest.raises(ValueError, match="synthetic_trains_backbone=False needs"):
-        tiny_config(tmp_path, synthetic_trains_backbone=False, loss="cross_entropy")
+SYNTHETIC_ROWS = torch.tensor([False, False, True, True, True, True])
 
 
-@pytest.mark.parametrize("moves_centres", [True, False])
-def test_synthetic_images_can_be_kept_off_the_class_centres(tmp_path, moves_centres):
-    config = tiny_config(tmp_path, synthetic_moves_centres=moves_centres)
+def _moved(parameters) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in parameters)
+
+
+@pytest.mark.parametrize(
+    "setting, trains_backbone, moves_centres",
+    [(None, True, True), ("synthetic_trains_backbone", False, True), ("synthetic_moves_centres", True, False)],
+)
+def test_synthetic_images_can_be_kept_off_the_backbone_or_the_class_centres(
+    tmp_path, setting, trains_backbone, moves_centres
+):
+    """Each switch removes one path of the synthetic images' gradient; real images in the batch keep both."""
+    config = tiny_config(tmp_path, **({setting: False} if setting else {}))
     model = build_recognizer(config, [f"s{i}" for i in range(4)]).train()
-    images, labels = torch.randn(6, 1, 32, 32), torch.arange(6) % 4
-    synthetic = torch.tensor([False, False, True, True, True, True])
+    images, labels, synthetic = torch.randn(6, 1, 32, 32), torch.arange(6) % 4, SYNTHETIC_ROWS
     model(images[synthetic], labels[synthetic], synthetic[synthetic]).loss.backward()
-    assert (model.cosface.W.grad is not None and model.cosface.W.grad.abs().sum() > 0) == moves_centres
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    assert _moved(model.backbone.parameters()) == trains_backbone
+    assert _moved([model.cosface.W]) == moves_centres
     model.zero_grad()
-    model(images, labels, synthetic).loss.backward()  # real images in the batch still place the centres
-    assert model.cosface.W.grad.abs().sum() > 0
-    model.eval()  # identification scores every image against the centres alike
+    model(images, labels, synthetic).loss.backward()
+    assert _moved(model.backbone.parameters()) and _moved([model.cosface.W])
+    model.eval()  # identification scores every image the same way
     torch.testing.assert_close(model(images, synthetic=synthetic).logits, model(images).logits)
-    with pytest.raises(ValueError, match="synthetic_moves_centres=False needs"):
-        tiny_config(tmp_path, synthetic_moves_centres=False, loss="cross_entropy")
+    if setting:
+        with pytest.raises(ValueError, match=f"{setting}=False needs"):
+            tiny_config(tmp_path, **{setting: False}, loss="cross_entropy")
 
 
 def test_tiny_one_shot_run_beats_chance(orl_one_shot, tmp_path, capsys, caplog):
