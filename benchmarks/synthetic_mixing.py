@@ -8,7 +8,8 @@ ablation run) and retrains the recognizer for: real only, real + augmentation, c
 RL synthetic + selection (the full method), and the full method with a smaller synthetic share of each batch,
 with synthetic images in the first half of training only, with their loss kept off the backbone (class centres
 only), or kept off the class centres (backbone only: the centres are placed by the real images). ``--only`` runs
-the rows whose name holds one of its words (a ``--main-only`` run has no cold-start set). Training seeds:
+the rows whose name holds one of its words (a ``--main-only`` run has no cold-start set); ``--sets`` adds a row for
+each named synthetic set of the runs (e.g. a reference-guided ``cold_start_s0.5``). Training seeds:
 ``--seeds``, or each run's own seed (the ablation's convention, seed = split seed). Means and stds are over all
 (run, seed) pairs. The thread count changes single runs by a few points, so it is fixed (``--threads``, default 1).
 """
@@ -28,9 +29,10 @@ from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
 from rlsyn_trl.utils.runtime import setup_runtime
 
 FULL = {"selection": True}
+BASELINE = "real + augmentation"
 VARIANTS = [
     ("real only", None, NO_AUGMENTATION),
-    ("real + augmentation", None, {}),
+    (BASELINE, None, {}),
     ("+ cold-start synthetic", "cold_start", {}),
     ("+ cold-start synthetic + selection", "cold_start", FULL),
     ("+ RL synthetic + selection (full method)", "rl", FULL),
@@ -50,7 +52,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", default=None, help="recognizer start (default: each main job's recognizer_model)")
     parser.add_argument("--tag", default="", help="suffix of the mixing output folders")
-    parser.add_argument("--only", nargs="+", default=None, help="run only the rows whose name contains one of these")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="run only the rows whose name contains one of these (none: no row)"
+    )
+    parser.add_argument(
+        "--sets", nargs="+", default=[], help="add a row per synthetic set of the runs (e.g. cold_start_s0.5)"
+    )
     args = parser.parse_args()
     setup_runtime(threads=args.threads, offline=True)  # every run seeds itself
     jobs = []
@@ -59,10 +66,9 @@ def main() -> None:
         job = results["config"]
         model = args.model or results.get("recognizer_model", TINY_MODEL)
         real = load_identity_dataset("orl_faces", "private", shots=job["shots"], seed=job["split_seed"])
-        synthetic = {  # a --main-only run has no cold-start set
-            name: datasets.load_from_disk(str(run / f"synthetic_{name}" / "dataset"))
-            for name in ("cold_start", "rl")
-            if (run / f"synthetic_{name}").is_dir()
+        synthetic = {  # every set of the run (a --main-only run has no cold-start set)
+            folder.name.removeprefix("synthetic_"): datasets.load_from_disk(str(folder / "dataset"))
+            for folder in sorted(run.glob("synthetic_*"))
         }
         seeds = args.seeds if args.seeds is not None else [job["seed"]]
         jobs.append((run, real, synthetic, model, seeds))
@@ -70,8 +76,10 @@ def main() -> None:
     print(f"{args.steps} steps, {args.threads} thread(s)")
     print("\n| recognizer data | test accuracy % (mean +- std) | per run and seed |\n|---|---|---|")
     variants = [v for v in VARIANTS if args.only is None or any(part in v[0] for part in args.only)]
+    variants += [(f"+ {name} synthetic", name, {}) for name in args.sets]
+    table = {}
     for name, source, overrides in variants:
-        accuracies = []
+        accuracies = table[name] = []
         for run, real, synthetic, model, seeds in jobs:
             for seed in seeds:
                 folder = run / f"mixing{args.tag}" / f"{name.replace(' ', '_').replace('/', '-')}_{seed}"
@@ -80,6 +88,22 @@ def main() -> None:
                 accuracies.append(100 * metrics["test_accuracy"])
         per_seed = " / ".join(f"{a:.1f}" for a in accuracies)
         print(f"| {name} | {np.mean(accuracies):.1f} +- {np.std(accuracies):.1f} | {per_seed} |", flush=True)
+    if BASELINE in table and len(table[BASELINE]) > 1:
+        print(paired_gains(table))
+
+
+def paired_gains(table: dict[str, list[float]]) -> str:
+    """Each row's gain over real + augmentation on the same (run, seed), with the standard error of its mean: the
+    rows share their test photos and seeds, so the paired difference is what a row changes."""
+    header = f"\n| recognizer data | gain over {BASELINE}, mean +- standard error | per run and seed |"
+    lines = [header, "|---|---|---|"]
+    for name, accuracies in table.items():
+        if name == BASELINE:
+            continue
+        gains = np.array(accuracies) - np.array(table[BASELINE])
+        error = gains.std(ddof=1) / np.sqrt(len(gains))
+        lines.append(f"| {name} | {gains.mean():+.1f} +- {error:.1f} | {' / '.join(f'{g:+.1f}' for g in gains)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
