@@ -105,9 +105,9 @@ def guided_step(
 ) -> bool:
     """Whether guidance applies at ``timestep``: everywhere without an interval, else where ``lo < t / T <= hi``.
 
-    Guidance in a limited interval of noise levels (Kynkaenniemi et al., 2024): at the noisiest steps guidance pulls
-    every sample of a class towards the same layout, at the cleanest it mostly sharpens texture; the middle is where
-    it adds the class's features. Outside the interval the step is the conditional model alone.
+    Guidance in a limited interval of noise levels (Kynkaenniemi et al., 2024); outside it the step is the
+    conditional model alone. On the embedded prior it is guidance in the clean half of the chain that costs faces:
+    limited to the noisier half it keeps most of them and the identity it adds (docs/results.md).
     """
     if guidance_interval is None:
         return True

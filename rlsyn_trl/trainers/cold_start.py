@@ -121,7 +121,8 @@ def prepare_identity_generator(
 # Settings a resumed cold start may change: step counts and budgets, logging, the preview grid, where it writes.
 RESUMABLE_SETTINGS = {
     "max_steps", "max_minutes", "checkpoint_every", "resume", "output_dir", "data_dir", "log_with",
-    "grid_per_identity", "num_inference_steps", "guidance_scale", "eta", "push_to_hub", "hub_model_id", "hub_private",
+    "grid_per_identity", "num_inference_steps", "guidance_scale", "guidance_interval", "eta", "push_to_hub",
+    "hub_model_id", "hub_private",
 }  # fmt: skip
 
 
