@@ -419,7 +419,8 @@ def test_two_processes_see_the_same_epoch_rewards_as_one(tiny, tmp_path):
     assert (rank0["num_processes"], rank1["num_processes"], single["num_processes"]) == (2, 2, 1)
     for key in ("labels", "sem", "cov", "exp", "z_sem", "z_cov", "z_exp", "total"):
         assert torch.equal(rank0[key], rank1[key]), key
-        torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=1e-6, msg=key)
+        # float32 sums in another order: relative rounding (a tiny model's set-level term can reach tens)
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
     # Each rank trained on its own half of the epoch; synchronised gradients keep their weights identical.
     for name, value in rank0["trainable"].items():
         assert torch.equal(value, rank1["trainable"][name]), name
