@@ -21,6 +21,7 @@ from rlsyn_trl.encoders import load_feature_extractor
 from rlsyn_trl.generation.realism import face_detection_rate
 from rlsyn_trl.generators import load_generator
 from rlsyn_trl.metrics.identity import identity_consistency
+from rlsyn_trl.utils.checks import parse_guidance_interval
 from rlsyn_trl.utils.runtime import setup_runtime
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     runs = [(scale, interval) for scale, interval in itertools.product(args.scales, args.intervals)]
     runs = list(dict.fromkeys((scale, "0,1" if scale == 1 else interval) for scale, interval in runs))  # 1: no guidance
     for scale, interval in runs:
-        low, high = (float(bound) for bound in interval.split(","))
+        low, high = parse_guidance_interval(interval, "intervals")
         began = time.perf_counter()
         images = generator.sample(
             labels,

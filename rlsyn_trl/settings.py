@@ -286,8 +286,8 @@ class SamplerSettings(ReferenceSettings):
         self.guidance_interval = None if interval is None else list(interval)  # one form for records
 
     def guidance_options(self) -> dict[str, Any]:
-        """The sampler's guidance arguments (``DiTIdentityGenerator.sample``'s)."""
-        interval = parse_guidance_interval(self.guidance_interval)
+        """The sampler's guidance arguments (``DiTIdentityGenerator.sample``'s); ``check`` normalised the interval."""
+        interval = None if self.guidance_interval is None else tuple(self.guidance_interval)
         return {"guidance_scale": self.guidance_scale, "guidance_interval": interval}
 
     def sampler_options(self) -> dict[str, Any]:

@@ -215,10 +215,11 @@ def ddim_sample(
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="sampling", leave=False)
+    guided = uses_guidance(guidance_scale)
     num_train_timesteps = scheduler.config.num_train_timesteps
 
     def run(rows_latents, t, rows_cond, rows_null, rows_generator):
-        if uses_guidance(guidance_scale) and guided_step(t, guidance_interval, num_train_timesteps):
+        if guided and guided_step(t, guidance_interval, num_train_timesteps):
             output = classifier_free_guidance(denoise, rows_latents, t, rows_cond, rows_null, guidance_scale)
         else:
             output = denoise(rows_latents, t, rows_cond)
