@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument(
         "--inference-steps", type=int, default=None, help="Deterministic DDIM steps of the synthetic datasets."
     )
+    parser.add_argument(
+        "--recognizer-seeds", type=int, default=1, help="Recognizers per row (seed, seed + 1, ...): rows read the mean."
+    )
     args = parser.parse_args()
     if args.reference_only and not args.reference_strengths:
         parser.error("--reference-only needs --reference-strengths")
@@ -169,6 +172,7 @@ def main() -> None:
                 paper_rows=not args.reference_only,
                 reference_strengths=args.reference_strengths,
                 reference_ddpo=not args.no_reference_ddpo,
+                recognizer_seeds=args.recognizer_seeds,
             )
             runs.setdefault(shots, []).append(run_main_job(job))
             write_report(runs, output)  # after every run: a stopped benchmark keeps its finished rows

@@ -24,8 +24,9 @@ from rlsyn_trl.utils.checks import SettingsError
 @pytest.mark.slow
 def test_quick_main_job_end_to_end(tmp_path, capfd):
     """CI's end-to-end run: every stage of the chain on the embedded default, with few steps, as two data-parallel
-    processes (what ``auto`` starts on a 2-core CPU); the ablation then reuses its stages in this one process."""
-    assert main(["main", "--quick", "--output-dir", str(tmp_path), "--processes", "2"]) == 0
+    processes (what ``auto`` starts on a 2-core CPU), each row over two recognizer seeds; the ablation then reuses its
+    stages in this one process."""
+    assert main(["main", "--quick", "--output-dir", str(tmp_path), "--processes", "2", "--recognizer_seeds", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     methods = [row["method"] for row in results["rows"]]
     assert methods == [
@@ -36,6 +37,12 @@ def test_quick_main_job_end_to_end(tmp_path, capfd):
     ]
     assert not (tmp_path / "synthetic_cold_start").exists()  # the cold-start samples are the ablation's
     assert all(0 <= row["accuracy"] <= 1 for row in results["rows"])
+    for row in results["rows"][1:]:  # each trained row: the mean of its seeds, its own recognizer per seed
+        assert row["seeds"] == [0, 1] and row["accuracy"] == pytest.approx(sum(row["accuracies"]) / 2)
+    assert sorted(path.name for path in (tmp_path / "recognizer" / "full_method").iterdir()) == ["seed0", "seed1"]
+    full = results["rows"][-1]
+    gains = [100 * (a - b) for a, b in zip(full["accuracies"], results["rows"][2]["accuracies"], strict=True)]
+    assert full["gain_over_augmentation"] == pytest.approx(sum(gains) / 2) and "gain_standard_error" in full
     for row in results["rows"][3:]:
         assert 0 <= row["identity_consistency"] <= 1 and 0 <= row["face_detection_rate"] <= 1
         assert 0 <= row["evaluator_consistency"] <= 1  # the recipe's independent evaluator, never the reward's phi
@@ -54,6 +61,8 @@ def test_quick_main_job_end_to_end(tmp_path, capfd):
     adapter = (tmp_path / "ddpo" / "identity_lora.safetensors").read_bytes()
     assert main(["main", "--quick", "--ablation", "--output-dir", str(tmp_path), "--processes", "1"]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert all(row.get("seeds", [0]) == [0] for row in rows)  # one recognizer seed: the folders as before
+    assert (tmp_path / "recognizer" / "full_method" / "test_results.json").is_file()
     ablation_rows = ["+ cold-start synthetic", "+ selection", "+ R_sem", "+ R_cov"]
     assert [row["method"] for row in rows] == [*methods[:3], *ablation_rows, methods[3]]
     assert (tmp_path / "ddpo" / "identity_lora.safetensors").read_bytes() == adapter  # reused, not trained again

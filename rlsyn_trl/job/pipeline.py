@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import dataset_to_tensors
@@ -26,6 +27,7 @@ from ..utils.launch import is_main_process
 from ..utils.runtime import process_precision
 from .comparison import (
     RowJob,
+    add_paired_gains,
     recognizer_precision,
     recognizer_rows,
     results_table,
@@ -284,17 +286,22 @@ def run_main_job(config: MainJobConfig) -> dict:
         },
     ]
     plan = recognizer_rows(config.ablation, config.paper_rows) + reference_rows(config)
+    seeds = [config.seed + offset for offset in range(config.recognizer_seeds)]
     jobs = []
     for method, source, overrides in plan:
         folder = output / "recognizer" / method.split(" (")[0].replace(" ", "_").replace("+", "plus")
         overrides = {**overrides, **recognizer_precision(config.mixed_precision)}
         if source:
             overrides = {**overrides, "synthetic_dataset": synthetic[source]["dataset"]}
-        jobs.append(
-            RowJob(method, str(folder), config.recognizer_model, config.recognizer_steps, config.seed, overrides)
-        )
-    for (method, source, _), metrics in zip(plan, train_rows(split, jobs, config.recognizer_workers), strict=True):
-        row = {"method": method, "accuracy": metrics["test_accuracy"]}
+        for seed in seeds:  # one seed keeps the row's folder as it was; several get a folder each
+            row_folder = folder if len(seeds) == 1 else folder / f"seed{seed}"
+            jobs.append(
+                RowJob(method, str(row_folder), config.recognizer_model, config.recognizer_steps, seed, overrides)
+            )
+    trained = iter(train_rows(split, jobs, config.recognizer_workers))
+    for method, source, _ in plan:
+        accuracies = [next(trained)["test_accuracy"] for _ in seeds]
+        row = {"method": method, "accuracy": float(np.mean(accuracies)), "accuracies": accuracies, "seeds": seeds}
         if source:
             summary = synthetic[source]["summary"]
             row.update(
@@ -304,6 +311,7 @@ def run_main_job(config: MainJobConfig) -> dict:
                 evaluator_consistency=(summary.get("evaluator") or {}).get("identity_consistency"),
             )
         rows.append(row)
+    add_paired_gains(rows)
     timings = {**stages["timings_s"], "recognizers": time.time() - started}
     results = {
         "config": asdict(config),
