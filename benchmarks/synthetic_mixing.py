@@ -24,7 +24,7 @@ import datasets
 import numpy as np
 
 from rlsyn_trl.data import load_identity_dataset
-from rlsyn_trl.job.comparison import NO_AUGMENTATION, recognizer_config
+from rlsyn_trl.job.comparison import NO_AUGMENTATION, paired_gain, recognizer_config
 from rlsyn_trl.recognizer import TINY_MODEL, train_recognizer
 from rlsyn_trl.utils.runtime import setup_runtime
 
@@ -93,16 +93,15 @@ def main() -> None:
 
 
 def paired_gains(table: dict[str, list[float]]) -> str:
-    """Each row's gain over real + augmentation on the same (run, seed), with the standard error of its mean: the
-    rows share their test photos and seeds, so the paired difference is what a row changes."""
+    """Each row's gain over real + augmentation on the same (run, seed), with the standard error of its mean."""
     header = f"\n| recognizer data | gain over {BASELINE}, mean +- standard error | per run and seed |"
     lines = [header, "|---|---|---|"]
     for name, accuracies in table.items():
         if name == BASELINE:
             continue
-        gains = np.array(accuracies) - np.array(table[BASELINE])
-        error = gains.std(ddof=1) / np.sqrt(len(gains))
-        lines.append(f"| {name} | {gains.mean():+.1f} +- {error:.1f} | {' / '.join(f'{g:+.1f}' for g in gains)} |")
+        gain, error = paired_gain(accuracies, table[BASELINE])
+        gains = " / ".join(f"{a - b:+.1f}" for a, b in zip(accuracies, table[BASELINE], strict=True))
+        lines.append(f"| {name} | {gain:+.1f} +- {error:.1f} | {gains} |")
     return "\n".join(lines)
 
 
